@@ -1,0 +1,122 @@
+"""Run configuration: every user-settable knob, its default, and its bounds (the only place bounds live)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+
+Variant = Literal["plain", "bn", "bn_after"]
+Activation = Literal["sigmoid", "tanh", "relu"]
+Init = Literal["gaussian", "default"]
+Optimizer = Literal["sgd", "momentum", "adam"]
+DatasetName = Literal["digits", "moons", "spirals", "mnist1d", "mnist"]
+Device = Literal["cpu", "cuda"]
+
+# Variants whose normalizer needs batch statistics, so batch size 1 cannot train them.
+BATCH_STAT_VARIANTS: frozenset[str] = frozenset({"bn", "bn_after"})
+
+# Live controls share these types with RunConfig, so a bound is written once.
+LearningRate = Annotated[float, Field(gt=0, le=10, description="SGD/Adam step size")]
+BatchSize = Annotated[int, Field(ge=1, le=4096, description="examples per mini-batch")]
+BnMomentum = Annotated[
+    float | None,
+    Field(
+        gt=0,
+        le=1,
+        description="weight of the newest batch in BN's running averages; "
+        "null means the cumulative (equal-weight) average",
+    ),
+]
+
+BATCH_SIZE_ONE_REASON = (
+    "BatchNorm cannot train on batch size 1: it normalizes each feature with the batch mean "
+    "and variance, and one example gives a variance of 0 and x - mean = 0, so every output "
+    "would be beta. Use batch size 2 or more for the BN variants."
+)
+
+
+class RunConfig(BaseModel):
+    """Everything that defines a run; frozen so a run's config never changes behind its back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    dataset: DatasetName = "digits"
+    data_dir: str | None = Field(
+        None, description="directory with MNIST IDX files (dataset 'mnist' only)"
+    )
+    variants: tuple[Variant, ...] = Field(("plain", "bn"), min_length=1, max_length=8)
+    depth: int = Field(3, ge=1, le=8, description="hidden layers")
+    width: int = Field(100, ge=1, le=1024, description="units per hidden layer")
+    activation: Activation = "sigmoid"
+    # Ioffe & Szegedy's Figure 1 network starts from small random Gaussian weights;
+    # "default" keeps PyTorch's Kaiming-uniform init instead.
+    init: Init = "gaussian"
+    init_std: float = Field(0.1, gt=0, le=10, description="std of the Gaussian init")
+    optimizer: Optimizer = "sgd"
+    sgd_momentum: float = Field(0.9, ge=0, lt=1, description="momentum for 'momentum'")
+    lr: LearningRate = 0.5
+    # 60 is the batch size of the paper's MNIST experiment.
+    batch_size: BatchSize = 60
+    bn_momentum: BnMomentum = 0.1
+    bn_eps: float = Field(1e-5, gt=0, le=1)
+    steps: int = Field(2000, ge=1, le=10_000_000)
+    # Probing every 10th step keeps the cost under ~10% while charts still move smoothly.
+    probe_every: int = Field(10, ge=1, le=100_000, description="steps between probed frames")
+    test_every: int = Field(100, ge=1, le=1_000_000, description="steps between test evals")
+    bins: int = Field(64, ge=8, le=512, description="histogram bins per layer")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: Device = "cpu"
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_variants(cls, variants: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(variants)) != len(variants):
+            raise ValueError("each variant may appear once")
+        return variants
+
+    @model_validator(mode="after")
+    def _data_dir_only_for_mnist(self) -> RunConfig:
+        if self.dataset == "mnist" and not self.data_dir:
+            raise ValueError("data_dir: dataset 'mnist' needs the directory of its IDX files")
+        return self
+
+    def trainable_at(self, batch_size: int) -> tuple[Variant, ...]:
+        """The variants that can take a training step at this batch size."""
+        if batch_size > 1:
+            return self.variants
+        return tuple(v for v in self.variants if v not in BATCH_STAT_VARIANTS)
+
+
+LEARNING_RATE: TypeAdapter[float] = TypeAdapter(LearningRate)
+BATCH_SIZE: TypeAdapter[int] = TypeAdapter(BatchSize)
+BN_MOMENTUM: TypeAdapter[float | None] = TypeAdapter(BnMomentum)
+
+
+def check(adapter: TypeAdapter[Any], field: str, value: object) -> Any:
+    """Validate one live control; a ConfigError names the field, as the run config's errors do."""
+    try:
+        return adapter.validate_python(value, strict=False)
+    except ValidationError as exc:
+        raise ConfigError(f"{field}: {exc.errors()[0]['msg']} (got {value!r})") from None
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per problem, each starting with the field it is about."""
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        # Cross-field checks have no location; their message starts with the field itself.
+        lines.append(f"{field}: {message}" if field else message)
+    return "; ".join(lines)

@@ -1,0 +1,285 @@
+"""Lockstep trainer: every variant takes the same mini-batch at every step; probes on sampled steps.
+
+Pure PyTorch: no web imports. Each call to `train_step` returns the wire messages
+it produced (events, and a frame on probed steps) for whoever runs it.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+import torch
+from torch import nn
+
+from .config import (
+    BATCH_SIZE,
+    BATCH_SIZE_ONE_REASON,
+    BN_MOMENTUM,
+    LEARNING_RATE,
+    RunConfig,
+    check,
+)
+from .data import Dataset, load_dataset
+from .errors import ConfigError
+from .frames import Json, Packer, message
+from .histogram import PERCENTILES
+from .models import MLP, VARIANTS, build_variants
+from .probes import Captured, Probe, capture, tap_values, taps_of
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def make_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+    momentum = config.sgd_momentum if config.optimizer == "momentum" else 0.0
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=momentum)
+
+
+class Trainer:
+    """Trains config.variants side by side: same initial weights, same batches, same order."""
+
+    def __init__(self, config: RunConfig, dataset: Dataset | None = None) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.data = (dataset or load_dataset(config.dataset, config.data_dir)).to(self.device)
+        self.n_train = len(self.data.y_train)
+        self._check_batch_size(config.batch_size)
+        self.models: dict[str, MLP] = build_variants(
+            config, self.data.n_features, self.data.n_classes, self.device
+        )
+        self.optimizers = {v: make_optimizer(config, m) for v, m in self.models.items()}
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.lr = config.lr
+        self.batch_size = config.batch_size
+        self.bn_momentum = config.bn_momentum
+        self.step = 0  # updates taken so far; the frame of step s shows the state before update s+1
+        self.diverged_at: dict[str, int | None] = dict.fromkeys(self.models)
+        self._nonfinite_at = {v: torch.tensor(-1, device=self.device) for v in self.models}
+        self._generator = torch.Generator().manual_seed(config.seed)
+        self._order = torch.randperm(self.n_train, generator=self._generator)
+        self._cursor = 0
+        self._epochs_done = 0
+        self._pending: list[dict[str, Json]] = []
+        self.probe = Probe(config.activation, config.bins)
+        self._calibrate()
+        self._note_skipped(config.batch_size)
+
+    # ---- controls: each takes effect at the next step and is recorded as an event ----
+
+    def set_lr(self, lr: object) -> dict[str, Json]:
+        value = check(LEARNING_RATE, "lr", lr)
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = value
+        previous, self.lr = self.lr, value
+        return self._event("lr", value=value, previous=previous)
+
+    def set_batch_size(self, batch_size: object) -> dict[str, Json]:
+        value = check(BATCH_SIZE, "batch_size", batch_size)
+        self._check_batch_size(value)
+        previous, self.batch_size = self.batch_size, value
+        event = self._event("batch_size", value=value, previous=previous)
+        self._note_skipped(value)
+        return event
+
+    def set_bn_momentum(self, momentum: object) -> dict[str, Json]:
+        value = check(BN_MOMENTUM, "bn_momentum", momentum)
+        for model in self.models.values():
+            for block in model.hidden():
+                if block.norm is not None:
+                    block.norm.momentum = value
+        previous, self.bn_momentum = self.bn_momentum, value
+        return self._event("bn_momentum", value=value, previous=previous)
+
+    def _check_batch_size(self, batch_size: int) -> None:
+        if batch_size > self.n_train:
+            raise ConfigError(
+                f"batch_size: {batch_size} is more than the {self.n_train} training "
+                f"examples of {self.data.name}"
+            )
+        if not self.config.trainable_at(batch_size):
+            raise ConfigError(f"batch_size: {BATCH_SIZE_ONE_REASON}")
+
+    def _note_skipped(self, batch_size: int) -> None:
+        skipped = [v for v in self.config.variants if v not in self.config.trainable_at(batch_size)]
+        if skipped:
+            self._event("skipped", variants=skipped, reason=BATCH_SIZE_ONE_REASON)
+
+    def _event(self, kind: str, **fields: Json) -> dict[str, Json]:
+        event = message("event", step=self.step, kind=kind, **fields)
+        self._pending.append(event)
+        return event
+
+    # ---- training ----
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.config.steps
+
+    @property
+    def epoch(self) -> float:
+        return self._epochs_done + self._cursor / self.n_train
+
+    def hello(self) -> dict[str, Json]:
+        """What a reader needs before the first frame: config, layout and bin edges."""
+        return message(
+            "hello",
+            config=self.config.model_dump(mode="json"),
+            dataset={
+                "name": self.data.name,
+                "n_train": self.n_train,
+                "n_test": len(self.data.y_test),
+                "n_features": self.data.n_features,
+                "n_classes": self.data.n_classes,
+            },
+            variants={
+                v: {"label": VARIANTS[v].label, "taps": list(taps_of(m))}
+                for v, m in self.models.items()
+            },
+            percentiles=list(PERCENTILES),
+            edges=self.probe.edges_json(),
+        )
+
+    def train_step(self) -> list[dict[str, Json]]:
+        """Take one update for every trainable variant; return the messages it produced."""
+        step = self.step
+        config = self.config
+        probed = (
+            step % config.probe_every == 0
+            or step % config.test_every == 0
+            or step == config.steps - 1
+        )
+        x, y = self._next_batch()
+        active = [
+            v for v in config.trainable_at(self.batch_size) if self.diverged_at[v] is None
+        ]
+        captured: dict[str, Captured] = {}
+        losses: dict[str, torch.Tensor] = {}
+        accuracies: dict[str, torch.Tensor] = {}
+        step_tensor = torch.tensor(step, device=self.device)
+        for variant in active:
+            model = self.models[variant]
+            model.train()
+            with ExitStack() as stack:
+                if probed:
+                    captured[variant] = stack.enter_context(capture(model))
+                logits = model(x)
+            loss = self.loss_fn(logits, y)
+            self.optimizers[variant].zero_grad(set_to_none=True)
+            loss.backward()
+            first = self._nonfinite_at[variant]
+            self._nonfinite_at[variant] = torch.where(
+                (first < 0) & ~torch.isfinite(loss.detach()), step_tensor, first
+            )
+            if probed:
+                losses[variant] = loss.detach()
+                accuracies[variant] = (logits.argmax(1) == y).float().mean()
+        frame = self._frame(active, captured, losses, accuracies) if probed else None
+        for variant in active:
+            self.optimizers[variant].step()  # after the probe, so gamma/beta match the forward
+        self.step += 1
+        messages, self._pending = self._pending, []
+        if frame is not None:
+            messages.append(frame)
+            messages.extend(self._flag_divergence(frame))
+        return messages
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cursor + self.batch_size > self.n_train:
+            # New epoch: reshuffle and drop the remainder, so every batch is full-size.
+            self._order = torch.randperm(self.n_train, generator=self._generator)
+            self._cursor = 0
+            self._epochs_done += 1
+        indices = self._order[self._cursor : self._cursor + self.batch_size].to(self.device)
+        self._cursor += self.batch_size
+        return self.data.x_train[indices], self.data.y_train[indices]
+
+    @torch.no_grad()
+    def _calibrate(self) -> None:
+        """Fix histogram edges from the first batch without training on it or moving BN buffers."""
+        size = max(self.batch_size, 2)
+        x = self.data.x_train[self._order[:size].to(self.device)]
+        values = {}
+        for variant, model in self.models.items():
+            saved = {name: buffer.clone() for name, buffer in model.named_buffers()}
+            model.train()
+            with capture(model) as layers:
+                model(x)
+            values[variant] = tap_values(model, layers)
+            for name, buffer in model.named_buffers():
+                buffer.copy_(saved[name])
+        self.probe.calibrate(values)
+
+    @torch.no_grad()
+    def _evaluate(self, model: MLP) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test loss and accuracy in eval mode (BN uses its running statistics)."""
+        model.eval()
+        logits = model(self.data.x_test)
+        model.train()
+        accuracy = (logits.argmax(1) == self.data.y_test).float().mean()
+        return self.loss_fn(logits, self.data.y_test), accuracy
+
+    def _frame(
+        self,
+        active: list[str],
+        captured: dict[str, Captured],
+        losses: dict[str, torch.Tensor],
+        accuracies: dict[str, torch.Tensor],
+    ) -> dict[str, Json]:
+        step = self.step
+        packer = Packer()
+        tested = step % self.config.test_every == 0 or step == self.config.steps - 1
+        values = {v: tap_values(self.models[v], captured[v]) for v in active}
+        layers = self.probe.reduce(values, self.models, packer)
+        variants: dict[str, Json] = {}
+        for variant, model in self.models.items():
+            entry: dict[str, Json] = {"status": self._status(variant, active)}
+            if variant in active:
+                grads = [b.linear.weight.grad for b in model.hidden()]
+                norms = torch.stack([torch.linalg.vector_norm(g) for g in grads if g is not None])
+                for layer, norm in zip(layers[variant], norms, strict=True):
+                    layer["grad_norm"] = packer.add(norm)
+                entry["loss"] = packer.add(losses[variant])
+                entry["acc"] = packer.add(accuracies[variant])
+                entry["first_nonfinite"] = packer.add(self._nonfinite_at[variant])
+                entry["layers"] = layers[variant]
+            if tested and self.diverged_at[variant] is None:
+                test_loss, test_acc = self._evaluate(model)
+                entry["test"] = {"loss": packer.add(test_loss), "acc": packer.add(test_acc)}
+            variants[variant] = entry
+        frame = message(
+            "frame",
+            step=step,
+            epoch=self.epoch,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            variants=variants,
+        )
+        resolved: dict[str, Json] = packer.resolve(frame)
+        return resolved
+
+    def _status(self, variant: str, active: list[str]) -> str:
+        if self.diverged_at[variant] is not None:
+            return "diverged"
+        return "training" if variant in active else "skipped"
+
+    def _flag_divergence(self, frame: dict[str, Json]) -> list[dict[str, Json]]:
+        events = []
+        for variant, entry in frame["variants"].items():
+            first = entry.get("first_nonfinite", -1)
+            if first is not None and first >= 0 and self.diverged_at[variant] is None:
+                self.diverged_at[variant] = first
+                events.append(
+                    message(
+                        "event",
+                        step=first,
+                        kind="diverged",
+                        variant=variant,
+                        reason="loss became non-finite (NaN or infinity)",
+                    )
+                )
+        return events
