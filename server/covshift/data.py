@@ -153,9 +153,7 @@ def load_mnist(directory: Path) -> Dataset:
                 f"got {images.shape} and {labels.shape}"
             )
         if len(images) != len(labels):
-            raise DataError(
-                f"MNIST {split} has {len(images)} images but {len(labels)} labels"
-            )
+            raise DataError(f"MNIST {split} has {len(images)} images but {len(labels)} labels")
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
         raise DataError("MNIST train and test images differ in size")
     return standardise(

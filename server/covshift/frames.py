@@ -16,23 +16,24 @@ Json = Any
 
 @dataclass(frozen=True)
 class Slot:
-    """Where one tensor's values sit in a Packer's flat buffer, and how to give them back."""
+    """A reference to one packed tensor, or to one row / element / span of it."""
 
-    start: int
-    shape: tuple[int, ...]
-    integer: bool
+    part: int
+    path: tuple[int | slice, ...] = ()
 
-    def read(self, flat: list[float]) -> Json:
-        size = math.prod(self.shape)
-        values: list[Any] = flat[self.start : self.start + size]
-        if self.integer:
-            values = [int(value) for value in values]
-        if not self.shape:
-            return values[0]
-        if len(self.shape) == 1:
-            return values
-        row = self.shape[-1]
-        return [values[i : i + row] for i in range(0, size, row)]  # 2-D is the deepest we send
+    def row(self, i: int) -> Slot:
+        """Row i of a matrix, or element i of a vector."""
+        return Slot(self.part, (*self.path, i))
+
+    def part_of(self, begin: int, end: int) -> Slot:
+        """Elements begin:end of a vector."""
+        return Slot(self.part, (*self.path, slice(begin, end)))
+
+    def read(self, parts: list[Json]) -> Json:
+        value = parts[self.part]
+        for step in self.path:
+            value = value[step]
+        return value
 
 
 class Packer:
@@ -40,38 +41,44 @@ class Packer:
 
     def __init__(self) -> None:
         self._parts: list[torch.Tensor] = []
-        self._size = 0
+        # Set by producers that put plain (unpacked) numbers in the template which may be NaN.
+        self.unpacked_nonfinite = False
 
     def add(self, tensor: torch.Tensor) -> Slot:
-        if tensor.dim() > 2:
-            raise ValueError("Packer holds scalars, vectors and matrices only")
-        slot = Slot(self._size, tuple(tensor.shape), not tensor.is_floating_point())
         # A copy, so later in-place updates (optimizer steps, BN buffers) cannot change it.
-        self._parts.append(tensor.detach().reshape(-1).to(torch.float64, copy=True))
-        self._size += tensor.numel()
-        return slot
+        self._parts.append(tensor.detach().clone())
+        return Slot(len(self._parts) - 1)
 
     def resolve(self, template: Json) -> Json:
         """Replace every Slot in template by its values; non-finite floats become None and are
         listed under the top-level "nonfinite" key as JSON-pointer -> "nan" | "inf" | "-inf"."""
         if not self._parts:
-            return _fill(template, [])
-        flat_tensor = torch.cat(self._parts)
-        bad = (~torch.isfinite(flat_tensor)).sum().reshape(1).double()
-        flat = torch.cat([flat_tensor, bad]).tolist()  # sync point: the frame's only one
-        filled = _fill(template, flat)
-        if flat[-1] > 0 and isinstance(filled, dict):
+            filled = _fill(template, [])
+            return json_safe(filled) if self.unpacked_nonfinite else filled
+        floats = [part for part in self._parts if part.is_floating_point()]
+        # One transfer to the host: the frame's only sync point.
+        flat = torch.cat([part.reshape(-1).double() for part in self._parts]).cpu()
+        bad = bool((~torch.isfinite(flat)).any()) if floats else False
+        sizes = [part.numel() for part in self._parts]
+        parts: list[Json] = []
+        for original, chunk in zip(self._parts, flat.split(sizes), strict=True):
+            values = chunk.view(original.shape)
+            parts.append(
+                values.tolist() if original.is_floating_point() else values.long().tolist()
+            )
+        filled = _fill(template, parts)
+        if (bad or self.unpacked_nonfinite) and isinstance(filled, dict):
             return json_safe(filled)
         return filled
 
 
-def _fill(template: Json, flat: list[float]) -> Json:
+def _fill(template: Json, parts: list[Json]) -> Json:
     if isinstance(template, Slot):
-        return template.read(flat)
+        return template.read(parts)
     if isinstance(template, dict):
-        return {key: _fill(value, flat) for key, value in template.items()}
+        return {key: _fill(value, parts) for key, value in template.items()}
     if isinstance(template, list):
-        return [_fill(value, flat) for value in template]
+        return [_fill(value, parts) for value in template]
     return template
 
 
@@ -91,9 +98,7 @@ def json_safe(record: dict[str, Json]) -> dict[str, Json]:
             return None
         if isinstance(value, dict):
             return {
-                k: clean(v, f"{pointer}/{_escape(k)}")
-                for k, v in value.items()
-                if k != "nonfinite"
+                k: clean(v, f"{pointer}/{_escape(k)}") for k, v in value.items() if k != "nonfinite"
             }
         if isinstance(value, list):
             return [clean(v, f"{pointer}/{i}") for i, v in enumerate(value)]
@@ -105,9 +110,9 @@ def json_safe(record: dict[str, Json]) -> dict[str, Json]:
     return cleaned
 
 
-def message(kind: str, **fields: Json) -> dict[str, Json]:
+def message(message_type: str, **fields: Json) -> dict[str, Json]:
     """A versioned wire message of the given type (fields may still hold Slots to resolve)."""
-    return {"v": SCHEMA_VERSION, "type": kind, **fields}
+    return {"v": SCHEMA_VERSION, "type": message_type, **fields}
 
 
 def _escape(key: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 PERCENTILES = (1, 15, 50, 85, 99)
@@ -18,7 +19,9 @@ PERCENTILES = (1, 15, 50, 85, 99)
 class RowStats:
     """Statistics of each row; non-finite values are counted, never binned or averaged."""
 
-    counts: torch.Tensor  # (rows, bins) values inside the edges; the last bin includes its right edge
+    counts: (
+        torch.Tensor
+    )  # (rows, bins) values inside the edges; the last bin includes its right edge
     underflow: torch.Tensor  # (rows,) finite values below the first edge
     overflow: torch.Tensor  # (rows,) finite values above the last edge
     nonfinite: torch.Tensor  # (rows,) NaN and +-inf
@@ -53,46 +56,81 @@ def make_edges(lo: float, hi: float, bins: int) -> torch.Tensor:
 
 
 def reduce_rows(values: torch.Tensor, edges: torch.Tensor) -> RowStats:
-    """Reduce each row of `values` (rows, n) over its own edges (rows, bins + 1)."""
-    rows = values.shape[0]
-    bins = edges.shape[1] - 1
-    values = values.float()
-    finite = torch.isfinite(values)
-    # searchsorted(right=True): 0 below the first edge, k for edge[k-1] <= v < edge[k],
-    # bins + 1 at or above the last edge; the last edge itself belongs to the last bin.
-    cell = torch.searchsorted(edges.contiguous(), values.contiguous(), right=True)
-    cell = torch.where(values == edges[:, -1:], torch.full_like(cell, bins), cell)
-    cell = torch.where(finite, cell, torch.full_like(cell, bins + 2))
-    offsets = torch.arange(rows, device=values.device)[:, None] * (bins + 3)
-    tally = torch.bincount((cell + offsets).reshape(-1), minlength=rows * (bins + 3))
-    tally = tally.reshape(rows, bins + 3)
+    """Reduce each row of `values` (rows, n) over its own edges (rows, bins + 1).
 
-    n_finite = finite.sum(dim=1)
-    zeroed = torch.where(finite, values, torch.zeros_like(values)).double()
-    mean = zeroed.sum(dim=1) / n_finite
-    centred = torch.where(finite, zeroed - mean[:, None], torch.zeros_like(zeroed))
-    std = (centred.square().sum(dim=1) / n_finite).sqrt()
-    nan = torch.tensor(float("nan"), device=values.device)
+    One sort per row gives everything: the histogram is a binary search of the edges
+    in the sorted row, the percentiles and extremes are look-ups into it. The work is
+    done in NumPy on the host: its vectorised sort is ~30x faster than torch's on the CPU.
+    """
+    rows, n = values.shape
+    array = values.detach().float().cpu().numpy()  # sync point on CUDA: once per frame
+    finite = np.isfinite(array)
+    if finite.all():
+        n_finite = np.full(rows, n)
+        zeroed = array.astype(np.float64)
+    else:
+        # Non-finite values sort to the end of each row, so the finite ones are a prefix.
+        n_finite = finite.sum(axis=1)
+        zeroed = np.where(finite, array.astype(np.float64), 0.0)
+        array = np.where(finite, array, np.inf).astype(np.float32)
+    ordered = np.sort(array, axis=1)
+
+    sorted_rows = torch.from_numpy(ordered)
+    edge_rows = edges.detach().float().cpu().contiguous()
+    below = torch.searchsorted(sorted_rows, edge_rows).numpy()  # values < edge[k]
+    last_edge = edge_rows[:, -1:].contiguous()
+    at_or_below_last = torch.searchsorted(sorted_rows, last_edge, right=True).numpy()[:, 0]
+    return _stats_from_sorted(ordered, zeroed, n_finite, below, at_or_below_last)
+
+
+def _stats_from_sorted(
+    ordered: np.ndarray,
+    zeroed: np.ndarray,
+    n_finite: np.ndarray,
+    below: np.ndarray,
+    at_or_below_last: np.ndarray,
+) -> RowStats:
+    rows, n = ordered.shape
+    # Bin k holds edge[k] <= v < edge[k+1]; the last bin also holds v == edge[-1], as numpy.
+    counts = np.concatenate([below[:, 1:-1], at_or_below_last[:, None]], axis=1) - below[:, :-1]
     has_finite = n_finite > 0
-    low = torch.where(finite, values, torch.full_like(values, math.inf)).amin(dim=1)
-    high = torch.where(finite, values, torch.full_like(values, -math.inf)).amax(dim=1)
-    q = torch.tensor([p / 100 for p in PERCENTILES], device=values.device, dtype=torch.float64)
-    with_nan = torch.where(finite, values.double(), nan.double())
-    percentiles = torch.nanquantile(with_nan, q, dim=1).T
+    last = np.maximum(n_finite - 1, 0)
+    position = np.array(PERCENTILES, dtype=np.float64)[None, :] / 100 * last[:, None]
+    low_index = np.floor(position).astype(np.int64)
+    high_index = np.ceil(position).astype(np.int64)
+    low_value = np.take_along_axis(ordered, low_index, axis=1).astype(np.float64)
+    high_value = np.take_along_axis(ordered, high_index, axis=1).astype(np.float64)
+    # Rows with no finite value do arithmetic on inf here; they are replaced by NaN below.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        percentiles = low_value + (high_value - low_value) * (position - low_index)
+        mean = zeroed.sum(axis=1) / n_finite
+        centred = zeroed - mean[:, None]
+        # Each zeroed non-finite entry added mean^2 to the sum of squares; take it back out.
+        squares = np.einsum("ij,ij->i", centred, centred) - (n - n_finite) * mean * mean
+        std = np.sqrt(np.maximum(squares, 0.0) / n_finite)
+    low = ordered[:, 0].astype(np.float64)
+    high = np.take_along_axis(ordered, last[:, None], axis=1)[:, 0].astype(np.float64)
+
+    def finite_only(column: np.ndarray) -> torch.Tensor:
+        mask = has_finite if column.ndim == 1 else has_finite[:, None]
+        return torch.from_numpy(np.where(mask, column, np.nan))
+
     return RowStats(
-        counts=tally[:, 1 : bins + 1],
-        underflow=tally[:, 0],
-        overflow=tally[:, bins + 1],
-        nonfinite=tally[:, bins + 2],
-        percentiles=percentiles,
-        mean=torch.where(has_finite, mean, nan.double()),
-        std=torch.where(has_finite, std, nan.double()),
-        min=torch.where(has_finite, low, nan),
-        max=torch.where(has_finite, high, nan),
+        counts=torch.from_numpy(counts),
+        underflow=torch.from_numpy(below[:, 0].copy()),
+        overflow=torch.from_numpy(n_finite - at_or_below_last),
+        nonfinite=torch.from_numpy(n - n_finite),
+        percentiles=finite_only(percentiles),
+        mean=finite_only(mean),
+        std=finite_only(std),
+        min=finite_only(low),
+        max=finite_only(high),
     )
 
 
-def wasserstein1(full_a: torch.Tensor, full_b: torch.Tensor, bin_width: torch.Tensor) -> torch.Tensor:
+def wasserstein1(
+    full_a: torch.Tensor, full_b: torch.Tensor, bin_width: torch.Tensor
+) -> torch.Tensor:
     """1-Wasserstein distance between histograms over the same evenly spaced cells.
 
     full_a, full_b: (rows, cells) counts with underflow/overflow as outer cells, which

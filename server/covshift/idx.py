@@ -44,10 +44,13 @@ def read_idx(path: Path) -> np.ndarray:
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:
         raise DataError(
-            f"{path} holds {len(raw) - header} data bytes but its header {shape} "
-            f"needs {expected}"
+            f"{path} holds {len(raw) - header} data bytes but its header {shape} needs {expected}"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(raw, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def find_idx(directory: Path, stem: str) -> Path:

@@ -51,9 +51,7 @@ class Block(nn.Module):
         self.placement = placement
         self.linear = nn.Linear(n_in, width, bias=placement != "before")
         self.norm: nn.BatchNorm1d | None = (
-            None
-            if placement == "none"
-            else nn.BatchNorm1d(width, momentum=bn_momentum, eps=bn_eps)
+            None if placement == "none" else nn.BatchNorm1d(width, momentum=bn_momentum, eps=bn_eps)
         )
         self.act = ACTIVATIONS[activation]()
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from .frames import Json, Packer
+from .frames import Json, Packer, Slot
 from .histogram import RowStats, make_edges, nice_ceil, reduce_rows, wasserstein1
 from .models import MLP, Block
 
@@ -84,10 +85,11 @@ def tap_values(model: MLP, layers: Captured) -> list[dict[str, torch.Tensor]]:
             "act_output": store["act_output"],
         }
         if block.norm is not None:
-            x = store["norm_input"]
-            mean = x.mean(dim=0)
-            var = x.var(dim=0, unbiased=False)  # the variance BN normalizes with in training
-            taps["bn_xhat"] = (x - mean) / torch.sqrt(var + block.norm.eps)
+            # Training-mode batch norm without affine or running buffers is exactly x̂:
+            # (x - batch mean) / sqrt(biased batch variance + eps).
+            taps["bn_xhat"] = F.batch_norm(
+                store["norm_input"], None, None, training=True, eps=block.norm.eps
+            )
             taps["bn_out"] = store["bn_out"]
         result.append(taps)
     return result
@@ -100,8 +102,8 @@ class Probe:
         self.activation = activation
         self.bins = bins
         self.edges: dict[tuple[int, str], torch.Tensor] = {}
-        # (variant, layer) -> act_input (full counts, mean, std) at the previous probe
-        self._previous: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        # (variant, layer) -> act_input (full counts, [mean, std]) at the previous probe
+        self._previous: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def calibrate(self, values: dict[str, list[dict[str, torch.Tensor]]]) -> None:
         """Fix every (layer, tap)'s edges from one batch, shared by all variants (same axes)."""
@@ -143,82 +145,118 @@ class Probe:
         packer: Packer,
     ) -> dict[str, list[dict[str, Json]]]:
         """Per variant, a list of layer templates whose numbers are Slots in packer."""
-        rows: list[tuple[str, int, str]] = []
-        tensors: list[torch.Tensor] = []
-        for variant, layers in values.items():
-            for layer, taps in enumerate(layers):
-                for tap, tensor in taps.items():
-                    rows.append((variant, layer, tap))
-                    tensors.append(tensor.reshape(-1))
+        rows: list[tuple[str, int, str]] = [
+            (variant, layer, tap)
+            for variant, layers in values.items()
+            for layer, taps in enumerate(layers)
+            for tap in taps
+        ]
         if not rows:
             return {}
-        edges = torch.stack([self.edges[layer, tap] for _, layer, tap in rows]).to(tensors[0].device)
-        stats = reduce_rows(torch.stack(tensors), edges)
         index = {row: i for i, row in enumerate(rows)}
-        full = stats.full_counts()
+        stacked = torch.stack([values[v][layer][tap].reshape(-1) for v, layer, tap in rows])
+        edges = torch.stack([self.edges[layer, tap] for _, layer, tap in rows])
+        stats = reduce_rows(stacked, edges)
+        taps = _tap_dicts(stats)
+        packer.unpacked_nonfinite |= bool((stats.nonfinite > 0).any())
 
-        result: dict[str, list[dict[str, Json]]] = {}
-        for variant, layers in values.items():
-            result[variant] = []
-            for layer, taps in enumerate(layers):
-                tap_json = {tap: _tap_template(stats, index[variant, layer, tap], packer) for tap in taps}
-                block = models[variant].hidden()[layer]
-                entry: dict[str, Json] = {"taps": tap_json}
-                entry.update(self._activation_stats(taps["act_output"], packer))
-                entry["drift"] = self._drift(variant, layer, stats, full, index, packer)
-                entry["bn"] = _bn_template(block, taps, packer) if block.norm is not None else None
-                result[variant].append(entry)
+        layer_keys = [(v, layer) for v, layer, tap in rows if tap == "act_input"]
+        outputs = stacked[[index[v, layer, "act_output"] for v, layer in layer_keys]]
+        activation = self._activation_stats(outputs, values, layer_keys, packer)
+        drift = self._drift(
+            layer_keys, [index[v, layer, "act_input"] for v, layer in layer_keys], stats, packer
+        )
+
+        result: dict[str, list[dict[str, Json]]] = {variant: [] for variant in values}
+        for k, (variant, layer) in enumerate(layer_keys):
+            block = models[variant].hidden()[layer]
+            names = values[variant][layer]
+            entry: dict[str, Json] = {
+                "taps": {tap: taps[index[variant, layer, tap]] for tap in names}
+            }
+            entry.update({name: slot.row(k) for name, slot in activation.items()})
+            entry["drift"] = drift.get((variant, layer))
+            entry["bn"] = _bn_template(block, names, packer) if block.norm is not None else None
+            result[variant].append(entry)
         return result
 
-    def _activation_stats(self, output: torch.Tensor, packer: Packer) -> dict[str, Json]:
+    def _activation_stats(
+        self,
+        outputs: torch.Tensor,
+        values: dict[str, list[dict[str, torch.Tensor]]],
+        layer_keys: list[tuple[str, int]],
+        packer: Packer,
+    ) -> dict[str, Slot]:
+        """Saturation (sigmoid, tanh) or dead fractions (relu) per layer, from its output."""
         if self.activation == "relu":
-            dead = output <= 0
+            dead = outputs <= 0
+            width = values[layer_keys[0][0]][layer_keys[0][1]]["act_output"].shape[1]
+            per_unit = dead.reshape(len(layer_keys), -1, width).all(dim=1)
             return {
-                "dead": packer.add(dead.float().mean()),
-                "dead_units": packer.add(dead.all(dim=0).float().mean()),
+                "dead": packer.add(dead.float().mean(dim=1)),
+                "dead_units": packer.add(per_unit.float().mean(dim=1)),
             }
         low, high = (0.0, 1.0) if self.activation == "sigmoid" else (-1.0, 1.0)
-        saturated = (output < low + SATURATION_MARGIN) | (output > high - SATURATION_MARGIN)
-        return {"saturated": packer.add(saturated.float().mean())}
+        saturated = (outputs < low + SATURATION_MARGIN) | (outputs > high - SATURATION_MARGIN)
+        return {"saturated": packer.add(saturated.float().mean(dim=1))}
 
     def _drift(
         self,
-        variant: str,
-        layer: int,
+        layer_keys: list[tuple[str, int]],
+        rows: list[int],
         stats: RowStats,
-        full: torch.Tensor,
-        index: dict[tuple[str, int, str], int],
         packer: Packer,
-    ) -> Json:
-        """Change of the activation input's distribution since this layer's previous probe."""
-        i = index[variant, layer, "act_input"]
-        now = (full[i], stats.mean[i], stats.std[i])
-        before = self._previous.get((variant, layer))
-        self._previous[variant, layer] = now
-        if before is None:
-            return None
-        edges = self.edges[layer, "act_input"]
-        width = (edges[1] - edges[0]).reshape(1)
-        w1 = wasserstein1(before[0][None], now[0][None], width)[0]
-        return {
-            "w1": packer.add(w1),
-            "dmean": packer.add((now[1] - before[1]).abs()),
-            "dstd": packer.add((now[2] - before[2]).abs()),
+    ) -> dict[tuple[str, int], Json]:
+        """Change of each layer's activation-input distribution since its previous probe."""
+        full = stats.full_counts()[rows]
+        now = torch.stack([stats.mean[rows], stats.std[rows]], dim=1)
+        seen = [k for k, key in enumerate(layer_keys) if key in self._previous]
+        result: dict[tuple[str, int], Json] = {}
+        if seen:
+            before_full = torch.stack([self._previous[layer_keys[k]][0] for k in seen])
+            before = torch.stack([self._previous[layer_keys[k]][1] for k in seen])
+            widths = torch.stack(
+                [
+                    self.edges[layer_keys[k][1], "act_input"][1:2]
+                    - self.edges[layer_keys[k][1], "act_input"][:1]
+                    for k in seen
+                ]
+            )[:, 0]
+            w1 = wasserstein1(before_full, full[seen], widths)
+            change = (now[seen] - before).abs()
+            numbers = packer.add(torch.cat([w1[:, None], change], dim=1))
+            for j, k in enumerate(seen):
+                slot = numbers.row(j)
+                result[layer_keys[k]] = {
+                    "w1": slot.row(0),
+                    "dmean": slot.row(1),
+                    "dstd": slot.row(2),
+                }
+        for k, key in enumerate(layer_keys):
+            self._previous[key] = (full[k], now[k])
+        return result
+
+
+def _tap_dicts(stats: RowStats) -> list[dict[str, Json]]:
+    """Each row's statistics as a wire dict. RowStats live on the host, so no sync here."""
+    counts = stats.counts.tolist()
+    tallies = torch.stack([stats.underflow, stats.overflow, stats.nonfinite], 1).tolist()
+    percentiles = stats.percentiles.tolist()
+    moments = torch.stack([stats.mean, stats.std, stats.min, stats.max], 1).tolist()
+    return [
+        {
+            "counts": counts[i],
+            "underflow": tallies[i][0],
+            "overflow": tallies[i][1],
+            "nonfinite": tallies[i][2],
+            "percentiles": percentiles[i],
+            "mean": moments[i][0],
+            "std": moments[i][1],
+            "min": moments[i][2],
+            "max": moments[i][3],
         }
-
-
-def _tap_template(stats: RowStats, i: int, packer: Packer) -> dict[str, Json]:
-    return {
-        "counts": packer.add(stats.counts[i]),
-        "underflow": packer.add(stats.underflow[i]),
-        "overflow": packer.add(stats.overflow[i]),
-        "nonfinite": packer.add(stats.nonfinite[i]),
-        "percentiles": packer.add(stats.percentiles[i]),
-        "mean": packer.add(stats.mean[i]),
-        "std": packer.add(stats.std[i]),
-        "min": packer.add(stats.min[i]),
-        "max": packer.add(stats.max[i]),
-    }
+        for i in range(len(counts))
+    ]
 
 
 def _bn_template(block: Block, taps: dict[str, torch.Tensor], packer: Packer) -> dict[str, Json]:
@@ -226,11 +264,17 @@ def _bn_template(block: Block, taps: dict[str, torch.Tensor], packer: Packer) ->
     norm = block.norm
     assert norm is not None and norm.running_mean is not None and norm.running_var is not None
     norm_input = taps["linear_out"] if block.placement == "before" else taps["act_output"]
-    return {
-        "batch_mean": packer.add(norm_input.mean(dim=0)),
-        "batch_var": packer.add(norm_input.var(dim=0, unbiased=True)),
-        "running_mean": packer.add(norm.running_mean),
-        "running_var": packer.add(norm.running_var),
-        "gamma": packer.add(norm.weight),
-        "beta": packer.add(norm.bias),
-    }
+    channels = packer.add(
+        torch.stack(
+            [
+                norm_input.mean(dim=0),
+                norm_input.var(dim=0, unbiased=True),
+                norm.running_mean,
+                norm.running_var,
+                norm.weight.detach(),
+                norm.bias.detach(),
+            ]
+        )
+    )
+    names = ("batch_mean", "batch_var", "running_mean", "running_var", "gamma", "beta")
+    return {name: channels.row(i) for i, name in enumerate(names)}

@@ -154,16 +154,13 @@ class Trainer:
             or step == config.steps - 1
         )
         x, y = self._next_batch()
-        active = [
-            v for v in config.trainable_at(self.batch_size) if self.diverged_at[v] is None
-        ]
+        active = [v for v in config.trainable_at(self.batch_size) if self.diverged_at[v] is None]
         captured: dict[str, Captured] = {}
         losses: dict[str, torch.Tensor] = {}
         accuracies: dict[str, torch.Tensor] = {}
         step_tensor = torch.tensor(step, device=self.device)
         for variant in active:
-            model = self.models[variant]
-            model.train()
+            model = self.models[variant]  # in train mode: only _evaluate leaves it, and restores it
             with ExitStack() as stack:
                 if probed:
                     captured[variant] = stack.enter_context(capture(model))

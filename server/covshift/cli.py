@@ -1,0 +1,183 @@
+"""The `covshift` command line: flags built from the run config, so help and bounds never drift."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from . import __version__
+from .config import BATCH_SIZE_ONE_REASON, RunConfig, describe
+from .errors import CovshiftError
+from .frames import Json
+from .headless import run_headless
+
+# Fields whose command-line spelling differs from a plain value.
+LIST_FIELDS = {"variants"}
+CUMULATIVE = "cumulative"
+
+
+def _choices(annotation: Any) -> list[str]:
+    """Literal options of a field (also inside tuple[...] or X | None)."""
+    found: list[str] = []
+    for arg in typing.get_args(annotation):
+        found += _choices(arg)
+    if typing.get_origin(annotation) is typing.Literal:
+        found = [str(a) for a in typing.get_args(annotation)]
+    return found
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run config (validated; bounds in brackets)")
+    for name, field in RunConfig.model_fields.items():
+        bounds = [
+            f"{key} {getattr(meta, key)}"
+            for meta in field.metadata
+            for key in ("ge", "gt", "le", "lt")
+            if getattr(meta, key, None) is not None
+        ]
+        parts = [field.description or name.replace("_", " ")]
+        choices = _choices(field.annotation)
+        if choices:
+            parts.append(
+                "one of "
+                + ", ".join(choices)
+                + (" (comma-separated)" if name in LIST_FIELDS else "")
+            )
+        if bounds:
+            parts.append("[" + ", ".join(bounds) + "]")
+        default = field.default
+        if name == "bn_momentum":
+            parts.append(f"or '{CUMULATIVE}'")
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        parts.append(f"(default: {shown})")
+        group.add_argument(
+            "--" + name.replace("_", "-"), dest=name, metavar=name.upper(), help="; ".join(parts)
+        )
+
+
+def _config_from(args: argparse.Namespace) -> RunConfig:
+    values: dict[str, Any] = {}
+    for name in RunConfig.model_fields:
+        raw = getattr(args, name, None)
+        if raw is None:
+            continue
+        if name in LIST_FIELDS:
+            values[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
+        elif name == "bn_momentum" and raw.lower() == CUMULATIVE:
+            values[name] = None
+        else:
+            values[name] = raw
+    return RunConfig.model_validate(values)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, redrawn at most 10 times a second."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.drawn = 0.0
+
+    def __call__(self, step: int, total: int, variants: dict[str, Json]) -> None:
+        now = time.perf_counter()
+        if now - self.drawn < 0.1 and step < total:
+            return
+        self.drawn = now
+        width = 24
+        filled = int(width * step / total)
+        rate = step / max(now - self.started, 1e-9)
+        tests = "  ".join(
+            f"{name} test {v['test']['acc']:.3f}"
+            for name, v in variants.items()
+            if v["test"] and v["test"]["acc"] is not None
+        )
+        bar = "#" * filled + "." * (width - filled)
+        sys.stderr.write(f"\r[{bar}] {step}/{total} {rate:,.0f} steps/s  {tests}\033[K")
+        if step >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="covshift",
+        description="Watch internal covariate shift: train networks with and without "
+        "normalization side by side and see every layer's distributions.",
+    )
+    parser.add_argument("--version", action="version", version=f"covshift {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="train headless and write frames.jsonl and summary.json",
+        description="Train every variant in lockstep to --steps and write OUT/frames.jsonl "
+        "(one JSON record per line: hello, frames, events; see docs/protocol.md) and "
+        "OUT/summary.json (final metrics per variant).",
+    )
+    run.add_argument(
+        "--out",
+        type=Path,
+        default=Path("covshift-run"),
+        help="output directory (default: covshift-run)",
+    )
+    run.add_argument(
+        "--quiet", action="store_true", help="no progress bar and no summary on stdout"
+    )
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default: 1, fastest for small MLPs)",
+    )
+    _add_config_flags(run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "run":
+        parser.print_help()
+        return 0
+    try:
+        config = _config_from(args)
+        torch.set_num_threads(max(1, args.threads))
+        for variant in config.variants:
+            if variant not in config.trainable_at(config.batch_size):
+                print(
+                    f"covshift run: note: {variant} is skipped. {BATCH_SIZE_ONE_REASON}",
+                    file=sys.stderr,
+                )
+        progress = ProgressBar() if not args.quiet and sys.stderr.isatty() else None
+        summary = run_headless(config, args.out, progress)
+    except ValidationError as exc:
+        print(f"covshift run: error: {describe(exc)}", file=sys.stderr)
+        return 2
+    except CovshiftError as exc:
+        print(f"covshift run: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("covshift run: interrupted", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(
+            json.dumps(
+                {
+                    v: {"test": s["test"], "status": s["status"]}
+                    for v, s in summary["variants"].items()
+                },
+                indent=2,
+            )
+        )
+        print(f"wrote {args.out / 'frames.jsonl'} and {args.out / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
