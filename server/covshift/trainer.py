@@ -6,7 +6,7 @@ it produced (events, and a frame on probed steps) for whoever runs it.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from contextlib import nullcontext
 import torch
 from torch import nn
 
@@ -58,7 +58,9 @@ class Trainer:
         self.bn_momentum = config.bn_momentum
         self.step = 0  # updates taken so far; the frame of step s shows the state before update s+1
         self.diverged_at: dict[str, int | None] = dict.fromkeys(self.models)
-        self._nonfinite_at = {v: torch.tensor(-1, device=self.device) for v in self.models}
+        # Each variant's losses since the last frame, kept as tensors (no sync per step) so the
+        # frame can name the first step whose loss was non-finite.
+        self._recent_losses: dict[str, list[torch.Tensor]] = {v: [] for v in self.models}
         self._generator = torch.Generator().manual_seed(config.seed)
         self._order = torch.randperm(self.n_train, generator=self._generator)
         self._cursor = 0
@@ -148,34 +150,33 @@ class Trainer:
         """Take one update for every trainable variant; return the messages it produced."""
         step = self.step
         config = self.config
-        probed = (
-            step % config.probe_every == 0
-            or step % config.test_every == 0
-            or step == config.steps - 1
-        )
-        x, y = self._next_batch()
+        tested = step % config.test_every == 0 or step == config.steps - 1
+        probed = tested or step % config.probe_every == 0
+        x, y = self.next_batch()
         active = [v for v in config.trainable_at(self.batch_size) if self.diverged_at[v] is None]
+        # Test before the training forward, which moves BN's running statistics.
+        tests = {
+            v: self._evaluate(m)
+            for v, m in self.models.items()
+            if tested and self.diverged_at[v] is None
+        }
         captured: dict[str, Captured] = {}
         losses: dict[str, torch.Tensor] = {}
         accuracies: dict[str, torch.Tensor] = {}
-        step_tensor = torch.tensor(step, device=self.device)
         for variant in active:
             model = self.models[variant]  # in train mode: only _evaluate leaves it, and restores it
-            with ExitStack() as stack:
-                if probed:
-                    captured[variant] = stack.enter_context(capture(model))
+            with capture(model) if probed else nullcontext() as layers:
                 logits = model(x)
+            if layers is not None:
+                captured[variant] = layers
             loss = self.loss_fn(logits, y)
             self.optimizers[variant].zero_grad(set_to_none=True)
             loss.backward()
-            first = self._nonfinite_at[variant]
-            self._nonfinite_at[variant] = torch.where(
-                (first < 0) & ~torch.isfinite(loss.detach()), step_tensor, first
-            )
+            self._recent_losses[variant].append(loss.detach())
             if probed:
                 losses[variant] = loss.detach()
                 accuracies[variant] = (logits.argmax(1) == y).float().mean()
-        frame = self._frame(active, captured, losses, accuracies) if probed else None
+        frame = self._frame(active, captured, losses, accuracies, tests) if probed else None
         for variant in active:
             self.optimizers[variant].step()  # after the probe, so gamma/beta match the forward
         self.step += 1
@@ -185,7 +186,8 @@ class Trainer:
             messages.extend(self._flag_divergence(frame))
         return messages
 
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next mini-batch (x, y) in this run's seeded order; every variant trains on it."""
         if self._cursor + self.batch_size > self.n_train:
             # New epoch: reshuffle and drop the remainder, so every batch is full-size.
             self._order = torch.randperm(self.n_train, generator=self._generator)
@@ -226,15 +228,17 @@ class Trainer:
         captured: dict[str, Captured],
         losses: dict[str, torch.Tensor],
         accuracies: dict[str, torch.Tensor],
+        tests: dict[str, tuple[torch.Tensor, torch.Tensor]],
     ) -> dict[str, Json]:
         step = self.step
         packer = Packer()
-        tested = step % self.config.test_every == 0 or step == self.config.steps - 1
         values = {v: tap_values(self.models[v], captured[v]) for v in active}
         layers = self.probe.reduce(values, self.models, packer)
         variants: dict[str, Json] = {}
         for variant, model in self.models.items():
             entry: dict[str, Json] = {"status": self._status(variant, active)}
+            if self.diverged_at[variant] is not None:
+                entry["diverged_at"] = self.diverged_at[variant]
             if variant in active:
                 grads = [b.linear.weight.grad for b in model.hidden()]
                 norms = torch.stack([torch.linalg.vector_norm(g) for g in grads if g is not None])
@@ -242,10 +246,12 @@ class Trainer:
                     layer["grad_norm"] = packer.add(norm)
                 entry["loss"] = packer.add(losses[variant])
                 entry["acc"] = packer.add(accuracies[variant])
-                entry["first_nonfinite"] = packer.add(self._nonfinite_at[variant])
+                recent = torch.stack(self._recent_losses[variant])
+                self._recent_losses[variant] = []
+                entry["nonfinite_losses"] = packer.add(~torch.isfinite(recent))
                 entry["layers"] = layers[variant]
-            if tested and self.diverged_at[variant] is None:
-                test_loss, test_acc = self._evaluate(model)
+            if variant in tests:
+                test_loss, test_acc = tests[variant]
                 entry["test"] = {"loss": packer.add(test_loss), "acc": packer.add(test_acc)}
             variants[variant] = entry
         frame = message(
@@ -265,18 +271,24 @@ class Trainer:
         return "training" if variant in active else "skipped"
 
     def _flag_divergence(self, frame: dict[str, Json]) -> list[dict[str, Json]]:
+        """Mark variants whose loss went non-finite since the last frame, at the first such step."""
         events = []
         for variant, entry in frame["variants"].items():
-            first = entry.get("first_nonfinite", -1)
-            if first is not None and first >= 0 and self.diverged_at[variant] is None:
-                self.diverged_at[variant] = first
-                events.append(
-                    message(
-                        "event",
-                        step=first,
-                        kind="diverged",
-                        variant=variant,
-                        reason="loss became non-finite (NaN or infinity)",
-                    )
+            flags = entry.pop("nonfinite_losses", None)
+            if not flags or not any(flags):
+                continue
+            # flags cover the steps since the previous frame, ending at this frame's step
+            first = frame["step"] - len(flags) + 1 + flags.index(1)
+            self.diverged_at[variant] = first
+            entry["status"] = "diverged"
+            entry["diverged_at"] = first
+            events.append(
+                message(
+                    "event",
+                    step=first,
+                    kind="diverged",
+                    variant=variant,
+                    reason="loss became non-finite (NaN or infinity)",
                 )
+            )
         return events

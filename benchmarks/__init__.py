@@ -1,0 +1,1 @@
+"""covshift benchmarks: side-by-side ratios, run with `python -m benchmarks`."""

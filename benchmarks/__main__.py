@@ -1,0 +1,48 @@
+"""`python -m benchmarks [--quick] [--json PATH]`: print the figures as a table, optionally save them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from . import core
+
+TARGETS = {
+    ("throughput", "ratio_default"): (">=", 0.90),
+    ("throughput", "ratio_every_step"): (">=", 0.75),
+    ("probe_vs_tensorboard", "tensorboard_over_probe"): (">=", 10.0),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (for CI)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    results = core.run_all(args.quick)
+    print(
+        f"covshift benchmarks ({'quick' if args.quick else 'full'}); torch {torch.__version__}, "
+        f"{platform.machine()}, {torch.get_num_threads()} thread(s)"
+    )
+    print(f"{'group':<22} {'figure':<32} {'value':>12}  target")
+    for group, figures in results.items():
+        for name, value in figures.items():
+            target = TARGETS.get((group, name))
+            verdict = ""
+            if target:
+                op, bound = target
+                met = value >= bound if op == ">=" else value <= bound
+                verdict = f"{op} {bound:g}  {'met' if met else 'NOT MET'}"
+            print(f"{group:<22} {name:<32} {value:>12.3f}  {verdict}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

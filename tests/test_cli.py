@@ -1,0 +1,129 @@
+"""The command line: a headless run writes its files; bad values exit non-zero with one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from covshift.cli import build_parser, main
+from covshift.config import RunConfig
+
+
+def test_run_writes_frames_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "run",
+            "--dataset",
+            "moons",
+            "--steps",
+            "30",
+            "--depth",
+            "2",
+            "--width",
+            "8",
+            "--probe-every",
+            "10",
+            "--variants",
+            "plain,bn,bn_after",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
+    assert code == 0 and capsys.readouterr().out == ""
+    records = [json.loads(line) for line in (tmp_path / "frames.jsonl").read_text().splitlines()]
+    assert records[0]["type"] == "hello"
+    assert [r["step"] for r in records if r["type"] == "frame"] == [0, 10, 20, 29]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 30 and set(summary["variants"]) == {"plain", "bn", "bn_after"}
+    last = records[-1]["variants"]["bn"]
+    assert summary["variants"]["bn"]["test"]["acc"] == last["test"]["acc"]
+    assert summary["config"]["dataset"] == "moons"
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        (["--batch-size", "5000"], "batch_size"),
+        (["--lr", "0"], "lr"),
+        (["--depth", "9"], "depth"),
+        (["--width", "abc"], "width"),
+        (["--variants", "plain,fancy"], "variants"),
+        (["--bn-momentum", "1.5"], "bn_momentum"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], field: str
+) -> None:
+    assert main(["run", "--out", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"covshift run: error: {field}")
+
+
+def test_batch_size_one_explains_and_trains_plain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "run",
+                "--batch-size",
+                "1",
+                "--steps",
+                "5",
+                "--depth",
+                "1",
+                "--width",
+                "4",
+                "--out",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "bn is skipped. BatchNorm cannot train on batch size 1" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["variants"]["bn"]["status"] == "skipped"
+    assert summary["variants"]["plain"]["status"] == "training"
+
+
+def test_cumulative_bn_momentum_flag(tmp_path: Path) -> None:
+    assert (
+        main(
+            [
+                "run",
+                "--bn-momentum",
+                "cumulative",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    hello = json.loads((tmp_path / "frames.jsonl").read_text().splitlines()[0])
+    assert hello["config"]["bn_momentum"] is None
+
+
+def test_help_lists_every_config_field_with_its_bounds() -> None:
+    run_help = build_parser()._subparsers._group_actions[0].choices["run"].format_help()  # type: ignore[union-attr]
+    for name in RunConfig.model_fields:
+        assert "--" + name.replace("_", "-") in run_help
+    assert "le 4096" in run_help and "one of sigmoid, tanh, relu" in run_help
+
+
+def test_installed_console_script_answers_help() -> None:
+    script = Path(sys.executable).parent / "covshift"
+    assert script.exists(), "pip install must create the covshift console script"
+    for args in ([], ["run"]):
+        result = subprocess.run(
+            [str(script), *args, "--help"], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0 and "usage: covshift" in result.stdout

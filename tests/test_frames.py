@@ -1,0 +1,60 @@
+"""Wire records: one-sync packing gives back exactly the packed values; no bare NaN/Infinity."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+from covshift.frames import SCHEMA_VERSION, Packer, json_safe, message
+
+
+def test_packer_returns_the_exact_values_in_place() -> None:
+    packer = Packer()
+    matrix = torch.tensor([[1.5, 2.25], [3.0, -4.0]], dtype=torch.float32)
+    counts = torch.tensor([3, 0, 7])
+    template = {
+        "m": packer.add(matrix),
+        "row": packer.add(matrix).row(1),
+        "cell": packer.add(matrix).row(0).row(1),
+        "counts": packer.add(counts),
+        "span": packer.add(torch.arange(5.0)).part_of(1, 3),
+        "kept": "text",
+    }
+    assert packer.resolve(template) == {
+        "m": [[1.5, 2.25], [3.0, -4.0]],
+        "row": [3.0, -4.0],
+        "cell": 2.25,
+        "counts": [3, 0, 7],
+        "span": [1.0, 2.0],
+        "kept": "text",
+    }
+
+
+def test_packed_values_are_copies_taken_when_added() -> None:
+    packer = Packer()
+    tensor = torch.zeros(2)
+    slot = packer.add(tensor)
+    tensor += 5  # an optimizer step after the probe must not leak into the frame
+    assert packer.resolve({"x": slot}) == {"x": [0.0, 0.0]}
+
+
+def test_non_finite_values_become_null_with_a_flag() -> None:
+    packer = Packer()
+    template = message(
+        "frame",
+        a=packer.add(torch.tensor([1.0, float("nan")])),
+        b={"c": packer.add(torch.tensor(float("-inf")))},
+    )
+    frame = packer.resolve(template)
+    assert frame["a"] == [1.0, None] and frame["b"]["c"] is None
+    assert frame["nonfinite"] == {"/a/1": "nan", "/b/c": "-inf"}
+    json.dumps(frame, allow_nan=False)
+
+
+def test_json_safe_escapes_pointer_keys_and_keeps_finite_records_unflagged() -> None:
+    record = json_safe({"v": 1, "odd/key~": math.inf, "fine": 2.0})
+    assert record == {"v": 1, "odd/key~": None, "fine": 2.0, "nonfinite": {"/odd~1key~0": "inf"}}
+    assert "nonfinite" not in json_safe({"x": [1.0, 2.0]})
+    assert message("hello")["v"] == SCHEMA_VERSION

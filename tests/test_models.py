@@ -1,0 +1,58 @@
+"""Variants differ only in their normalizer: same initial Linear weights, expected layer order."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from covshift.config import RunConfig
+from covshift.models import build_variants
+
+
+@pytest.mark.parametrize("init", ["gaussian", "default"])
+def test_all_variants_start_from_identical_linear_weights(init: str) -> None:
+    config = RunConfig(variants=("plain", "bn", "bn_after"), depth=3, width=20, init=init, seed=7)
+    models = build_variants(config, 64, 10, torch.device("cpu"))
+    reference = models["plain"].linears()
+    for model in models.values():
+        for ref, linear in zip(reference, model.linears(), strict=True):
+            assert torch.equal(ref.weight, linear.weight)
+    # BN before the activation replaces the Linear bias by beta (Ioffe & Szegedy, Sec. 3.2)
+    assert all(block.linear.bias is None for block in models["bn"].hidden())
+    assert all(block.linear.bias is not None for block in models["bn_after"].hidden())
+
+
+def test_gaussian_init_has_the_asked_std_and_the_seed_decides() -> None:
+    config = RunConfig(width=400, init="gaussian", init_std=0.05, seed=3)
+    weight = build_variants(config, 64, 10, torch.device("cpu"))["plain"].linears()[1].weight
+    assert float(weight.detach().std()) == pytest.approx(0.05, rel=0.02)
+    other = build_variants(config.model_copy(update={"seed": 4}), 64, 10, torch.device("cpu"))
+    assert not torch.equal(weight, other["plain"].linears()[1].weight)
+
+
+def test_building_models_leaves_the_global_random_stream_alone() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_variants(RunConfig(), 64, 10, torch.device("cpu"))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_forward_order_puts_bn_before_or_after_the_activation() -> None:
+    config = RunConfig(variants=("bn", "bn_after"), depth=1, width=4, activation="relu")
+    models = build_variants(config, 3, 2, torch.device("cpu"))
+    order: dict[str, list[str]] = {}
+    for name, model in models.items():
+        seen: list[str] = []
+        block = model.hidden()[0]
+        handles = [
+            module.register_forward_hook(lambda m, i, o, tag=tag: seen.append(tag))
+            for tag, module in (("linear", block.linear), ("norm", block.norm), ("act", block.act))
+            if isinstance(module, nn.Module)
+        ]
+        model(torch.randn(5, 3))
+        for handle in handles:
+            handle.remove()
+        order[name] = seen
+    assert order == {"bn": ["linear", "norm", "act"], "bn_after": ["linear", "act", "norm"]}

@@ -1,0 +1,95 @@
+"""Probes: hooks never outlive `capture`, x̂ is standardised, BN's running statistics follow
+their update rule (checked against a NumPy recomputation from the frames)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from covshift.config import RunConfig
+from covshift.models import build_variants
+from covshift.probes import capture, tap_values
+from covshift.trainer import Trainer
+
+
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def test_capture_removes_its_hooks_even_when_the_forward_fails() -> None:
+    model = build_variants(RunConfig(depth=2, width=8), 64, 10, torch.device("cpu"))["bn"]
+    with capture(model) as layers:
+        model(torch.randn(6, 64))
+        assert _hook_count(model) > 0
+    assert _hook_count(model) == 0
+    assert set(layers[0]) == {"linear_out", "norm_input", "bn_out", "act_input", "act_output"}
+    with pytest.raises(RuntimeError), capture(model):
+        model(torch.randn(6, 3))  # wrong input width
+    assert _hook_count(model) == 0
+
+
+def test_xhat_has_zero_mean_and_unit_variance_per_feature_in_training() -> None:
+    model = build_variants(RunConfig(depth=2, width=32), 64, 10, torch.device("cpu"))["bn"]
+    x = torch.randn(128, 64) * 3 + 2
+    with capture(model) as layers:
+        model(x)
+    for store, taps in zip(layers, tap_values(model, layers), strict=True):
+        xhat = taps["bn_xhat"].double()
+        assert xhat.mean(0).abs().max() < 1e-5  # float32 arithmetic
+        # Variance 1 up to BN's eps: var(x̂) = var(x) / (var(x) + eps), exactly.
+        var = store["norm_input"].double().var(0, unbiased=False)
+        expected = var / (var + 1e-5)
+        assert (xhat.var(0, unbiased=False) - expected).abs().max() < 1e-5
+        assert (expected > 0.99).all()
+        # and gamma x̂ + beta is what BN output (gamma=1, beta=0 at init)
+        assert torch.allclose(taps["bn_out"], taps["bn_xhat"], atol=1e-5)
+
+
+@pytest.mark.parametrize("momentum", [0.1, 0.5, None])
+def test_running_statistics_follow_the_update_rule(momentum: float | None) -> None:
+    config = RunConfig(
+        depth=2, width=12, batch_size=16, steps=12, probe_every=1, bn_momentum=momentum
+    )
+    trainer = Trainer(config)
+    frames = []
+    while not trainer.done:
+        frames += [m for m in trainer.train_step() if m["type"] == "frame"]
+    running_mean = np.zeros(12)
+    running_var = np.ones(12)
+    for t, frame in enumerate(frames, start=1):
+        bn = frame["variants"]["bn"]["layers"][1]["bn"]
+        # m is the weight of the newest batch; None means the cumulative average (1/t)
+        m = momentum if momentum is not None else 1.0 / t
+        running_mean = (1 - m) * running_mean + m * np.array(bn["batch_mean"])
+        running_var = (1 - m) * running_var + m * np.array(bn["batch_var"])
+        np.testing.assert_allclose(bn["running_mean"], running_mean, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(bn["running_var"], running_var, rtol=1e-4, atol=1e-6)
+
+
+def test_frame_batch_statistics_match_a_numpy_recomputation() -> None:
+    trainer = Trainer(RunConfig(depth=1, width=10, batch_size=20, steps=3, probe_every=1))
+    inputs: list[torch.Tensor] = []
+    linear = trainer.models["bn"].hidden()[0].linear
+    handle = linear.register_forward_hook(lambda m, i, o: inputs.append(o.detach().clone()))
+    frame = next(m for m in trainer.train_step() if m["type"] == "frame")
+    handle.remove()
+    (batch,) = [o for o in inputs if o.shape[0] == 20]  # the test-set evaluation passes too
+    pre = batch.double().numpy()
+    bn = frame["variants"]["bn"]["layers"][0]["bn"]
+    np.testing.assert_allclose(bn["batch_mean"], pre.mean(0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(bn["batch_var"], pre.var(0, ddof=1), rtol=1e-5, atol=1e-7)
+    taps = frame["variants"]["bn"]["layers"][0]["taps"]
+    xhat = (pre - pre.mean(0)) / np.sqrt(pre.var(0) + 1e-5)
+    np.testing.assert_allclose(
+        taps["bn_xhat"]["percentiles"],
+        np.percentile(xhat, [1, 15, 50, 85, 99]),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    assert (
+        sum(taps["linear_out"]["counts"])
+        + taps["linear_out"]["underflow"]
+        + taps["linear_out"]["overflow"]
+        == 20 * 10
+    )

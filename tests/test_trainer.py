@@ -1,0 +1,212 @@
+"""The lockstep trainer: same batches for every variant, reproducible frames, recorded
+controls, batch size 1 explained, divergence flagged with valid JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from covshift.config import RunConfig
+from covshift.errors import ConfigError
+from covshift.trainer import Trainer
+
+
+def _run(trainer: Trainer, steps: int | None = None) -> list[dict]:
+    messages = []
+    for _ in range(steps if steps is not None else trainer.config.steps - trainer.step):
+        messages += trainer.train_step()
+    return messages
+
+
+def test_every_variant_sees_the_same_batches_in_the_same_order(small_config: RunConfig) -> None:
+    config = small_config.model_copy(update={"variants": ("plain", "bn", "bn_after"), "steps": 6})
+    trainer = Trainer(config)
+    seen: dict[str, list[torch.Tensor]] = {v: [] for v in config.variants}
+    handles = [
+        model.hidden()[0].linear.register_forward_pre_hook(
+            # test-set evaluations pass here too; keep the training batches only
+            lambda m, inputs, v=variant: (
+                seen[v].append(inputs[0].clone())
+                if inputs[0].shape[0] == config.batch_size
+                else None
+            )
+        )
+        for variant, model in trainer.models.items()
+    ]
+    _run(trainer)
+    for handle in handles:
+        handle.remove()
+    assert len(seen["plain"]) == 6
+    for variant in ("bn", "bn_after"):
+        assert all(torch.equal(a, b) for a, b in zip(seen["plain"], seen[variant], strict=True))
+    assert not torch.equal(seen["plain"][0], seen["plain"][1])
+
+
+def test_same_seed_gives_identical_frames_and_another_seed_does_not(
+    small_config: RunConfig,
+) -> None:
+    first = json.dumps(_run(Trainer(small_config)))
+    again = json.dumps(_run(Trainer(small_config)))
+    other = json.dumps(_run(Trainer(small_config.model_copy(update={"seed": 1}))))
+    assert first == again
+    assert first != other
+
+
+def test_no_hook_survives_a_run(small_config: RunConfig) -> None:
+    trainer = Trainer(small_config)
+    _run(trainer, 5)
+    for model in trainer.models.values():
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_frames_are_versioned_json_and_describe_every_layer(small_config: RunConfig) -> None:
+    trainer = Trainer(small_config)
+    hello = trainer.hello()
+    assert hello["type"] == "hello" and hello["v"] == 1
+    assert len(hello["edges"]) == small_config.depth
+    assert len(hello["edges"][0]["act_input"]) == small_config.bins + 1
+    frames = [m for m in _run(trainer) if m["type"] == "frame"]
+    assert [f["step"] for f in frames] == list(range(small_config.steps))
+    for frame in frames:
+        json.dumps(frame, allow_nan=False)
+    frame = frames[-1]
+    bn = frame["variants"]["bn"]
+    assert set(bn["layers"][0]["taps"]) == {
+        "linear_out",
+        "bn_xhat",
+        "bn_out",
+        "act_input",
+        "act_output",
+    }
+    assert set(frame["variants"]["plain"]["layers"][0]["taps"]) == {
+        "linear_out",
+        "act_input",
+        "act_output",
+    }
+    assert len(bn["layers"][0]["bn"]["gamma"]) == small_config.width
+    assert 0 <= bn["layers"][0]["saturated"] <= 1
+    assert bn["layers"][0]["drift"]["w1"] >= 0 and bn["layers"][0]["grad_norm"] > 0
+    assert frames[0]["variants"]["bn"]["layers"][0]["drift"] is None
+    assert "test" in frame["variants"]["plain"]  # last step always tests
+
+
+def test_test_metrics_are_eval_mode_on_the_held_out_split(small_config: RunConfig) -> None:
+    trainer = Trainer(small_config.model_copy(update={"test_every": 7}))
+    _run(trainer, 7)  # 7 updates done; the frame of step 7 tests before update 8
+    expected = {}
+    for variant, model in trainer.models.items():
+        model.eval()  # running statistics, as inference uses them
+        with torch.no_grad():
+            logits = model(trainer.data.x_test)
+        model.train()
+        expected[variant] = (
+            float(torch.nn.functional.cross_entropy(logits, trainer.data.y_test)),
+            float((logits.argmax(1) == trainer.data.y_test).double().mean()),
+        )
+    frame = next(m for m in trainer.train_step() if m["type"] == "frame")
+    for variant, (loss, acc) in expected.items():
+        assert frame["variants"][variant]["test"]["loss"] == pytest.approx(loss, rel=1e-6)
+        assert frame["variants"][variant]["test"]["acc"] == pytest.approx(acc, abs=1e-6)
+    assert (
+        "test"
+        not in next(m for m in trainer.train_step() if m["type"] == "frame")["variants"]["bn"]
+    )
+
+
+def test_learning_rate_and_batch_size_changes_are_events_at_their_step(
+    small_config: RunConfig,
+) -> None:
+    trainer = Trainer(small_config)
+    _run(trainer, 3)
+    trainer.set_lr(0.05)
+    trainer.set_batch_size(8)
+    messages = _run(trainer, 2)
+    events = [m for m in messages if m["type"] == "event"]
+    assert [(e["kind"], e["step"], e["value"]) for e in events] == [
+        ("lr", 3, 0.05),
+        ("batch_size", 3, 8),
+    ]
+    frames = [m for m in messages if m["type"] == "frame"]
+    assert frames[0]["lr"] == 0.05 and frames[0]["batch_size"] == 8
+    assert all(g["lr"] == 0.05 for opt in trainer.optimizers.values() for g in opt.param_groups)
+    assert (
+        sum(frames[0]["variants"]["plain"]["layers"][0]["taps"]["act_output"]["counts"]) == 8 * 16
+    )
+
+
+def test_bn_momentum_change_reaches_every_bn_layer(small_config: RunConfig) -> None:
+    trainer = Trainer(small_config)
+    trainer.set_bn_momentum(None)
+    assert all(b.norm.momentum is None for b in trainer.models["bn"].hidden() if b.norm)
+    with pytest.raises(ConfigError, match="^bn_momentum: "):
+        trainer.set_bn_momentum(2)
+
+
+def test_bad_controls_are_refused_and_change_nothing(small_config: RunConfig) -> None:
+    trainer = Trainer(small_config)
+    for call, value, field in [
+        (trainer.set_lr, 0, "lr"),
+        (trainer.set_lr, float("nan"), "lr"),
+        (trainer.set_batch_size, 0, "batch_size"),
+        (trainer.set_batch_size, 100_000, "batch_size"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{field}: "):
+            call(value)
+    assert (trainer.lr, trainer.batch_size) == (small_config.lr, small_config.batch_size)
+    assert _run(trainer, 1)[0]["type"] == "frame"  # no event was recorded
+
+
+def test_batch_size_one_skips_bn_with_a_reason_and_trains_the_rest(small_config: RunConfig) -> None:
+    trainer = Trainer(small_config.model_copy(update={"batch_size": 1}))
+    messages = _run(trainer, 3)
+    skipped = [m for m in messages if m["type"] == "event" and m["kind"] == "skipped"]
+    assert skipped[0]["variants"] == ["bn"] and "variance" in skipped[0]["reason"]
+    frame = [m for m in messages if m["type"] == "frame"][-1]
+    assert (
+        frame["variants"]["bn"]["status"] == "skipped" and "layers" not in frame["variants"]["bn"]
+    )
+    assert frame["variants"]["plain"]["status"] == "training"
+    with pytest.raises(ConfigError, match="^batch_size: BatchNorm cannot train on batch size 1"):
+        Trainer(small_config.model_copy(update={"batch_size": 1, "variants": ("bn",)}))
+
+
+def test_batch_larger_than_the_training_set_is_refused(small_config: RunConfig) -> None:
+    with pytest.raises(ConfigError, match="^batch_size: 4000 is more than the 1437 training"):
+        Trainer(small_config.model_copy(update={"batch_size": 4000}))
+
+
+def test_a_diverging_variant_is_flagged_at_its_step_and_json_stays_valid() -> None:
+    config = RunConfig(
+        dataset="digits",
+        activation="relu",
+        init="default",
+        lr=10,
+        depth=2,
+        width=32,
+        steps=60,
+        probe_every=5,
+        variants=("plain", "bn"),
+    )
+    trainer = Trainer(config)
+    messages = _run(trainer)
+    text = "[" + ",".join(json.dumps(m, allow_nan=False) for m in messages) + "]"
+    diverged = [m for m in messages if m["type"] == "event" and m["kind"] == "diverged"]
+    assert [e["variant"] for e in diverged] == ["plain"]
+    step = diverged[0]["step"]
+    frames = [m for m in messages if m["type"] == "frame"]
+    flagged = [f for f in frames if f["step"] >= step and "nonfinite" in f]
+    assert flagged, "a frame with the non-finite loss carries explicit flags"
+    assert any(v in ("nan", "inf") for v in flagged[0]["nonfinite"].values())
+    assert frames[-1]["variants"]["plain"]["status"] == "diverged"
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert math.isfinite(frames[-1]["variants"]["bn"]["loss"])
+
+
+def test_cuda_request_without_a_device_is_a_clear_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present; this checks the message when there is none")
+    with pytest.raises(ConfigError, match="^device: 'cuda'"):
+        Trainer(RunConfig(device="cuda"))
