@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--json PATH]`: print the figures as a table, optionally save them."""
+"""`python -m benchmarks [--quick] [--json PATH]`: print the figures as a table, maybe save them."""
 
 from __future__ import annotations
 

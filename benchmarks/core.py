@@ -1,4 +1,4 @@
-"""Training throughput with probes against a bare PyTorch loop, and one probe against TensorBoard."""
+"""Probed training throughput against a bare PyTorch loop; one probe against TensorBoard."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 
 import torch
-
 from covshift.config import RunConfig
 from covshift.frames import Packer
 from covshift.probes import capture, tap_values

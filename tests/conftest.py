@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from covshift.config import RunConfig
 from covshift.data import Dataset, load_dataset
 

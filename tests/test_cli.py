@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from covshift.cli import build_parser, main
 from covshift.config import RunConfig
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
-
 from covshift.config import (
     BATCH_SIZE,
     BN_MOMENTUM,
@@ -14,6 +12,7 @@ from covshift.config import (
     describe,
 )
 from covshift.errors import ConfigError
+from pydantic import ValidationError
 
 # (field, last valid value, first invalid value) on each side of every bound
 BOUNDS = [

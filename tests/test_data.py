@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from covshift.data import load_dataset, load_mnist
 from covshift.errors import DataError
 from covshift.idx import read_idx

@@ -6,7 +6,6 @@ import json
 import math
 
 import torch
-
 from covshift.frames import SCHEMA_VERSION, Packer, json_safe, message
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.stats import wasserstein_distance
-
 from covshift.histogram import PERCENTILES, make_edges, nice_ceil, reduce_rows, wasserstein1
+from scipy.stats import wasserstein_distance
 
 
 def _oracle_row(values: np.ndarray, edges: np.ndarray) -> dict[str, object]:

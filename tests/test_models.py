@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
 from covshift.config import RunConfig
 from covshift.models import build_variants
+from torch import nn
 
 
 @pytest.mark.parametrize("init", ["gaussian", "default"])
@@ -47,7 +46,7 @@ def test_forward_order_puts_bn_before_or_after_the_activation() -> None:
         seen: list[str] = []
         block = model.hidden()[0]
         handles = [
-            module.register_forward_hook(lambda m, i, o, tag=tag: seen.append(tag))
+            module.register_forward_hook(lambda m, i, o, tag=tag, seen=seen: seen.append(tag))
             for tag, module in (("linear", block.linear), ("norm", block.norm), ("act", block.act))
             if isinstance(module, nn.Module)
         ]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from covshift.config import RunConfig
 from covshift.models import build_variants
 from covshift.probes import capture, tap_values

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-
 from covshift.config import RunConfig
 from covshift.errors import ConfigError
 from covshift.trainer import Trainer

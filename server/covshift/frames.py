@@ -61,7 +61,7 @@ class Packer:
         bad = bool((~torch.isfinite(flat)).any()) if floats else False
         sizes = [part.numel() for part in self._parts]
         parts: list[Json] = []
-        for original, chunk in zip(self._parts, flat.split(sizes), strict=True):
+        for original, chunk in zip(self._parts, torch.split(flat, sizes), strict=True):
             values = chunk.view(original.shape)
             parts.append(
                 values.tolist() if original.is_floating_point() else values.long().tolist()

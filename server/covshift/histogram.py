@@ -90,7 +90,7 @@ def _stats_from_sorted(
     below: np.ndarray,
     at_or_below_last: np.ndarray,
 ) -> RowStats:
-    rows, n = ordered.shape
+    n = ordered.shape[1]
     # Bin k holds edge[k] <= v < edge[k+1]; the last bin also holds v == edge[-1], as numpy.
     counts = np.concatenate([below[:, 1:-1], at_or_below_last[:, None]], axis=1) - below[:, :-1]
     has_finite = n_finite > 0

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .errors import DataError
 
 # IDX type byte -> big-endian NumPy dtype (the format's own table).
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -20,7 +21,7 @@ _IDX_DTYPES = {
 }
 
 
-def read_idx(path: Path) -> np.ndarray:
+def read_idx(path: Path) -> np.ndarray[Any, np.dtype[Any]]:
     """Return the array stored in one IDX file; raise DataError on anything malformed."""
     try:
         raw = path.read_bytes()
@@ -46,15 +47,12 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(
             f"{path} holds {len(raw) - header} data bytes but its header {shape} needs {expected}"
         )
-    return (
-        np.frombuffer(raw, dtype=dtype, offset=header)
-        .reshape(shape)
-        .astype(dtype.newbyteorder("="))
-    )
+    array: np.ndarray[Any, np.dtype[Any]] = np.frombuffer(raw, dtype=dtype, offset=header)
+    return array.reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def find_idx(directory: Path, stem: str) -> Path:
-    """Find `stem` in directory, accepting the usual spellings ('-idx3-ubyte' vs '.idx3-ubyte', .gz)."""
+    """Find `stem` in directory in its usual spellings ('-idx3-ubyte' or '.idx3-ubyte', .gz)."""
     candidates = [stem, stem.replace("-idx", ".idx")]
     for name in candidates:
         for suffix in ("", ".gz"):

@@ -1,4 +1,4 @@
-"""The networks: one MLP per variant, built so the normalizer is the only difference between them."""
+"""The networks: one MLP per variant, built so the normalizer is the only difference."""
 
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)
-        return self.head(x)
+        logits: torch.Tensor = self.head(x)
+        return logits
 
     def hidden(self) -> list[Block]:
         return [block for block in self.blocks if isinstance(block, Block)]
@@ -108,7 +109,7 @@ def build_variants(
     config: RunConfig, n_in: int, n_classes: int, device: torch.device
 ) -> dict[str, MLP]:
     """One MLP per variant, all starting from the same Linear weights (seeded by config.seed)."""
-    models = {}
+    models: dict[str, MLP] = {}
     # fork_rng: building models must not move the caller's global random stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)

@@ -7,6 +7,7 @@ it produced (events, and a frame on probed steps) for whoever runs it.
 from __future__ import annotations
 
 from contextlib import nullcontext
+
 import torch
 from torch import nn
 
@@ -153,7 +154,9 @@ class Trainer:
         tested = step % config.test_every == 0 or step == config.steps - 1
         probed = tested or step % config.probe_every == 0
         x, y = self.next_batch()
-        active = [v for v in config.trainable_at(self.batch_size) if self.diverged_at[v] is None]
+        active: list[str] = [
+            v for v in config.trainable_at(self.batch_size) if self.diverged_at[v] is None
+        ]
         # Test before the training forward, which moves BN's running statistics.
         tests = {
             v: self._evaluate(m)
