@@ -1,0 +1,125 @@
+"""HTTP routes: health, and runs (list, create, read, change, stop, export). Thin: the manager
+does the work; errors map to status codes in app.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
+
+from .config import describe
+from .deps import Manager, RunDep
+from .errors import ConfigError
+from .export import csv_lines
+from .lifecycle import RunInfo
+from .schemas import RunPatch, RunRequest
+
+router = APIRouter()
+
+
+class Problem(BaseModel):
+    """An error: `detail` says what is wrong, starting with the field when there is one."""
+
+    detail: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    active_runs: int
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "no such run"}}
+NOT_ACTIVE: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "the run has ended"},
+    422: {"model": Problem, "description": "a value out of bounds or refused by the trainer"},
+}
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz(manager: Manager) -> Health:
+    """The server is up and its event loop answers."""
+    return Health(active_runs=manager.active_count())
+
+
+@router.get("/api/runs", tags=["runs"])
+async def list_runs(manager: Manager) -> list[RunInfo]:
+    """Every run, live and stored, oldest first."""
+    return [run.info() for run in manager]
+
+
+@router.post(
+    "/api/runs",
+    status_code=201,
+    tags=["runs"],
+    responses={
+        422: {"description": "a field out of bounds or unknown (the message names it)"},
+        429: {"model": Problem, "description": "max_runs runs are active already"},
+    },
+)
+async def create_run(body: RunRequest, manager: Manager) -> RunInfo:
+    """Start a run. Its worker loads data, then streams on /ws/runs/{id}."""
+    try:
+        config = body.to_config(
+            str(manager.settings.mnist_dir) if manager.settings.mnist_dir else None
+        )
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    run = await manager.create(config)
+    return run.info()
+
+
+@router.get("/api/runs/{run_id}", tags=["runs"], responses=NOT_FOUND)
+async def get_run(run: RunDep) -> RunInfo:
+    return run.info()
+
+
+@router.patch("/api/runs/{run_id}", tags=["runs"], responses={**NOT_FOUND, **NOT_ACTIVE})
+async def change_run(run: RunDep, body: RunPatch, manager: Manager) -> RunInfo:
+    """Change live controls; each applies at the run's next step and is broadcast to every
+    client as an event. Returns the run after the change."""
+    return await manager.change(run, body.changes())
+
+
+@router.delete("/api/runs/{run_id}", tags=["runs"], responses=NOT_FOUND)
+async def stop_run(run: RunDep, manager: Manager) -> RunInfo:
+    """Stop training; the run's data stays (listed, exportable, replayable)."""
+    return await manager.stop(run)
+
+
+@router.get(
+    "/api/runs/{run_id}/export",
+    tags=["runs"],
+    responses={
+        **NOT_FOUND,
+        200: {
+            "content": {"application/x-ndjson": {}, "text/csv": {}},
+            "description": "jsonl: frames.jsonl (hello, frames, events; docs/protocol.md); "
+            "csv: one row per frame per variant (columns in docs/server.md)",
+        },
+    },
+)
+async def export_run(
+    run: RunDep,
+    manager: Manager,
+    format: Literal["jsonl", "csv"] = Query("jsonl", description="file format"),
+) -> Response:
+    """Download a run. A demo run kept only in memory exports its (downsampled) history."""
+    in_memory = run.export_lines()
+    filename = f"covshift-{run.id}.{format}"
+    headers = {"content-disposition": f'attachment; filename="{filename}"'}
+    path = manager.store.frames_path(run.id)
+    if format == "jsonl" and in_memory is None and run.state.terminal and path.is_file():
+        # Only a finished file: a growing one would outrun its Content-Length.
+        return FileResponse(path, media_type="application/x-ndjson", headers=headers)
+    lines: Iterator[str] = iter(in_memory) if in_memory is not None else manager.store.lines(run.id)
+    if format == "csv":
+        return StreamingResponse(csv_lines(lines), media_type="text/csv", headers=headers)
+    return StreamingResponse(
+        (line + "\n" for line in lines), media_type="application/x-ndjson", headers=headers
+    )

@@ -1,0 +1,132 @@
+"""Assembles the FastAPI app: lifespan (the run manager), routers, middleware, static files."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.responses import FileResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from . import __version__, api, ws
+from .errors import ConfigError
+from .run import RunNotActive, WorkerTimeout
+from .runs import RunManager, TooManyRuns, UnknownRun
+from .security import BodyLimitMiddleware, SecurityHeadersMiddleware
+from .settings import Settings
+from .store import StoreError
+
+log = logging.getLogger(__name__)
+
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<rect width="16" height="16" rx="3" fill="#1f3b57"/>'
+    '<path d="M2 12 Q5 2 8 9 T14 4" fill="none" stroke="#f5a623" stroke-width="2"/></svg>'
+)
+
+
+def frontend_dir() -> Path | None:
+    """The page's files: frontend/ at the repository root (source tree), else the copy
+    packaged as covshift/frontend (installed wheel); None when neither exists."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent.parent / "frontend", package / "frontend"):
+        if (candidate / "index.html").is_file():
+            return candidate
+    return None
+
+
+def plotly_js() -> Path | None:
+    """plotly.min.js from the plotly Python package, so the page works offline (found
+    without importing plotly, which is slow and not needed here)."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "package_data" / "plotly.min.js"
+    return path if path.is_file() else None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, RunManager]]:
+        manager = RunManager(settings)
+        await manager.open()
+        try:
+            yield {"manager": manager}
+        finally:
+            await manager.close()
+
+    app = FastAPI(
+        title="covshift",
+        version=__version__,
+        description="Watch internal covariate shift live: runs, live controls, exports. "
+        "Live frames stream on the websocket /ws/runs/{id} (docs/protocol.md).",
+        lifespan=lifespan,
+    )
+    app.include_router(api.router)
+    app.include_router(ws.router)
+    _add_errors(app)
+    _add_assets(app)
+    # Added last = outermost: the body limit sees a request before anything reads it.
+    app.add_middleware(SecurityHeadersMiddleware)
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["content-type"],
+        )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts())
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    return app
+
+
+def _add_errors(app: FastAPI) -> None:
+    statuses: dict[type[Exception], int] = {
+        UnknownRun: 404,
+        RunNotActive: 409,
+        ConfigError: 422,
+        TooManyRuns: 429,
+        StoreError: 507,
+        WorkerTimeout: 504,
+    }
+
+    async def problem(request: Request, exc: Exception) -> Response:
+        message = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)
+        return JSONResponse({"detail": message}, status_code=statuses[type(exc)])
+
+    for error in statuses:
+        app.add_exception_handler(error, problem)
+
+
+def _add_assets(app: FastAPI) -> None:
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(
+            FAVICON, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"}
+        )
+
+    plotly = plotly_js()
+
+    @app.get("/vendor/plotly.min.js", include_in_schema=False)
+    async def plotly_min_js() -> Response:
+        if plotly is None:
+            return JSONResponse({"detail": "the plotly package is not installed"}, status_code=404)
+        return FileResponse(
+            plotly, media_type="text/javascript", headers={"cache-control": "max-age=86400"}
+        )
+
+    page = frontend_dir()
+    if page is not None:
+        # Mounted last, at "/", so the API and websocket routes above take precedence.
+        app.mount("/", StaticFiles(directory=page, html=True), name="frontend")
+    else:
+        log.warning("no frontend/ directory found: serving the API only")

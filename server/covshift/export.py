@@ -1,0 +1,106 @@
+"""CSV export of a run: one row per frame per variant, columns fixed by the run's depth.
+
+Columns, in order:
+
+    step, epoch, lr, batch_size    the frame's step (updates taken before it), epochs
+                                   done, and the learning rate and batch size in force
+    variant, status                e.g. "bn"; "training", "skipped" or "diverged"
+    loss, acc                      training loss and accuracy on the frame's mini-batch
+    test_loss, test_acc            on the test set in eval mode; only on tested steps
+    layer<i>_act_input_<stat>      for hidden layer i = 1..depth, the activation's input
+                                   (after the normalizer, if any): mean, std, p15, p50, p85
+                                   (15th/50th/85th percentiles over the batch and units)
+
+An empty cell means "not measured at this step" (no test, or a variant that did not
+train) or a non-finite value (the frame's "nonfinite" map says which).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+BASE_COLUMNS = (
+    "step",
+    "epoch",
+    "lr",
+    "batch_size",
+    "variant",
+    "status",
+    "loss",
+    "acc",
+    "test_loss",
+    "test_acc",
+)
+LAYER_STATS = ("mean", "std", "p15", "p50", "p85")
+PERCENTILE_STATS = {"p15": 15, "p50": 50, "p85": 85}
+
+
+def columns(depth: int) -> list[str]:
+    layer_columns = [
+        f"layer{layer}_act_input_{stat}" for layer in range(1, depth + 1) for stat in LAYER_STATS
+    ]
+    return [*BASE_COLUMNS, *layer_columns]
+
+
+def csv_lines(lines: Iterable[str]) -> Iterator[str]:
+    """CSV text (header first) from a run's message lines (hello first, as frames.jsonl)."""
+    depth = 0
+    percentile_index: dict[str, int] = {}
+    for line in lines:
+        record = json.loads(line)
+        if record.get("type") == "hello":
+            depth = int(record["config"]["depth"])
+            percentiles = list(record["percentiles"])
+            percentile_index = {
+                stat: percentiles.index(p)
+                for stat, p in PERCENTILE_STATS.items()
+                if p in percentiles
+            }
+            yield _row(columns(depth))
+        elif record.get("type") == "frame" and depth:
+            for variant, entry in record["variants"].items():
+                yield _row(_frame_row(record, variant, entry, depth, percentile_index))
+
+
+def _frame_row(
+    frame: dict[str, Any],
+    variant: str,
+    entry: dict[str, Any],
+    depth: int,
+    percentile_index: dict[str, int],
+) -> list[Any]:
+    test = entry.get("test") or {}
+    row: list[Any] = [
+        frame["step"],
+        frame["epoch"],
+        frame["lr"],
+        frame["batch_size"],
+        variant,
+        entry.get("status"),
+        entry.get("loss"),
+        entry.get("acc"),
+        test.get("loss"),
+        test.get("acc"),
+    ]
+    layers = entry.get("layers") or []
+    for index in range(depth):
+        stats: dict[str, Any] = {}
+        if index < len(layers):
+            stats = layers[index].get("taps", {}).get("act_input") or {}
+        row.append(stats.get("mean"))
+        row.append(stats.get("std"))
+        percentiles = stats.get("percentiles") or []
+        for stat in ("p15", "p50", "p85"):
+            at = percentile_index.get(stat)
+            row.append(percentiles[at] if at is not None and at < len(percentiles) else None)
+    return row
+
+
+def _row(values: list[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    return buffer.getvalue()

@@ -1,0 +1,64 @@
+"""Per-client bounded send queues: a slow client loses its oldest frames, nobody waits for it.
+
+Policy: `put` never blocks. When the queue is full, the oldest *frame* in it is dropped
+(a newer frame supersedes it: every frame carries a full picture of the run); events,
+acks and errors are kept, because each one says something a later message does not
+repeat. Only a queue that is full of non-frames drops its oldest message. `dropped`
+counts the losses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+
+class ClientClosed(Exception):
+    """The queue was closed: the run's server is shutting down."""
+
+
+class ClientQueue:
+    """Messages (JSON text) waiting to be sent to one websocket client."""
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("a client queue needs room for at least one message")
+        self.maxsize = maxsize
+        self.dropped = 0
+        self._items: deque[tuple[str, bool]] = deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, text: str, is_frame: bool) -> None:
+        """Queue a message; call from the event loop."""
+        if self._closed:
+            return
+        if len(self._items) >= self.maxsize:
+            self._drop_oldest()
+        self._items.append((text, is_frame))
+        self._ready.set()
+
+    def _drop_oldest(self) -> None:
+        self.dropped += 1
+        for index, (_, is_frame) in enumerate(self._items):
+            if is_frame:
+                del self._items[index]
+                return
+        self._items.popleft()
+
+    async def get(self) -> str:
+        """The oldest message; waits for one. Raises ClientClosed once closed."""
+        while not self._items:
+            if self._closed:
+                raise ClientClosed
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()[0]
+
+    def close(self) -> None:
+        self._closed = True
+        self._items.clear()
+        self._ready.set()

@@ -1,0 +1,75 @@
+"""A run's lifecycle states and RunInfo, the record that describes a run (API and state.json)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RunState(str, Enum):
+    """created -> running <-> paused -> finished | stopped | failed (created may fail too)."""
+
+    CREATED = "created"  # worker process starting (importing torch, loading data)
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"  # reached config.steps
+    STOPPED = "stopped"  # DELETE, server shutdown, or found active after a restart
+    FAILED = "failed"  # the trainer raised, or the worker process died
+
+    @property
+    def active(self) -> bool:
+        """Counts against max_runs and accepts controls."""
+        return self in ACTIVE
+
+    @property
+    def terminal(self) -> bool:
+        """Ended for good: finished, stopped or failed."""
+        return self not in ACTIVE
+
+
+ACTIVE = frozenset({RunState.CREATED, RunState.RUNNING, RunState.PAUSED})
+
+_EXAMPLE: dict[str, Any] = {
+    "id": "q3Xk0cS1Fh2m9wTtZ1b7pA",
+    "state": "running",
+    "created": "2025-01-01T12:00:00Z",
+    "ended": None,
+    "config": {"dataset": "moons", "variants": ["plain", "bn"], "depth": 2, "width": 16},
+    "step": 1200,
+    "epoch": 45.0,
+    "lr": 0.5,
+    "batch_size": 60,
+    "bn_momentum": 0.1,
+    "error": None,
+    "demo": False,
+    "stored": True,
+    "clients": 1,
+}
+
+
+class RunInfo(BaseModel):
+    """What a run is and where it stands. `step` counts updates taken so far."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
+
+    id: str = Field(description="unguessable run id (use it in URLs)")
+    state: RunState
+    created: datetime
+    ended: datetime | None = None
+    config: dict[str, Any] = Field(description="the run config as validated (see POST)")
+    step: int = 0
+    epoch: float = 0.0
+    lr: float
+    batch_size: int
+    bn_momentum: float | None
+    error: str | None = Field(
+        default=None, description="why the run failed or was stopped, if known"
+    )
+    demo: bool = False
+    stored: bool = Field(
+        default=True, description="written to the log directory (exportable in full)"
+    )
+    clients: int = Field(default=0, description="websocket clients watching now")

@@ -1,0 +1,319 @@
+"""One run on the server: its worker, state, bounded history, watching clients and store file.
+
+All methods run on the event loop, except the `_read` step of the output pump, which
+blocks on the worker's pipe in a thread of the manager's pool and also appends what
+it read to frames.jsonl (so disk writes stay off the loop, in arrival order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from concurrent.futures import Executor
+from datetime import datetime, timezone
+from typing import Any
+
+from .config import RunConfig
+from .fanout import ClientQueue
+from .handle import WorkerGone, WorkerHandle
+from .history import History
+from .lifecycle import RunInfo, RunState
+from .store import FramesLog, RunStore, public_config
+from .worker import Command, Output, Status, encode, state_event
+
+log = logging.getLogger(__name__)
+
+# The pump's wait on the worker's pipe; a dead worker shows as end-of-file at once,
+# so this only bounds how long a read thread stays blocked.
+READ_TIMEOUT_S = 0.25
+# How long a control may wait for the worker (it answers between steps; a worker still
+# loading its dataset answers once loaded).
+COMMAND_TIMEOUT_S = 30.0
+# How long a stop waits for the worker to finish its step and exit before ending it.
+STOP_TIMEOUT_S = 2.0
+
+
+class RunNotActive(Exception):
+    """A control or stop reached a run that is no longer training."""
+
+
+class WorkerTimeout(Exception):
+    """The worker did not answer a command in time."""
+
+
+class Run:
+    """One run: live (with a worker process) or read back from the store."""
+
+    def __init__(
+        self,
+        info: RunInfo,
+        pool: Executor,
+        store: RunStore,
+        history_frames: int,
+    ) -> None:
+        self.id = info.id
+        self.created = info.created
+        self.config = info.config
+        self.demo = info.demo
+        self.stored = info.stored
+        self.state = info.state
+        self.error = info.error
+        self.ended = info.ended
+        self.status = Status(info.step, info.epoch, info.lr, info.batch_size, info.bn_momentum)
+        self.hello: str | None = None
+        # Live runs keep their history; stored runs replay from frames.jsonl instead.
+        self.history: History | None = None if info.state.terminal else History(history_frames)
+        self.history_frames = history_frames
+        self.clients: set[ClientQueue] = set()
+        self._pool = pool
+        self._store = store
+        self._worker: WorkerHandle | None = None
+        self._log: FramesLog | None = None
+        self._pending: dict[int, asyncio.Future[str | None]] = {}
+        self._ids = itertools.count(1)
+        self._launched: asyncio.Future[None] | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @classmethod
+    def new(
+        cls,
+        run_id: str,
+        config: RunConfig,
+        pool: Executor,
+        store: RunStore,
+        history_frames: int,
+        *,
+        demo: bool,
+        stored: bool,
+    ) -> Run:
+        info = RunInfo(
+            id=run_id,
+            state=RunState.CREATED,
+            created=datetime.now(timezone.utc),
+            config=public_config(config.model_dump(mode="json")),
+            lr=config.lr,
+            batch_size=config.batch_size,
+            bn_momentum=config.bn_momentum,
+            demo=demo,
+            stored=stored,
+        )
+        return cls(info, pool, store, history_frames)
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id (for operators and tests; not part of the API)."""
+        return self._worker.pid if self._worker is not None else None
+
+    def info(self) -> RunInfo:
+        return RunInfo(
+            id=self.id,
+            state=self.state,
+            created=self.created,
+            ended=self.ended,
+            config=self.config,
+            step=self.status.step,
+            epoch=self.status.epoch,
+            lr=self.status.lr,
+            batch_size=self.status.batch_size,
+            bn_momentum=self.status.bn_momentum,
+            error=self.error,
+            demo=self.demo,
+            stored=self.stored,
+            clients=len(self.clients),
+        )
+
+    # ---- lifecycle ----
+
+    async def launch(self, config: RunConfig) -> None:
+        """Create the store folder and start the worker process (both off the loop)."""
+        loop = asyncio.get_running_loop()
+        self._launched = loop.create_future()
+        record = config.model_dump(mode="json")
+
+        def start() -> tuple[FramesLog | None, WorkerHandle]:
+            frames = self._store.create(self.info(), record) if self.stored else None
+            return frames, WorkerHandle(config.model_dump_json(), self.id[:8])
+
+        try:
+            self._log, self._worker = await loop.run_in_executor(self._pool, start)
+        except BaseException as exc:
+            self._set_state(RunState.FAILED, f"the run could not start: {exc}")
+            raise
+        finally:
+            self._launched.set_result(None)
+        self._pump = asyncio.create_task(self._pump_outputs(), name=f"covshift-pump-{self.id}")
+
+    async def stop(self, reason: str | None = None) -> None:
+        """Stop training and keep the data; the state ends as stopped (or as it ended).
+        `reason` is recorded as the run's error note when it was not the user's choice."""
+        if self._launched is not None:
+            await self._launched
+        if not self.state.active or self._worker is None:
+            return
+        self._stopping = True
+        self.error = reason
+        loop = asyncio.get_running_loop()
+        worker = self._worker
+        if self.state is RunState.CREATED:
+            # Still loading its data: nothing to save, so no need to wait for it.
+            await loop.run_in_executor(self._pool, worker.end, 0.0)
+        else:
+            with contextlib.suppress(RunNotActive, WorkerTimeout):
+                await self._command("stop", {}, STOP_TIMEOUT_S)
+        if self._pump is not None and not await _finishes(self._pump, STOP_TIMEOUT_S):
+            await loop.run_in_executor(self._pool, worker.end, 0.0)
+            await self._pump
+
+    async def control(self, changes: dict[str, Any]) -> str | None:
+        """Send validated changes to the worker; the worker's error message, or None."""
+        if not self.state.active or self._stopping:
+            raise RunNotActive(f"run {self.id} is {self.state.value}; it takes no more changes")
+        return await self._command("control", changes, COMMAND_TIMEOUT_S)
+
+    async def _command(self, action: Any, changes: dict[str, Any], timeout: float) -> str | None:
+        if self._worker is None:
+            raise RunNotActive(f"run {self.id} has no worker")
+        command = Command(next(self._ids), action, changes)
+        answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._pending[command.id] = answer
+        try:
+            self._worker.send(command)
+            return await asyncio.wait_for(answer, timeout)
+        except WorkerGone:
+            raise RunNotActive(f"run {self.id} has ended") from None
+        except asyncio.TimeoutError:
+            raise WorkerTimeout(
+                f"run {self.id}: the worker did not answer in {timeout:g} s"
+            ) from None
+        finally:
+            self._pending.pop(command.id, None)
+
+    # ---- the output pump ----
+
+    async def _pump_outputs(self) -> None:
+        loop = asyncio.get_running_loop()
+        worker = self._worker
+        assert worker is not None
+        try:
+            try:
+                while self.state.active:
+                    outputs = await loop.run_in_executor(self._pool, self._read, worker)
+                    if outputs is None:
+                        break
+                    self._apply(outputs)
+            except Exception as exc:  # a server bug must not leave the run "running" forever
+                log.exception("run %s: reading its worker failed", self.id)
+                self._fail(f"the server could not read the worker: {exc}")
+            if self.state.active and self._stopping:
+                self._emit(encode(state_event(self.status.step, "stopped")), False)
+                self._set_state(RunState.STOPPED, None)
+            elif self.state.active:  # the worker ended without saying why
+                self._fail(await loop.run_in_executor(self._pool, worker.exit_reason))
+        finally:
+            await loop.run_in_executor(self._pool, self._release, worker)
+            if self.stored:
+                self.history = None  # an ended stored run replays from its file
+
+    def _fail(self, reason: str) -> None:
+        log.warning("run %s failed: %s", self.id, reason)
+        self._emit(encode(state_event(self.status.step, "failed", message=reason)), False)
+        self._set_state(RunState.FAILED, reason)
+
+    def _read(self, worker: WorkerHandle) -> list[Output] | None:
+        """Runs in a pool thread: wait for outputs, append their messages to frames.jsonl."""
+        outputs = worker.read(READ_TIMEOUT_S)
+        if outputs and self._log is not None:
+            texts = [text for output in outputs for _, text in output.messages]
+            try:
+                self._log.append(texts)
+            except OSError as exc:
+                log.error(
+                    "run %s: writing %s failed, no longer stored: %s", self.id, self._log.path, exc
+                )
+                self._log = None
+        return outputs
+
+    def _release(self, worker: WorkerHandle) -> None:
+        worker.end(STOP_TIMEOUT_S)
+        worker.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _apply(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            for kind, text in output.messages:
+                if kind == "hello":
+                    self.hello = text
+                    self._broadcast(text, False)
+                else:
+                    self._emit(text, kind == "frame", record=False)
+            if output.status is not None:
+                self.status = output.status
+            if output.reply is not None:
+                answer = self._pending.get(output.reply.id)
+                if answer is not None and not answer.done():
+                    answer.set_result(output.reply.error)
+            if output.state is not None:
+                self._set_state(RunState(output.state), output.error)
+
+    def _emit(self, text: str, is_frame: bool, record: bool = True) -> None:
+        """A message to history and clients (and to the store when the pump did not)."""
+        if self.history is not None:
+            self.history.append(text, is_frame)
+        self._broadcast(text, is_frame)
+        if record and self._log is not None:
+            self._log.append([text])
+
+    def _broadcast(self, text: str, is_frame: bool) -> None:
+        for client in self.clients:
+            client.put(text, is_frame)
+
+    def _set_state(self, state: RunState, error: str | None) -> None:
+        self.state = state
+        if error is not None:
+            self.error = error
+        if state.terminal:
+            self.ended = datetime.now(timezone.utc)
+            for answer in self._pending.values():
+                if not answer.done():
+                    answer.set_result(f"run {self.id} is {state.value}; the change was not made")
+        if self.stored:
+            try:
+                self._store.save(self.info())
+            except OSError as exc:
+                log.error("run %s: could not save its state: %s", self.id, exc)
+
+    # ---- clients ----
+
+    async def attach(self, client: ClientQueue) -> tuple[str | None, list[str]]:
+        """Start sending live messages to client; returns (hello, history) to send first."""
+        if self.history is not None:
+            # No await between the snapshot and joining: nothing is missed or sent twice.
+            self.clients.add(client)
+            return self.hello, self.history.snapshot()
+        # Not the pumps' pool: many tabs opening old runs must not delay live frames.
+        replay = await asyncio.to_thread(self._store.replay, self.id, self.history_frames)
+        self.clients.add(client)
+        return replay
+
+    def detach(self, client: ClientQueue) -> None:
+        self.clients.discard(client)
+
+    def export_lines(self) -> list[str] | None:
+        """The messages of a run kept only in memory (hello first); None for a stored run."""
+        if self.stored:
+            return None
+        history = self.history.snapshot() if self.history is not None else []
+        return ([self.hello] if self.hello is not None else []) + history
+
+
+async def _finishes(task: asyncio.Task[None], timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout)
+    except asyncio.TimeoutError:
+        return False
+    return True

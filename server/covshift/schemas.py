@@ -1,0 +1,106 @@
+"""What clients may send: a new run's config, a change to a run, a websocket control message.
+
+Bounds are not repeated here: RunRequest is RunConfig, and the live controls use the
+same annotated types as RunConfig's fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .config import BatchSize, BnMomentum, LearningRate, RunConfig
+
+
+def _request_schema(schema: dict[str, Any]) -> None:
+    schema.get("properties", {}).pop("data_dir", None)
+    schema["examples"] = [
+        {"dataset": "moons", "variants": ["plain", "bn"], "depth": 2, "width": 16},
+        {"dataset": "digits", "activation": "relu", "lr": 1.0, "batch_size": 16},
+    ]
+
+
+class RunRequest(RunConfig):
+    """POST /api/runs: a run config. Unset fields take RunConfig's defaults."""
+
+    model_config = ConfigDict(json_schema_extra=_request_schema)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _no_client_paths(cls, value: object) -> object:
+        if value is not None:
+            raise ValueError(
+                "file paths are set on the server (COVSHIFT_MNIST_DIR), never by a client"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _data_dir_only_for_mnist(self) -> RunRequest:
+        # Replaces RunConfig's check of the same name: the server supplies data_dir.
+        return self
+
+    def to_config(self, mnist_dir: str | None) -> RunConfig:
+        """The RunConfig to train, with the server's MNIST directory filled in."""
+        values = self.model_dump(exclude={"data_dir"})
+        if self.dataset == "mnist":
+            if mnist_dir is None:
+                raise ValueError(
+                    "dataset: 'mnist' is not available on this server "
+                    "(start it with COVSHIFT_MNIST_DIR set to the IDX files' directory)"
+                )
+            values["data_dir"] = mnist_dir
+        return RunConfig.model_validate(values)
+
+
+class RunPatch(BaseModel):
+    """PATCH /api/runs/{id}: live controls; each takes effect at the run's next step."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {"lr": 0.1},
+                {"batch_size": 16, "bn_momentum": None},
+                {"paused": True},
+            ]
+        },
+    )
+
+    lr: LearningRate | None = None
+    batch_size: BatchSize | None = None
+    bn_momentum: BnMomentum = Field(
+        default=None, description="null means the cumulative average; leave it out to keep it"
+    )
+    paused: bool | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client sent (an explicit null only means something for bn_momentum)."""
+        return {
+            name: getattr(self, name)
+            for name in self.model_fields_set
+            if name in RunPatch.model_fields
+            and (name == "bn_momentum" or getattr(self, name) is not None)
+        }
+
+
+ClientId = str | int | None
+
+
+class ControlMessage(RunPatch):
+    """Websocket: {"type": "control", "id": ..., <RunPatch fields>, "step": true}."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "control", "id": 7, "lr": 0.05}]}
+    )
+
+    type: Literal["control"]
+    id: ClientId = Field(default=None, description="echoed in the ack or error")
+    step: bool = Field(default=False, description="take one training step (paused runs only)")
+
+    def changes(self) -> dict[str, Any]:
+        changes = super().changes()
+        if self.step:
+            changes["step"] = True
+        return changes

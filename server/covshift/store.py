@@ -1,0 +1,160 @@
+"""The run store: one folder per run under the log directory, plain files, no server.
+
+    <logdir>/<run id>/config.json    the run config as validated
+    <logdir>/<run id>/frames.jsonl   the hello line, then every frame and event as it arrived
+    <logdir>/<run id>/state.json     RunInfo without config: state, error, step, times
+
+frames.jsonl has the same format as `covshift run` writes (docs/protocol.md), so a
+stored run and a headless run are read the same way. It is appended from the run's
+reader thread and flushed after every batch from the worker, so a server crash loses
+at most what the worker had not yet handed over. state.json is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import ValidationError
+
+from .history import History
+from .lifecycle import RunInfo, RunState
+
+log = logging.getLogger(__name__)
+
+# secrets.token_urlsafe output; anything else in the log directory is not ours.
+RUN_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+# Every message starts {"v": N, "type": "..."} (frames.message): read the type without
+# parsing a 50 KB frame.
+_TYPE = re.compile(r'\{\s*"v"\s*:\s*\d+\s*,\s*"type"\s*:\s*"(\w+)"')
+
+
+def message_type(line: str) -> str:
+    """The "type" of one JSON message line."""
+    found = _TYPE.match(line)
+    if found:
+        return found.group(1)
+    return str(json.loads(line).get("type"))
+
+
+class StoreError(Exception):
+    """The log directory cannot be used; the message says why."""
+
+
+class FramesLog:
+    """Appends message lines to one run's frames.jsonl. Used by one thread at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] = path.open("a", encoding="utf-8")
+
+    def append(self, texts: Iterable[str]) -> None:
+        self._file.writelines(text + "\n" for text in texts)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class RunStore:
+    """Creates, updates and reads back the runs in one log directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def ensure_writable(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.root):
+                pass
+        except OSError as exc:
+            raise StoreError(f"log directory {self.root} is not writable: {exc}") from None
+
+    def folder(self, run_id: str) -> Path:
+        if not RUN_ID.match(run_id):
+            raise ValueError(f"not a run id: {run_id!r}")
+        return self.root / run_id
+
+    def frames_path(self, run_id: str) -> Path:
+        return self.folder(run_id) / "frames.jsonl"
+
+    def create(self, info: RunInfo, config: dict[str, Any]) -> FramesLog:
+        folder = self.folder(info.id)
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", "utf-8")
+        self.save(info)
+        return FramesLog(folder / "frames.jsonl")
+
+    def save(self, info: RunInfo) -> None:
+        """Replace state.json atomically (a crash leaves the old or the new one, never half)."""
+        folder = self.folder(info.id)
+        text = info.model_dump_json(exclude={"config", "clients"}, indent=2) + "\n"
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".state-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, folder / "state.json")
+
+    def load(self) -> list[RunInfo]:
+        """Every stored run, oldest first. A run still marked active was cut off by a crash
+        or a kill of the server: it is marked stopped, with a note, and saved so."""
+        runs: list[RunInfo] = []
+        if not self.root.is_dir():
+            return runs
+        for folder in sorted(self.root.iterdir()):
+            if not (folder.is_dir() and RUN_ID.match(folder.name)):
+                continue
+            try:
+                config = json.loads((folder / "config.json").read_text("utf-8"))
+                state = json.loads((folder / "state.json").read_text("utf-8"))
+                info = RunInfo.model_validate({**state, "config": config, "id": folder.name})
+            except (OSError, ValueError, ValidationError) as exc:
+                log.warning("skipping %s: not a readable run (%s)", folder, exc)
+                continue
+            if info.state.active:
+                info = info.model_copy(
+                    update={
+                        "state": RunState.STOPPED,
+                        "ended": datetime.now(timezone.utc),
+                        "error": f"the server stopped while the run was {info.state.value}; "
+                        "it was not resumed",
+                    }
+                )
+                self.save(info)
+            runs.append(info.model_copy(update={"config": public_config(config)}))
+        runs.sort(key=lambda info: info.created)
+        return runs
+
+    def replay(self, run_id: str, capacity: int) -> tuple[str | None, list[str]]:
+        """(hello, history) of a stored run: its messages downsampled by the same rule as a
+        live run's History, so a replay shows what a live tab would have held."""
+        hello = None
+        history = History(capacity)
+        for line in self.lines(run_id):
+            kind = message_type(line)
+            if kind == "hello":
+                hello = line
+            else:
+                history.append(line, kind == "frame")
+        return hello, history.snapshot()
+
+    def lines(self, run_id: str) -> Iterator[str]:
+        """frames.jsonl line by line (without newlines); a half-written last line is skipped."""
+        path = self.frames_path(run_id)
+        if not path.exists():
+            return
+        with path.open(encoding="utf-8") as file:
+            for line in file:
+                if line.endswith("\n"):
+                    yield line[:-1]
+
+
+def public_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A config as the API shows it: without server-side paths."""
+    return {key: value for key, value in config.items() if key != "data_dir"}

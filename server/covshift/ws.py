@@ -1,0 +1,121 @@
+"""Websocket /ws/runs/{id}: hello, history, then live messages; control messages in.
+
+One task sends (the only writer to the socket), draining the client's bounded queue;
+the handler itself reads. Replies go through the same queue, so a client sees the
+events of its change before the ack, and everything in the order it happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from .config import describe
+from .deps import Manager
+from .errors import ConfigError
+from .fanout import ClientClosed, ClientQueue
+from .frames import message
+from .run import Run, RunNotActive, WorkerTimeout
+from .runs import RunManager, UnknownRun
+from .schemas import ControlMessage
+from .security import origin_allowed
+from .worker import encode
+
+router = APIRouter()
+
+POLICY_VIOLATION = 1008
+UNKNOWN_RUN = 4404  # application close code (4000-4999): no run with this id
+
+
+@router.websocket("/ws/runs/{run_id}")
+async def run_socket(websocket: WebSocket, run_id: str, manager: Manager) -> None:
+    if not origin_allowed(websocket.headers, manager.settings.allowed_origins):
+        # Closing before accepting refuses the handshake (HTTP 403).
+        await websocket.close(code=POLICY_VIOLATION, reason="origin not allowed")
+        return
+    try:
+        run = manager.get(run_id)
+    except UnknownRun as exc:
+        await websocket.accept()
+        await websocket.send_text(encode(message("error", id=None, message=str(exc))))
+        await websocket.close(code=UNKNOWN_RUN, reason="unknown run")
+        return
+    await websocket.accept()
+    client = ClientQueue(manager.settings.client_queue)
+    hello, history = await run.attach(client)
+    sender = asyncio.create_task(_send(websocket, client, hello, history))
+    try:
+        await _receive(websocket, run, client, manager)
+    finally:
+        run.detach(client)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+
+
+async def _send(
+    websocket: WebSocket, client: ClientQueue, hello: str | None, history: list[str]
+) -> None:
+    # RuntimeError: sending on a closed socket; OSError: the peer vanished mid-send.
+    with contextlib.suppress(ClientClosed, WebSocketDisconnect, RuntimeError, OSError):
+        if hello is not None:
+            await websocket.send_text(hello)
+        for text in history:
+            await websocket.send_text(text)
+        while True:
+            await websocket.send_text(await client.get())
+    # Closed by the server (shutdown) or the peer: end the read side too.
+    with contextlib.suppress(Exception):
+        await websocket.close()
+
+
+async def _receive(
+    websocket: WebSocket, run: Run, client: ClientQueue, manager: RunManager
+) -> None:
+    while True:
+        received = await websocket.receive()
+        if received["type"] == "websocket.disconnect":
+            return
+        text = received.get("text")
+        if text is None:
+            _reply_error(client, None, "binary messages are not supported; send JSON text")
+            continue
+        await _handle(text, run, client, manager)
+
+
+async def _handle(text: str, run: Run, client: ClientQueue, manager: RunManager) -> None:
+    try:
+        data: Any = json.loads(text)
+    except ValueError as exc:
+        _reply_error(client, None, f"malformed JSON: {exc}")
+        return
+    if not isinstance(data, dict):
+        _reply_error(client, None, 'a message must be a JSON object with a "type"')
+        return
+    client_id = data.get("id") if isinstance(data.get("id"), (str, int)) else None
+    if data.get("type") != "control":
+        _reply_error(
+            client,
+            client_id,
+            f"type: unknown message type {data.get('type')!r}; expected 'control'",
+        )
+        return
+    try:
+        control = ControlMessage.model_validate(data)
+        info = await manager.change(run, control.changes())
+    except ValidationError as exc:
+        _reply_error(client, client_id, describe(exc))
+        return
+    except (ConfigError, RunNotActive, WorkerTimeout) as exc:
+        _reply_error(client, client_id, str(exc))
+        return
+    client.put(encode(message("ack", id=control.id, run=info.model_dump(mode="json"))), False)
+
+
+def _reply_error(client: ClientQueue, client_id: str | int | None, text: str) -> None:
+    client.put(encode(message("error", id=client_id, message=text)), False)

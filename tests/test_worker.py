@@ -1,0 +1,188 @@
+"""The worker process: lifecycle through commands, refusals, crashes, and a vanished server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import serverkit
+from covshift.config import RunConfig
+from covshift.handle import WorkerHandle
+from covshift.worker import Command, Output, encode
+from serverkit import SMALL
+
+
+@pytest.fixture(autouse=True)
+def _deadline() -> Iterator[None]:
+    with serverkit.deadline(60):
+        yield
+
+
+def start(**overrides: Any) -> WorkerHandle:
+    config = RunConfig.model_validate({**SMALL, **overrides})
+    return WorkerHandle(config.model_dump_json(), "test")
+
+
+def records(outputs: list[Output]) -> list[dict[str, Any]]:
+    return [json.loads(text) for output in outputs for _, text in output.messages]
+
+
+def read_until(
+    worker: WorkerHandle, match: Callable[[Output], bool], timeout: float = 40.0
+) -> list[Output]:
+    """Everything the worker sends up to and including the first output that matches."""
+    collected: list[Output] = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        outputs = worker.read(0.1)
+        if outputs is None:
+            raise AssertionError(f"worker ended; last outputs {collected[-3:]}")
+        for output in outputs:
+            collected.append(output)
+            if match(output):
+                return collected
+    raise AssertionError("no matching output in time")
+
+
+def reply_to(command_id: int) -> Callable[[Output], bool]:
+    return lambda o: o.reply is not None and o.reply.id == command_id
+
+
+def has_frame(o: Output) -> bool:
+    return any(kind == "frame" for kind, _ in o.messages)
+
+
+def test_encode_turns_non_finite_into_null_and_a_flag() -> None:
+    text = encode({"v": 1, "type": "frame", "loss": float("nan"), "acc": 0.5})
+    assert json.loads(text) == {
+        "v": 1,
+        "type": "frame",
+        "loss": None,
+        "acc": 0.5,
+        "nonfinite": {"/loss": "nan"},
+    }
+
+
+@pytest.mark.slow
+def test_commands_pause_resume_step_and_stop() -> None:
+    worker = start()
+    try:
+        opening = read_until(worker, lambda o: o.state == "running")
+        assert json.loads(opening[0].messages[0][1])["type"] == "hello"
+        first = records(read_until(worker, has_frame))
+        assert [r["lr"] for r in first if r["type"] == "frame"] == [0.5]
+
+        worker.send(Command(1, "control", {"lr": 0.05}))
+        answered = read_until(worker, reply_to(1))
+        assert answered[-1].reply is not None and answered[-1].reply.error is None
+        lr_events = [r for r in records(answered) if r.get("kind") == "lr"]
+        assert [(e["value"], e["previous"]) for e in lr_events] == [(0.05, 0.5)]
+        after = records(read_until(worker, has_frame))
+        assert {r["lr"] for r in after if r["type"] == "frame"} == {0.05}
+        # The event was sent at once; the trainer's own copy at the next step is not repeated.
+        assert not [r for r in after if r.get("kind") == "lr"]
+
+        # Refused by the trainer (spirals has 1680 training examples): nothing changes.
+        worker.send(Command(2, "control", {"batch_size": 2000, "lr": 0.2}))
+        refused = read_until(worker, reply_to(2))[-1]
+        assert refused.reply is not None and refused.reply.error is not None
+        assert refused.reply.error.startswith("batch_size:")
+        assert refused.status is not None
+        assert (refused.status.batch_size, refused.status.lr) == (60, 0.05)
+
+        worker.send(Command(3, "control", {"paused": True}))
+        paused = read_until(worker, reply_to(3))[-1]
+        assert paused.state == "paused" and paused.status is not None
+        held_at = paused.status.step
+        assert worker.read(0.3) == []  # nothing trains while paused
+
+        worker.send(Command(4, "control", {"step": True}))
+        stepped = read_until(worker, reply_to(4))[-1]
+        assert stepped.status is not None and stepped.status.step == held_at + 1
+
+        worker.send(Command(5, "control", {"step": True, "paused": False}))
+        wrong = read_until(worker, reply_to(5))[-1]
+        assert wrong.reply is not None and (wrong.reply.error or "").startswith("step:")
+        assert worker.read(0.2) == []  # still paused
+
+        worker.send(Command(6, "control", {"paused": False}))
+        assert read_until(worker, reply_to(6))[-1].state == "running"
+        read_until(worker, has_frame)
+
+        worker.send(Command(7, "stop"))
+        stopped = read_until(worker, reply_to(7))[-1]
+        assert stopped.state == "stopped"
+        serverkit.wait_for(lambda: worker.read(0.1) is None, timeout=5)
+        worker.end(5.0)
+        assert worker.process.exitcode == 0
+    finally:
+        worker.end(0.0)
+        worker.close()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., WorkerHandle]]:
+    """Starts workers with config overrides; ends them after the test."""
+    started: list[WorkerHandle] = []
+
+    def spawn(**overrides: Any) -> WorkerHandle:
+        started.append(start(**overrides))
+        return started[-1]
+
+    yield spawn
+    for handle in started:
+        handle.end(0.0)
+        handle.close()
+
+
+@pytest.mark.slow
+def test_sigkill_reads_as_the_end_within_two_seconds(spawn: Callable[..., WorkerHandle]) -> None:
+    worker = spawn()
+    worker.send(Command(1, "control", {"paused": True}))  # no training needed to die
+    read_until(worker, reply_to(1))
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    while worker.read(0.1) is not None:
+        assert time.monotonic() - killed_at < 2.0
+    assert "SIGKILL" in worker.exit_reason()
+
+
+@pytest.mark.slow
+def test_a_worker_whose_server_vanished_exits(spawn: Callable[..., WorkerHandle]) -> None:
+    worker = spawn()
+    worker.send(Command(1, "control", {"paused": True}))
+    read_until(worker, reply_to(1))  # paused: blocked reading its commands
+    worker.close()  # the server's pipe ends close, as when the server dies
+    worker.process.join(10.0)
+    assert worker.process.exitcode == 0
+
+
+@pytest.mark.slow
+def test_a_trainer_error_fails_the_run_with_its_message(
+    spawn: Callable[..., WorkerHandle],
+) -> None:
+    worker = spawn(batch_size=2000)  # more than spirals' 1680 training examples
+    failed = read_until(worker, lambda o: o.state is not None)[-1]
+    assert failed.state == "failed"
+    assert failed.error is not None and failed.error.startswith("batch_size:")
+    event = records([failed])[-1]
+    assert (event["kind"], event["state"], event["message"]) == ("state", "failed", failed.error)
+    serverkit.wait_for(lambda: worker.read(0.1) is None, timeout=5)
+
+
+@pytest.mark.slow
+def test_a_run_finishes_at_its_last_step(spawn: Callable[..., WorkerHandle]) -> None:
+    worker = spawn(steps=12, probe_every=5)
+    outputs = read_until(worker, lambda o: o.state == "finished")
+    frames = [r["step"] for r in records(outputs) if r["type"] == "frame"]
+    assert frames == [0, 5, 10, 11]  # every probe_every-th step, and the last
+    assert outputs[-1].status is not None and outputs[-1].status.step == 12
+    serverkit.wait_for(lambda: worker.read(0.1) is None, timeout=5)
+    worker.end(5.0)
+    assert worker.process.exitcode == 0
