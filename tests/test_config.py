@@ -42,6 +42,18 @@ BOUNDS = [
     ("bins", 512, 513),
     ("seed", 0, -1),
     ("seed", 2**31 - 1, 2**31),
+    ("gn_groups", 1, 0),
+    ("gn_groups", 1024, 1025),
+    ("ghost_batch_size", 2, 1),
+    ("ghost_batch_size", 4096, 4097),
+    ("brn_r_max", 1.0, 0.99),
+    ("brn_r_max", 100.0, 100.5),
+    ("brn_d_max", 0.0, -0.01),
+    ("brn_d_max", 100.0, 100.5),
+    ("brn_ramp", 0.0, -0.01),
+    ("brn_ramp", 1.0, 1.01),
+    ("ics_every", 0, -1),
+    ("ics_every", 1_000_000, 1_000_001),
 ]
 
 
@@ -95,6 +107,10 @@ def test_batch_size_one_leaves_only_variants_without_batch_statistics() -> None:
     config = RunConfig(variants=("plain", "bn", "bn_after"))
     assert config.trainable_at(1) == ("plain",)
     assert config.trainable_at(2) == ("plain", "bn", "bn_after")
+    every = RunConfig(
+        variants=("plain", "bn", "bn_after", "ln", "gn", "wn", "brn", "noisy_bn", "ghost_bn")
+    )
+    assert every.trainable_at(1) == ("plain", "ln", "gn", "wn")
 
 
 @pytest.mark.parametrize(

@@ -67,13 +67,15 @@ def test_running_statistics_follow_the_update_rule(momentum: float | None) -> No
 
 
 def test_frame_batch_statistics_match_a_numpy_recomputation() -> None:
-    trainer = Trainer(RunConfig(depth=1, width=10, batch_size=20, steps=3, probe_every=1))
+    config = RunConfig(depth=1, width=10, batch_size=20, steps=3, probe_every=1, ics_every=0)
+    trainer = Trainer(config)
     inputs: list[torch.Tensor] = []
     linear = trainer.models["bn"].hidden()[0].linear
     handle = linear.register_forward_hook(lambda m, i, o: inputs.append(o.detach().clone()))
     frame = next(m for m in trainer.train_step() if m["type"] == "frame")
     handle.remove()
-    (batch,) = [o for o in inputs if o.shape[0] == 20]  # the test-set evaluation passes too
+    batch = inputs[-1]  # the test-set passes come first, the training forward last
+    assert batch.shape[0] == 20
     pre = batch.double().numpy()
     bn = frame["variants"]["bn"]["layers"][0]["bn"]
     np.testing.assert_allclose(bn["batch_mean"], pre.mean(0), rtol=1e-5, atol=1e-7)

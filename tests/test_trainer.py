@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from covshift.config import RunConfig
+from covshift.data import Dataset
 from covshift.errors import ConfigError
 from covshift.trainer import Trainer
 
@@ -26,11 +27,9 @@ def test_every_variant_sees_the_same_batches_in_the_same_order(small_config: Run
     seen: dict[str, list[torch.Tensor]] = {v: [] for v in config.variants}
     handles = [
         model.hidden()[0].linear.register_forward_pre_hook(
-            # test-set evaluations pass here too; keep the training batches only
+            # test-set and population passes run without autograd; keep the training batches
             lambda m, inputs, v=variant: (
-                seen[v].append(inputs[0].clone())
-                if inputs[0].shape[0] == config.batch_size
-                else None
+                seen[v].append(inputs[0].clone()) if torch.is_grad_enabled() else None
             )
         )
         for variant, model in trainer.models.items()
@@ -209,3 +208,42 @@ def test_cuda_request_without_a_device_is_a_clear_error() -> None:
         pytest.skip("a CUDA device is present; this checks the message when there is none")
     with pytest.raises(ConfigError, match="^device: 'cuda'"):
         Trainer(RunConfig(device="cuda"))
+
+
+ALL_VARIANTS = ("plain", "bn", "bn_after", "ln", "gn", "wn", "brn", "noisy_bn", "ghost_bn")
+
+
+def test_every_variant_trains_in_lockstep_and_reports_its_normalizer(digits: Dataset) -> None:
+    config = RunConfig(
+        variants=ALL_VARIANTS, depth=2, width=8, batch_size=24, steps=3, probe_every=1
+    )
+    frames = [m for m in _run(Trainer(config, digits)) if m["type"] == "frame"]
+    last = frames[-1]["variants"]
+    for variant in ALL_VARIANTS:
+        assert last[variant]["status"] == "training" and math.isfinite(last[variant]["loss"])
+    assert "bn_xhat" not in last["wn"]["layers"][0]["taps"]
+    assert len(last["wn"]["layers"][0]["weight_norm"]["g"]) == 8
+    for variant in ("ln", "gn"):
+        layer = last[variant]["layers"][0]
+        assert layer["bn"] is None and len(layer["affine"]["gamma"]) == 8
+        assert "bn_xhat" in layer["taps"]
+    brn = last["brn"]["layers"][1]["bn"]
+    assert len(brn["r"]) == len(brn["d"]) == 8 and brn["r_max"] >= 1 and brn["d_max"] >= 0
+    for variant in ("bn", "brn", "noisy_bn", "ghost_bn"):
+        assert set(last[variant]["test"]) == {"loss", "acc", "acc_train_mode", "acc_population"}
+    assert set(last["ln"]["test"]) == {"loss", "acc"}
+
+
+def test_batch_size_one_trains_layer_group_and_weight_norm(digits: Dataset) -> None:
+    config = RunConfig(variants=ALL_VARIANTS, depth=1, width=8, batch_size=1, steps=3)
+    messages = _run(Trainer(config, digits))
+    skipped = next(m for m in messages if m["type"] == "event" and m["kind"] == "skipped")
+    assert skipped["variants"] == ["bn", "bn_after", "brn", "noisy_bn", "ghost_bn"]
+    frame = [m for m in messages if m["type"] == "frame"][-1]["variants"]
+    assert [v for v in ALL_VARIANTS if frame[v]["status"] == "training"] == [
+        "plain",
+        "ln",
+        "gn",
+        "wn",
+    ]
+    assert all(math.isfinite(frame[v]["loss"]) for v in ("ln", "gn", "wn"))

@@ -17,7 +17,9 @@ from . import __version__
 from .config import BATCH_SIZE_ONE_REASON, RunConfig, describe
 from .errors import CovshiftError
 from .frames import Json
-from .headless import run_headless
+from .headless import run_headless, run_preset
+from .presets import PRESETS, dataset_note, preset_config
+from .serve import add_serve_flags, serve
 
 # Fields whose command-line spelling differs from a plain value.
 LIST_FIELDS = {"variants"}
@@ -75,6 +77,8 @@ def _config_from(args: argparse.Namespace) -> RunConfig:
             values[name] = None
         else:
             values[name] = raw
+    if getattr(args, "preset", None):
+        return preset_config(args.preset, values)  # explicit flags override the preset
     return RunConfig.model_validate(values)
 
 
@@ -115,10 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser(
         "run",
-        help="train headless and write frames.jsonl and summary.json",
+        help="train headless and write frames.jsonl, summary.json and report.html",
         description="Train every variant in lockstep to --steps and write OUT/frames.jsonl "
-        "(one JSON record per line: hello, frames, events; see docs/protocol.md) and "
-        "OUT/summary.json (final metrics per variant).",
+        "(one JSON record per line: hello, frames, events; see docs/protocol.md), "
+        "OUT/summary.json (final metrics per variant) and OUT/report.html (figures and "
+        "numbers, opens offline). A sweep preset writes its points to OUT/summary.json.",
     )
     run.add_argument(
         "--out",
@@ -135,13 +140,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="torch CPU threads (default: 1, fastest for small MLPs)",
     )
+    run.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="a named experiment; flags given explicitly override its values. "
+        + "; ".join(f"{name}: {preset.title}" for name, preset in PRESETS.items()),
+    )
     _add_config_flags(run)
+    serve_parser = commands.add_parser(
+        "serve",
+        help="start the dashboard server (the default command)",
+        description="Serve the dashboard and its API, train runs in worker processes and "
+        "stream them over websockets. Every flag is also a COVSHIFT_* environment variable "
+        "(e.g. COVSHIFT_PORT); flags win.",
+    )
+    add_serve_flags(serve_parser)
     return parser
+
+
+def _default_to_serve(argv: list[str]) -> list[str]:
+    """`covshift` and `covshift --port 9000` mean `covshift serve ...`."""
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        return ["serve", *argv]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_default_to_serve(sys.argv[1:] if argv is None else argv))
+    if args.command == "serve":
+        return serve(args)
     if args.command != "run":
         parser.print_help()
         return 0
@@ -155,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
         progress = ProgressBar() if not args.quiet and sys.stderr.isatty() else None
-        summary = run_headless(config, args.out, progress)
+        if args.preset:
+            summary = _run_preset(args, config, progress)
+        else:
+            summary = run_headless(config, args.out, progress)
     except ValidationError as exc:
         print(f"covshift run: error: {describe(exc)}", file=sys.stderr)
         return 2
@@ -165,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("covshift run: interrupted", file=sys.stderr)
         return 130
-    if not args.quiet:
+    if not args.quiet and summary.get("type") == "sweep":
+        print(f"wrote {args.out / 'summary.json'} and {args.out / 'report.html'}")
+    elif not args.quiet:
         print(
             json.dumps(
                 {
@@ -175,8 +208,27 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2,
             )
         )
-        print(f"wrote {args.out / 'frames.jsonl'} and {args.out / 'summary.json'}")
+        print(
+            f"wrote {args.out / 'frames.jsonl'}, {args.out / 'summary.json'} "
+            f"and {args.out / 'report.html'}"
+        )
     return 0
+
+
+def _run_preset(
+    args: argparse.Namespace, config: RunConfig, progress: ProgressBar | None
+) -> dict[str, Json]:
+    if args.preset == "paper-fig1":
+        print(f"covshift run: paper-fig1 trains {dataset_note(config)}", file=sys.stderr)
+
+    def point_done(done: int, total: int, point: dict[str, Json]) -> None:
+        accuracies = ", ".join(
+            f"{v} {r['test']['acc']:.3f}" if r["test"] and r["test"]["acc"] is not None else v
+            for v, r in point["variants"].items()
+        )
+        print(f"covshift run: {done}/{total} {point['value']}: {accuracies}", file=sys.stderr)
+
+    return run_preset(args.preset, config, args.out, progress, None if args.quiet else point_done)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Run configuration: every user-settable knob, its default and its bounds (bounds live only here)."""
+"""Run configuration: every user-settable knob, its default and its bounds (only here)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pydantic import (
 
 from .errors import ConfigError
 
-Variant = Literal["plain", "bn", "bn_after"]
+Variant = Literal["plain", "bn", "bn_after", "ln", "gn", "wn", "brn", "noisy_bn", "ghost_bn"]
 Activation = Literal["sigmoid", "tanh", "relu"]
 Init = Literal["gaussian", "default"]
 Optimizer = Literal["sgd", "momentum", "adam"]
@@ -24,7 +24,8 @@ DatasetName = Literal["digits", "moons", "spirals", "mnist1d", "mnist"]
 Device = Literal["cpu", "cuda"]
 
 # Variants whose normalizer needs batch statistics, so batch size 1 cannot train them.
-BATCH_STAT_VARIANTS: frozenset[str] = frozenset({"bn", "bn_after"})
+# LayerNorm and GroupNorm normalise each example on its own; WeightNorm normalises weights.
+BATCH_STAT_VARIANTS: frozenset[str] = frozenset({"bn", "bn_after", "brn", "noisy_bn", "ghost_bn"})
 
 # Live controls share these types with RunConfig, so a bound is written once.
 LearningRate = Annotated[float, Field(gt=0, le=10, description="SGD/Adam step size")]
@@ -42,7 +43,8 @@ BnMomentum = Annotated[
 BATCH_SIZE_ONE_REASON = (
     "BatchNorm cannot train on batch size 1: it normalizes each feature with the batch mean "
     "and variance, and one example gives a variance of 0 and x - mean = 0, so every output "
-    "would be beta. Use batch size 2 or more for the BN variants."
+    "would be beta. Use batch size 2 or more for the BN variants (bn, bn_after, brn, noisy_bn, "
+    "ghost_bn); ln, gn and wn do not use batch statistics and train at any batch size."
 )
 
 
@@ -55,7 +57,7 @@ class RunConfig(BaseModel):
     data_dir: str | None = Field(
         None, description="directory with MNIST IDX files (dataset 'mnist' only)"
     )
-    variants: tuple[Variant, ...] = Field(("plain", "bn"), min_length=1, max_length=8)
+    variants: tuple[Variant, ...] = Field(("plain", "bn"), min_length=1, max_length=9)
     depth: int = Field(3, ge=1, le=8, description="hidden layers")
     width: int = Field(100, ge=1, le=1024, description="units per hidden layer")
     activation: Activation = "sigmoid"
@@ -69,12 +71,33 @@ class RunConfig(BaseModel):
     # 60 is the batch size of the paper's MNIST experiment.
     batch_size: BatchSize = 60
     bn_momentum: BnMomentum = 0.1
-    bn_eps: float = Field(1e-5, gt=0, le=1)
+    bn_eps: float = Field(1e-5, gt=0, le=1, description="epsilon of every normalizer")
+    # Wu & He (2018) use 32 groups for wide conv layers; 4 divides the widths used here.
+    gn_groups: int = Field(4, ge=1, le=1024, description="GroupNorm groups (must divide width)")
+    # 20 cuts the paper's batch of 60 into three ghost batches.
+    ghost_batch_size: int = Field(
+        20, ge=2, le=4096, description="examples per ghost batch of ghost_bn"
+    )
+    # Ioffe (2017) relaxes r_max 1 -> 3 and d_max 0 -> 5 during the first part of training.
+    brn_r_max: float = Field(3.0, ge=1, le=100, description="Batch Renorm's final r_max")
+    brn_d_max: float = Field(5.0, ge=0, le=100, description="Batch Renorm's final d_max")
+    brn_ramp: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="fraction of steps over which r_max and d_max relax from 1 and 0",
+    )
     steps: int = Field(2000, ge=1, le=10_000_000)
     # One frame costs about as much as two training steps of the default network, so
     # every 25th step keeps training at >= 90% speed and still streams ~40 frames/s.
     probe_every: int = Field(25, ge=1, le=100_000, description="steps between probed frames")
     test_every: int = Field(100, ge=1, le=1_000_000, description="steps between test evals")
+    # One measurement costs about ten forward/backward passes per variant, ~12% of the
+    # training time at every 100th step (ICS_EVERY_WHEN_ON). Off by default so a plain
+    # run keeps >= 90% of its bare speed; the paper presets and the page turn it on.
+    ics_every: int = Field(
+        0, ge=0, le=1_000_000, description="steps between gradient ICS measurements (0: off)"
+    )
     bins: int = Field(64, ge=8, le=512, description="histogram bins per layer")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Device = "cpu"
@@ -92,12 +115,23 @@ class RunConfig(BaseModel):
             raise ValueError("data_dir: dataset 'mnist' needs the directory of its IDX files")
         return self
 
+    @model_validator(mode="after")
+    def _groups_divide_width(self) -> RunConfig:
+        if "gn" in self.variants and self.width % self.gn_groups:
+            raise ValueError(
+                f"gn_groups: {self.gn_groups} does not divide width {self.width}; "
+                "GroupNorm needs groups of equal size"
+            )
+        return self
+
     def trainable_at(self, batch_size: int) -> tuple[Variant, ...]:
         """The variants that can take a training step at this batch size."""
         if batch_size > 1:
             return self.variants
         return tuple(v for v in self.variants if v not in BATCH_STAT_VARIANTS)
 
+
+ICS_EVERY_WHEN_ON = 100
 
 LEARNING_RATE: TypeAdapter[float] = TypeAdapter(LearningRate)
 BATCH_SIZE: TypeAdapter[int] = TypeAdapter(BatchSize)

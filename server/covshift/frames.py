@@ -78,6 +78,8 @@ def _fill(template: Json, parts: list[Json]) -> Json:
     if isinstance(template, dict):
         return {key: _fill(value, parts) for key, value in template.items()}
     if isinstance(template, list):
+        if template and not isinstance(template[0], (Slot, dict, list)):
+            return template  # already plain numbers (e.g. histogram counts): nothing to fill
         return [_fill(value, parts) for value in template]
     return template
 

@@ -1,17 +1,24 @@
-"""Headless runs: train a config to the end, writing frames.jsonl and summary.json."""
+"""Headless runs: train a config or a preset to the end, writing frames, summary and report."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .config import RunConfig
 from .frames import Json
+from .page import ReportError
+from .presets import PRESETS, dataset_note
+from .report import render_run_report
+from .sweep import PointDone, run_sweep
+from .sweep_report import render_sweep_report
 from .trainer import Trainer
 
 Progress = Callable[[int, int, dict[str, Json]], None]
+logger = logging.getLogger(__name__)
 
 
 class Summary:
@@ -54,8 +61,11 @@ class Summary:
         }
 
 
-def run_headless(config: RunConfig, out: Path, progress: Progress | None = None) -> dict[str, Json]:
-    """Train to config.steps; stream every message to out/frames.jsonl; return the summary."""
+def run_headless(
+    config: RunConfig, out: Path, progress: Progress | None = None, title: str | None = None
+) -> dict[str, Json]:
+    """Train to config.steps; stream every message to out/frames.jsonl, then write
+    out/summary.json and out/report.html; return the summary."""
     trainer = Trainer(config)
     out.mkdir(parents=True, exist_ok=True)
     summary = Summary(trainer)
@@ -70,4 +80,42 @@ def run_headless(config: RunConfig, out: Path, progress: Progress | None = None)
                 progress(trainer.step, config.steps, summary.variants)
     result = summary.to_json(trainer, time.perf_counter() - started)
     (out / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    records = _read_records(out / "frames.jsonl")
+    hello = next(records)
+    _write_report(out, lambda: render_run_report(hello, records, title))
     return result
+
+
+def run_preset(
+    name: str,
+    config: RunConfig,
+    out: Path,
+    progress: Progress | None = None,
+    on_point: PointDone | None = None,
+) -> dict[str, Json]:
+    """Run a preset (config already holds its values and the user's): one headless run, or a
+    sweep writing its points to out/summary.json and its figures to out/report.html."""
+    preset = PRESETS[name]
+    title = f"{preset.title}, {dataset_note(config)}" if name == "paper-fig1" else preset.title
+    if preset.sweep is None:
+        return run_headless(config, out, progress, title)
+    result = run_sweep(config, preset.sweep.field, preset.sweep.values, on_point)
+    result["preset"] = name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    _write_report(out, lambda: render_sweep_report(result, title))
+    return result
+
+
+def _read_records(path: Path) -> Iterator[dict[str, Json]]:
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            yield json.loads(line)
+
+
+def _write_report(out: Path, render: Callable[[], str]) -> None:
+    """Write out/report.html; a missing plotly costs the report, never the run's data."""
+    try:
+        (out / "report.html").write_text(render(), encoding="utf-8")
+    except ReportError as exc:
+        logger.warning("%s", exc)

@@ -7,25 +7,39 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
 
 from .config import RunConfig
+from .norms import BatchRenorm1d, GhostBatchNorm1d, NoisyBatchNorm1d
 
 Placement = Literal["none", "before", "after"]
+NormKind = Literal["none", "bn", "ln", "gn", "brn", "noisy_bn", "ghost_bn"]
 
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """Where a variant puts its normalizer and what the user reads about it."""
+    """Which normalizer a variant uses, where it sits, and what the user reads about it."""
 
     placement: Placement
     label: str
+    norm: NormKind = "none"
+    weight_norm: bool = False
 
 
+# A normalizer before the activation replaces the Linear bias by its own shift beta
+# (Ioffe & Szegedy, Sec. 3.2), so those variants' Linear layers have no bias.
 VARIANTS: dict[str, VariantSpec] = {
     "plain": VariantSpec("none", "no normalization"),
-    # Ioffe & Szegedy, Sec. 3.2: normalize Wx, drop the Linear bias (beta replaces it).
-    "bn": VariantSpec("before", "BatchNorm before the activation"),
-    "bn_after": VariantSpec("after", "BatchNorm after the activation"),
+    "bn": VariantSpec("before", "BatchNorm before the activation", "bn"),
+    "bn_after": VariantSpec("after", "BatchNorm after the activation", "bn"),
+    "ln": VariantSpec("before", "LayerNorm before the activation", "ln"),
+    "gn": VariantSpec("before", "GroupNorm before the activation", "gn"),
+    "wn": VariantSpec("none", "WeightNorm on every hidden Linear layer", weight_norm=True),
+    "brn": VariantSpec("before", "Batch Renorm before the activation", "brn"),
+    "noisy_bn": VariantSpec(
+        "before", "BatchNorm plus shifting noise (Santurkar et al.)", "noisy_bn"
+    ),
+    "ghost_bn": VariantSpec("before", "BatchNorm over ghost batches", "ghost_bn"),
 }
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -44,15 +58,12 @@ class Block(nn.Module):
         width: int,
         activation: str,
         placement: Placement,
-        bn_momentum: float | None,
-        bn_eps: float,
+        norm: nn.Module | None,
     ) -> None:
         super().__init__()
         self.placement = placement
         self.linear = nn.Linear(n_in, width, bias=placement != "before")
-        self.norm: nn.BatchNorm1d | None = (
-            None if placement == "none" else nn.BatchNorm1d(width, momentum=bn_momentum, eps=bn_eps)
-        )
+        self.norm = norm
         self.act = ACTIVATIONS[activation]()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,22 +96,51 @@ class MLP(nn.Module):
     def linears(self) -> list[nn.Linear]:
         return [block.linear for block in self.hidden()] + [self.head]
 
+    def layer_parameters(self) -> list[list[nn.Parameter]]:
+        """Every parameter of each layer (hidden blocks, then the head), in forward order."""
+        return [list(block.parameters()) for block in self.hidden()] + [
+            list(self.head.parameters())
+        ]
+
+
+def layer_weights(linear: nn.Linear) -> list[nn.Parameter]:
+    """A Linear layer's weight parameters: its weight, or WeightNorm's g and v."""
+    return [p for name, p in linear.named_parameters() if name != "bias"]
+
+
+def make_norm(kind: NormKind, config: RunConfig, layer: int) -> nn.Module | None:
+    """The normalizer of one hidden layer; every one uses config.bn_eps."""
+    width, momentum, eps = config.width, config.bn_momentum, config.bn_eps
+    if kind == "bn":
+        return nn.BatchNorm1d(width, momentum=momentum, eps=eps)
+    if kind == "ln":
+        return nn.LayerNorm(width, eps=eps)
+    if kind == "gn":
+        return nn.GroupNorm(config.gn_groups, width, eps=eps)
+    if kind == "brn":
+        ramp = config.brn_ramp * config.steps
+        return BatchRenorm1d(width, momentum, eps, config.brn_r_max, config.brn_d_max, ramp)
+    if kind == "noisy_bn":
+        # Its own stream per layer, derived from the run's seed: reproducible, independent.
+        return NoisyBatchNorm1d(width, momentum, eps, seed=config.seed * 1009 + layer + 1)
+    if kind == "ghost_bn":
+        return GhostBatchNorm1d(width, momentum, eps, config.ghost_batch_size)
+    return None
+
 
 def build_mlp(config: RunConfig, variant: str, n_in: int, n_classes: int) -> MLP:
-    """An MLP for one variant with PyTorch's default initial weights."""
-    placement = VARIANTS[variant].placement
-    blocks = []
-    for layer in range(config.depth):
-        blocks.append(
-            Block(
-                n_in if layer == 0 else config.width,
-                config.width,
-                config.activation,
-                placement,
-                config.bn_momentum,
-                config.bn_eps,
-            )
+    """An MLP for one variant with PyTorch's default initial weights (no WeightNorm yet)."""
+    spec = VARIANTS[variant]
+    blocks = [
+        Block(
+            n_in if layer == 0 else config.width,
+            config.width,
+            config.activation,
+            spec.placement,
+            make_norm(spec.norm, config, layer),
         )
+        for layer in range(config.depth)
+    ]
     return MLP(blocks, nn.Linear(config.width, n_classes))
 
 
@@ -126,5 +166,9 @@ def build_variants(
                 target.weight.copy_(source.weight)
                 if target.bias is not None and source.bias is not None:
                     target.bias.copy_(source.bias)
+            if VARIANTS[variant].weight_norm:
+                # After the copy: WeightNorm starts at g = ||w|| per unit and v = w, the same W.
+                for block in model.hidden():
+                    weight_norm(block.linear)
             models[variant] = model.to(device)
     return models

@@ -12,11 +12,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .frames import Json, Packer, Slot
 from .histogram import RowStats, make_edges, nice_ceil, reduce_rows, wasserstein1
-from .models import MLP, Block
+from .models import MLP
+from .norms import normalized
+from .normstats import norm_templates
 
 # What a layer exposes, in forward order. x̂ is derived from the norm's input at reduction.
 TAPS = ("linear_out", "bn_xhat", "bn_out", "act_input", "act_output")
@@ -39,6 +40,9 @@ def capture(model: MLP) -> Iterator[Captured]:
             handles.append(block.linear.register_forward_hook(_keep_output(store, "linear_out")))
             if block.norm is not None:
                 handles.append(block.norm.register_forward_hook(_keep_norm(store)))
+                xhat = getattr(block.norm, "xhat", None)
+                if isinstance(xhat, nn.Module):  # our normalizers hand out x̂ as computed
+                    handles.append(xhat.register_forward_hook(_keep_output(store, "xhat")))
             handles.append(block.act.register_forward_hook(_keep_act(store)))
         yield captured
     finally:
@@ -76,7 +80,10 @@ def taps_of(model: MLP) -> tuple[str, ...]:
 
 
 def tap_values(model: MLP, layers: Captured) -> list[dict[str, torch.Tensor]]:
-    """Per layer, each tap's tensor; x̂ computed from the norm's input with batch statistics."""
+    """Per layer, each tap's tensor. x̂ is the normalizer's own when it hands it out (Batch
+    Renorm, ghost BN), else recomputed from its input: for BN (x - batch mean) /
+    sqrt(biased batch variance + eps), for LayerNorm and GroupNorm the same per example
+    (per group)."""
     result = []
     for block, store in zip(model.hidden(), layers, strict=True):
         taps = {
@@ -85,11 +92,8 @@ def tap_values(model: MLP, layers: Captured) -> list[dict[str, torch.Tensor]]:
             "act_output": store["act_output"],
         }
         if block.norm is not None:
-            # Training-mode batch norm without affine or running buffers is exactly x̂:
-            # (x - batch mean) / sqrt(biased batch variance + eps).
-            taps["bn_xhat"] = F.batch_norm(
-                store["norm_input"], None, None, training=True, eps=block.norm.eps
-            )
+            xhat = store.get("xhat")
+            taps["bn_xhat"] = normalized(block.norm, store["norm_input"]) if xhat is None else xhat
             taps["bn_out"] = store["bn_out"]
         result.append(taps)
     return result
@@ -104,6 +108,8 @@ class Probe:
         self.edges: dict[tuple[int, str], torch.Tensor] = {}
         # (variant, layer) -> act_input (full counts, [mean, std]) at the previous probe
         self._previous: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        # (variant, layer) -> act_input full counts at its first probe (step 0 unless skipped)
+        self._first: dict[tuple[str, int], torch.Tensor] = {}
 
     def calibrate(self, values: dict[str, list[dict[str, torch.Tensor]]]) -> None:
         """Fix every (layer, tap)'s edges from one batch, shared by all variants (same axes)."""
@@ -176,7 +182,7 @@ class Probe:
             }
             entry.update({name: slot.row(k) for name, slot in activation.items()})
             entry["drift"] = drift.get((variant, layer))
-            entry["bn"] = _bn_template(block, names, packer) if block.norm is not None else None
+            entry.update(norm_templates(block, names, packer))
             result[variant].append(entry)
         return result
 
@@ -214,6 +220,7 @@ class Probe:
         result: dict[tuple[str, int], Json] = {}
         if seen:
             before_full = torch.stack([self._previous[layer_keys[k]][0] for k in seen])
+            first_full = torch.stack([self._first[layer_keys[k]] for k in seen])
             before = torch.stack([self._previous[layer_keys[k]][1] for k in seen])
             widths = torch.stack(
                 [
@@ -222,18 +229,25 @@ class Probe:
                     for k in seen
                 ]
             )[:, 0]
-            w1 = wasserstein1(before_full, full[seen], widths)
+            # One call for both comparisons: against the previous and against the first probe.
+            w1 = wasserstein1(
+                torch.cat([before_full, first_full]),
+                torch.cat([full[seen], full[seen]]),
+                widths.repeat(2),
+            ).reshape(2, -1)
             change = (now[seen] - before).abs()
-            numbers = packer.add(torch.cat([w1[:, None], change], dim=1))
+            numbers = packer.add(torch.cat([w1[0][:, None], change, w1[1][:, None]], dim=1))
             for j, k in enumerate(seen):
                 slot = numbers.row(j)
                 result[layer_keys[k]] = {
                     "w1": slot.row(0),
                     "dmean": slot.row(1),
                     "dstd": slot.row(2),
+                    "w1_start": slot.row(3),
                 }
         for k, key in enumerate(layer_keys):
             self._previous[key] = (full[k], now[k])
+            self._first.setdefault(key, full[k])
         return result
 
 
@@ -257,24 +271,3 @@ def _tap_dicts(stats: RowStats) -> list[dict[str, Json]]:
         }
         for i in range(len(counts))
     ]
-
-
-def _bn_template(block: Block, taps: dict[str, torch.Tensor], packer: Packer) -> dict[str, Json]:
-    """BN's per-channel state. batch_var is unbiased: the series running_var averages."""
-    norm = block.norm
-    assert norm is not None and norm.running_mean is not None and norm.running_var is not None
-    norm_input = taps["linear_out"] if block.placement == "before" else taps["act_output"]
-    channels = packer.add(
-        torch.stack(
-            [
-                norm_input.mean(dim=0),
-                norm_input.var(dim=0, unbiased=True),
-                norm.running_mean,
-                norm.running_var,
-                norm.weight.detach(),
-                norm.bias.detach(),
-            ]
-        )
-    )
-    names = ("batch_mean", "batch_var", "running_mean", "running_var", "gamma", "beta")
-    return {name: channels.row(i) for i, name in enumerate(names)}

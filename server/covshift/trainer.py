@@ -7,10 +7,12 @@ it produced (events, and a frame on probed steps) for whoever runs it.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from . import ics
 from .config import (
     BATCH_SIZE,
     BATCH_SIZE_ONE_REASON,
@@ -23,8 +25,21 @@ from .data import Dataset, load_dataset
 from .errors import ConfigError
 from .frames import Json, Packer, message
 from .histogram import PERCENTILES
-from .models import MLP, VARIANTS, build_variants
+from .inference import evaluate, running_stat_norms
+from .models import MLP, VARIANTS, build_variants, layer_weights
+from .norms import restoring_state
 from .probes import Captured, Probe, capture, tap_values, taps_of
+
+Metrics = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One variant's training forward and backward: captured taps (when probed), loss, accuracy."""
+
+    layers: Captured | None
+    loss: torch.Tensor
+    accuracy: torch.Tensor | None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,9 +107,8 @@ class Trainer:
     def set_bn_momentum(self, momentum: object) -> dict[str, Json]:
         value = check(BN_MOMENTUM, "bn_momentum", momentum)
         for model in self.models.values():
-            for block in model.hidden():
-                if block.norm is not None:
-                    block.norm.momentum = value
+            for norm in running_stat_norms(model):
+                norm.momentum = value
         previous, self.bn_momentum = self.bn_momentum, value
         return self._event("bn_momentum", value=value, previous=previous)
 
@@ -131,7 +145,7 @@ class Trainer:
         """What a reader needs before the first frame: config, layout and bin edges."""
         return message(
             "hello",
-            config=self.config.model_dump(mode="json"),
+            config=self.config.model_dump(mode="json", exclude={"data_dir"}),
             dataset={
                 "name": self.data.name,
                 "n_train": self.n_train,
@@ -152,34 +166,28 @@ class Trainer:
         step = self.step
         config = self.config
         tested = step % config.test_every == 0 or step == config.steps - 1
-        probed = tested or step % config.probe_every == 0
+        measured = config.ics_every > 0 and step % config.ics_every == 0
+        probed = tested or measured or step % config.probe_every == 0
         x, y = self.next_batch()
         active: list[str] = [
             v for v in config.trainable_at(self.batch_size) if self.diverged_at[v] is None
         ]
         # Test before the training forward, which moves BN's running statistics.
         tests = {
-            v: self._evaluate(m)
+            v: evaluate(m, self.data, self.batch_size, self.loss_fn)
             for v, m in self.models.items()
             if tested and self.diverged_at[v] is None
         }
-        captured: dict[str, Captured] = {}
-        losses: dict[str, torch.Tensor] = {}
-        accuracies: dict[str, torch.Tensor] = {}
-        for variant in active:
-            model = self.models[variant]  # in train mode: only _evaluate leaves it, and restores it
-            with capture(model) if probed else nullcontext() as layers:
-                logits = model(x)
-            if layers is not None:
-                captured[variant] = layers
-            loss = self.loss_fn(logits, y)
-            self.optimizers[variant].zero_grad(set_to_none=True)
-            loss.backward()
-            self._recent_losses[variant].append(loss.detach())
-            if probed:
-                losses[variant] = loss.detach()
-                accuracies[variant] = (logits.argmax(1) == y).float().mean()
-        frame = self._frame(active, captured, losses, accuracies, tests) if probed else None
+        # ICS is measured on copies taken before the forward: the state training starts from.
+        twins = {v: ics.snapshot(self.models[v]) for v in active} if measured else {}
+        passes = {v: self._forward_backward(v, x, y, probed) for v in active}
+        shifts = {
+            v: ics.measure(
+                twin, x, y, self.loss_fn, self.lr, (passes[v].loss, _gradients(self.models[v]))
+            )
+            for v, twin in twins.items()
+        }
+        frame = self._frame(passes, tests, shifts) if probed else None
         for variant in active:
             self.optimizers[variant].step()  # after the probe, so gamma/beta match the forward
         self.step += 1
@@ -188,6 +196,20 @@ class Trainer:
             messages.append(frame)
             messages.extend(self._flag_divergence(frame))
         return messages
+
+    def _forward_backward(
+        self, variant: str, x: torch.Tensor, y: torch.Tensor, probed: bool
+    ) -> Pass:
+        """One variant's forward (captured when probed) and backward; the update comes later."""
+        model = self.models[variant]  # in train mode: whatever evaluates it puts that back
+        with capture(model) if probed else nullcontext() as layers:
+            logits = model(x)
+        loss = self.loss_fn(logits, y)
+        self.optimizers[variant].zero_grad(set_to_none=True)
+        loss.backward()
+        self._recent_losses[variant].append(loss.detach())
+        accuracy = (logits.argmax(1) == y).float().mean() if probed else None
+        return Pass(layers, loss.detach(), accuracy)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next mini-batch (x, y) in this run's seeded order; every variant trains on it."""
@@ -207,35 +229,19 @@ class Trainer:
         x = self.data.x_train[self._order[:size].to(self.device)]
         values = {}
         for variant, model in self.models.items():
-            saved = {name: buffer.clone() for name, buffer in model.named_buffers()}
             model.train()
-            with capture(model) as layers:
+            with restoring_state(model), capture(model) as layers:
                 model(x)
             values[variant] = tap_values(model, layers)
-            for name, buffer in model.named_buffers():
-                buffer.copy_(saved[name])
         self.probe.calibrate(values)
 
-    @torch.no_grad()
-    def _evaluate(self, model: MLP) -> tuple[torch.Tensor, torch.Tensor]:
-        """Test loss and accuracy in eval mode (BN uses its running statistics)."""
-        model.eval()
-        logits = model(self.data.x_test)
-        model.train()
-        accuracy = (logits.argmax(1) == self.data.y_test).float().mean()
-        return self.loss_fn(logits, self.data.y_test), accuracy
-
     def _frame(
-        self,
-        active: list[str],
-        captured: dict[str, Captured],
-        losses: dict[str, torch.Tensor],
-        accuracies: dict[str, torch.Tensor],
-        tests: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        self, passes: dict[str, Pass], tests: dict[str, Metrics], shifts: dict[str, Metrics]
     ) -> dict[str, Json]:
         step = self.step
         packer = Packer()
-        values = {v: tap_values(self.models[v], captured[v]) for v in active}
+        active = list(passes)
+        values = {v: tap_values(self.models[v], p.layers or []) for v, p in passes.items()}
         layers = self.probe.reduce(values, self.models, packer)
         variants: dict[str, Json] = {}
         for variant, model in self.models.items():
@@ -243,19 +249,21 @@ class Trainer:
             if self.diverged_at[variant] is not None:
                 entry["diverged_at"] = self.diverged_at[variant]
             if variant in active:
-                grads = [b.linear.weight.grad for b in model.hidden()]
-                norms = torch.stack([torch.linalg.vector_norm(g) for g in grads if g is not None])
+                norms = torch.stack([_grad_norm(layer_weights(b.linear)) for b in model.hidden()])
                 for layer, norm in zip(layers[variant], norms, strict=True):
                     layer["grad_norm"] = packer.add(norm)
-                entry["loss"] = packer.add(losses[variant])
-                entry["acc"] = packer.add(accuracies[variant])
+                entry["loss"] = packer.add(passes[variant].loss)
+                accuracy = passes[variant].accuracy
+                assert accuracy is not None  # computed on every probed step
+                entry["acc"] = packer.add(accuracy)
                 recent = torch.stack(self._recent_losses[variant])
                 self._recent_losses[variant] = []
                 entry["nonfinite_losses"] = packer.add(~torch.isfinite(recent))
                 entry["layers"] = layers[variant]
             if variant in tests:
-                test_loss, test_acc = tests[variant]
-                entry["test"] = {"loss": packer.add(test_loss), "acc": packer.add(test_acc)}
+                entry["test"] = {name: packer.add(value) for name, value in tests[variant].items()}
+            if variant in shifts:
+                entry["ics"] = ics.template(shifts[variant], self.lr, packer)
             variants[variant] = entry
         frame = message(
             "frame",
@@ -295,3 +303,13 @@ class Trainer:
                 )
             )
         return events
+
+
+def _grad_norm(parameters: list[torch.nn.Parameter]) -> torch.Tensor:
+    """L2 norm of the gradients of these parameters together (WeightNorm: g and v)."""
+    grads = [p.grad.reshape(-1) for p in parameters if p.grad is not None]
+    return torch.linalg.vector_norm(torch.cat(grads)) if grads else torch.tensor(float("nan"))
+
+
+def _gradients(model: nn.Module) -> list[torch.Tensor | None]:
+    return [p.grad for p in model.parameters()]

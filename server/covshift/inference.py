@@ -1,0 +1,131 @@
+"""Test-time statistics: accuracy with running, batch ("forgot eval()") and population statistics.
+
+A normalizer with running statistics behaves differently in training and at
+inference. On every test step each such variant is scored three ways: eval mode
+(running averages: what inference should do), train mode on test batches (the
+classic bug of forgetting `model.eval()`: each test batch normalised by its own
+statistics), and eval mode with population statistics recomputed over the
+training set (Ioffe & Szegedy 2015, Algorithm 2). None of them changes training:
+every buffer and noise generator is put back afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .data import Dataset
+from .models import MLP
+from .norms import batch_moments, restoring_state
+
+# Algorithm 2 averages over "multiple training mini-batches"; at most this many bound the
+# cost of a test step (all of digits at batch size 60; 6,000 MNIST examples).
+POPULATION_BATCHES = 100
+
+
+def running_stat_norms(model: MLP) -> list[nn.BatchNorm1d]:
+    """The model's normalizers with running statistics, in forward order."""
+    return [b.norm for b in model.hidden() if isinstance(b.norm, nn.BatchNorm1d)]
+
+
+@torch.no_grad()
+def evaluate(
+    model: MLP, data: Dataset, batch_size: int, loss_fn: nn.Module
+) -> dict[str, torch.Tensor]:
+    """loss and acc in eval mode; with running statistics also acc_train_mode and
+    acc_population. Tensors, so the frame converts them with everything else."""
+    logits = _eval_logits(model, data.x_test)
+    metrics = {"loss": loss_fn(logits, data.y_test), "acc": accuracy(logits, data.y_test)}
+    if running_stat_norms(model):
+        # Batch-statistic normalizers cannot take one example; score with at least two.
+        size = max(batch_size, 2)
+        metrics["acc_train_mode"] = accuracy(
+            train_mode_logits(model, data.x_test, size), data.y_test
+        )
+        population = population_statistics(model, data.x_train, size)
+        metrics["acc_population"] = accuracy(
+            _eval_logits(model, data.x_test, population), data.y_test
+        )
+    return metrics
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(dim=1) == y).float().mean()
+
+
+def test_batches(x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, ...]:
+    """floor(n / B) consecutive batches of near-equal size: the remainder is shared out, so
+    every test example is scored and no batch is smaller than B."""
+    return torch.tensor_split(x, max(1, x.shape[0] // batch_size))
+
+
+def train_mode_logits(model: MLP, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits with the model left in train mode: each batch normalised by its own statistics."""
+    with restoring_state(model):
+        model.train()
+        return torch.cat([model(chunk) for chunk in test_batches(x, batch_size)])
+
+
+def population_statistics(
+    model: MLP, x_train: torch.Tensor, batch_size: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per running-statistics normalizer: E[x] = mean of the batch means and
+    Var[x] = m/(m-1) · mean of the biased batch variances (= mean of unbiased ones), over
+    the first (at most POPULATION_BATCHES) consecutive training mini-batches of m examples,
+    passed through the training network (train mode; ghost BN: over its ghost batches).
+    Algorithm 2 of Ioffe & Szegedy (2015)."""
+    norms = running_stat_norms(model)
+    means: list[list[torch.Tensor]] = [[] for _ in norms]
+    variances: list[list[torch.Tensor]] = [[] for _ in norms]
+    # Whole mini-batches of m, as training takes them; the remainder is left out.
+    used = min(x_train.shape[0] // batch_size, POPULATION_BATCHES) * batch_size
+    with restoring_state(model), norm_inputs(norms) as seen:
+        model.train()
+        for chunk in torch.split(x_train[:used], batch_size):
+            seen.clear()
+            model(chunk)
+            for norm, inputs, mean, var in zip(norms, seen, means, variances, strict=True):
+                batch_mean, batch_var = batch_moments(norm, inputs)
+                mean.append(batch_mean)
+                var.append(batch_var)
+    return [
+        (torch.cat(mean).mean(dim=0), torch.cat(var).mean(dim=0))
+        for mean, var in zip(means, variances, strict=True)
+    ]
+
+
+@contextmanager
+def norm_inputs(norms: list[nn.BatchNorm1d]) -> Iterator[list[torch.Tensor]]:
+    """Collect each norm's input of the forward passes run inside the block, in order."""
+    seen: list[torch.Tensor] = []
+
+    def keep(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        seen.append(inputs[0].detach())
+
+    handles = [norm.register_forward_hook(keep) for norm in norms]
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _eval_logits(
+    model: MLP,
+    x: torch.Tensor,
+    statistics: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> torch.Tensor:
+    """Logits in eval mode, with the running statistics or, temporarily, the given ones."""
+    with restoring_state(model):
+        if statistics is not None:
+            for norm, (mean, var) in zip(running_stat_norms(model), statistics, strict=True):
+                assert norm.running_mean is not None and norm.running_var is not None
+                norm.running_mean.copy_(mean)
+                norm.running_var.copy_(var)
+        model.eval()
+        logits: torch.Tensor = model(x)
+        model.train()
+    return logits

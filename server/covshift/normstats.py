@@ -1,0 +1,67 @@
+"""Each layer's normalizer state for a frame: batch vs running statistics, γ and β, r and d."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .frames import Json, Packer
+from .models import Block
+from .norms import BatchRenorm1d, has_running_stats
+
+
+def norm_templates(block: Block, taps: dict[str, torch.Tensor], packer: Packer) -> dict[str, Json]:
+    """The layer's "bn" entry (null without running statistics) and, where it applies,
+    "affine" (LayerNorm, GroupNorm) or "weight_norm" (WeightNorm's per-unit g)."""
+    norm = block.norm
+    result: dict[str, Json] = {"bn": None}
+    if isinstance(norm, nn.BatchNorm1d):
+        result["bn"] = _bn_template(block, norm, taps, packer)
+    elif norm is not None:
+        result["affine"] = _affine_template(norm, packer)
+    parametrizations = getattr(block.linear, "parametrizations", None)
+    if parametrizations is not None:
+        g = parametrizations.weight.original0.detach().reshape(-1)
+        result["weight_norm"] = {"g": packer.add(g)}
+    return result
+
+
+def _affine_template(norm: nn.Module, packer: Packer) -> dict[str, Json]:
+    weight, bias = norm.weight, norm.bias
+    assert isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor)
+    rows = packer.add(torch.stack([weight.detach(), bias.detach()]))
+    return {"gamma": rows.row(0), "beta": rows.row(1)}
+
+
+def _bn_template(
+    block: Block, norm: nn.BatchNorm1d, taps: dict[str, torch.Tensor], packer: Packer
+) -> dict[str, Json]:
+    """BN's per-channel state. batch_mean and batch_var are over the whole batch (also for
+    ghost BN); batch_var is unbiased: the series running_var averages."""
+    assert has_running_stats(norm)
+    assert norm.running_mean is not None and norm.running_var is not None
+    norm_input = taps["linear_out"] if block.placement == "before" else taps["act_output"]
+    batch_mean = norm_input.mean(dim=0)
+    centred = norm_input - batch_mean
+    # Written out because Tensor.var along dim 0 is ~4x slower on small CPU tensors.
+    batch_var = (centred * centred).sum(dim=0) / (norm_input.shape[0] - 1)
+    rows = [
+        batch_mean,
+        batch_var,
+        norm.running_mean,
+        norm.running_var,
+        norm.weight.detach(),
+        norm.bias.detach(),
+    ]
+    names = ["batch_mean", "batch_var", "running_mean", "running_var", "gamma", "beta"]
+    renorm = norm if isinstance(norm, BatchRenorm1d) else None
+    if renorm is not None and renorm.last_r is not None and renorm.last_d is not None:
+        # r and d of this batch's forward (the calibration forward sets them before step 0).
+        rows += [renorm.last_r, renorm.last_d]
+        names += ["r", "d"]
+    channels = packer.add(torch.stack(rows))
+    template: dict[str, Json] = {name: channels.row(i) for i, name in enumerate(names)}
+    if renorm is not None and renorm.last_limits is not None:
+        limits = packer.add(renorm.last_limits)
+        template["r_max"], template["d_max"] = limits.row(0), limits.row(1)
+    return template

@@ -1,0 +1,142 @@
+"""The report of a sweep: final accuracy and loss against the swept value, batch-statistic noise."""
+
+from __future__ import annotations
+
+import math
+
+from .frames import Json
+from .page import COLORS, Figure, config_text, figure, line, page, table
+
+
+def render_sweep_report(result: dict[str, Json], title: str | None = None) -> str:
+    """The report of a sweep (covshift.sweep.run_sweep's result)."""
+    field, values = result["field"], result["values"]
+    variants = list(result["config"]["variants"])
+    figures = [_sweep_accuracy(result, variants), _sweep_loss(result, variants)]
+    if any(
+        "acc_population" in (p["variants"][v]["test"] or {})
+        for p in result["points"]
+        for v in variants
+    ):
+        figures.append(_inference_figure(result, variants))
+    if field == "batch_size":
+        figures.append(_noise_figure(result))
+    header = [field, *variants]
+    rows = [
+        [str(p["value"]), *(_point_text(p["variants"][v]) for v in variants)]
+        for p in result["points"]
+    ]
+    intro = (
+        f"{len(values)} runs of {result['config']['steps']} steps on {result['dataset']['name']}, "
+        f"one per {field} in {values}; " + config_text(result["config"], leave_out=field)
+    )
+    return page(
+        title or f"covshift {field} sweep",
+        intro,
+        figures,
+        [table("Final test accuracy (eval mode) and status", header, rows)],
+    )
+
+
+def _sweep_accuracy(result: dict[str, Json], variants: list[str]) -> Figure:
+    traces = []
+    for k, variant in enumerate(variants):
+        xs, ys, text, symbols = [], [], [], []
+        for point in result["points"]:
+            entry = point["variants"][variant]
+            xs.append(point["value"])
+            ys.append((entry["test"] or {}).get("acc"))
+            text.append(entry["status"])
+            symbols.append("circle" if entry["status"] == "trained" else "x")
+        trace = line(xs, ys, variant, COLORS[k % len(COLORS)])
+        traces.append(
+            {
+                **trace,
+                "mode": "lines+markers",
+                "text": text,
+                "marker": {"symbol": symbols, "size": 9},
+            }
+        )
+    return figure(
+        traces,
+        "final test accuracy (x: diverged, blew up or skipped)",
+        result["field"],
+        "accuracy",
+        x_type="log",
+    )
+
+
+def _inference_figure(result: dict[str, Json], variants: list[str]) -> Figure:
+    """Variants with running statistics: test accuracy three ways against the swept value."""
+    traces = []
+    for k, variant in enumerate(variants):
+        tests = [p["variants"][variant]["test"] or {} for p in result["points"]]
+        if not any("acc_population" in t for t in tests):
+            continue
+        for name, dash in (("acc", "solid"), ("acc_train_mode", "dash"), ("acc_population", "dot")):
+            color = COLORS[k % len(COLORS)]
+            trace = line(result["values"], [t.get(name) for t in tests], f"{variant} {name}", color)
+            traces.append({**trace, "line": {"color": color, "dash": dash}})
+    return figure(
+        traces,
+        "test accuracy: eval mode (solid), train mode (dash), population statistics (dot)",
+        result["field"],
+        "accuracy",
+        x_type="log",
+    )
+
+
+def _sweep_loss(result: dict[str, Json], variants: list[str]) -> Figure:
+    traces = [
+        {
+            **line(
+                [p["value"] for p in result["points"]],
+                [p["variants"][v]["loss"] for p in result["points"]],
+                v,
+                COLORS[k % len(COLORS)],
+            ),
+            "mode": "lines+markers",
+        }
+        for k, v in enumerate(variants)
+    ]
+    return figure(
+        traces,
+        "last training loss (before divergence)",
+        result["field"],
+        "loss",
+        x_type="log",
+        y_type="log",
+    )
+
+
+def _noise_figure(result: dict[str, Json]) -> Figure:
+    """Std of the first BN layer's batch mean across batches against 1/sqrt(B)."""
+    traces = []
+    sizes = [p["value"] for p in result["points"]]
+    measured = dict.fromkeys(v for p in result["points"] for v in p["batch_noise"])
+    for k, variant in enumerate(measured):
+        for name, dash in (("mean", "solid"), ("var", "dot")):
+            ys = [(p["batch_noise"].get(variant) or [{}])[0].get(name) for p in result["points"]]
+            traces.append(
+                {
+                    **line(sizes, ys, f"{variant} batch {name}", COLORS[k]),
+                    "mode": "lines+markers",
+                    "line": {"color": COLORS[k], "dash": dash},
+                }
+            )
+    traces.append(line(sizes, [1 / math.sqrt(max(b, 2)) for b in sizes], "1/sqrt(B)", "#000"))
+    return figure(
+        traces,
+        "noise of the first layer's batch statistics: std across batches of the "
+        "batch mean (in feature stds) and variance (in feature variances)",
+        "batch size",
+        "std across batches",
+        x_type="log",
+        y_type="log",
+    )
+
+
+def _point_text(entry: dict[str, Json]) -> str:
+    acc = (entry["test"] or {}).get("acc")
+    shown = "–" if acc is None else f"{acc:.3f}"
+    return shown if entry["status"] == "trained" else f"{shown} ({entry['status']})"
