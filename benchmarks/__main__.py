@@ -9,12 +9,18 @@ from pathlib import Path
 
 import torch
 
-from . import core
+from . import core, server
 
 TARGETS = {
     ("throughput", "ratio_default"): (">=", 0.90),
     ("throughput", "ratio_every_step"): (">=", 0.75),
     ("probe_vs_tensorboard", "tensorboard_over_probe"): (">=", 10.0),
+    ("ics", "extra_time"): ("<=", 0.15),
+    ("paper_fig1", "seconds"): ("<=", 180.0),
+    ("server", "latency_p95_ms_1_clients"): ("<=", 50.0),
+    ("server", "latency_p95_ms_50_clients"): ("<=", 100.0),
+    ("server", "watched_50_over_headless"): (">=", 0.85),
+    ("server", "rss_growth"): ("<=", 0.10),
 }
 
 
@@ -24,6 +30,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     results = core.run_all(args.quick)
+    results["server"] = server.run_server_benchmark(args.quick)
     print(
         f"covshift benchmarks ({'quick' if args.quick else 'full'}); torch {torch.__version__}, "
         f"{platform.machine()}, {torch.get_num_threads()} thread(s)"

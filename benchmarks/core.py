@@ -6,9 +6,10 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
-from covshift.config import RunConfig
+from covshift.config import ICS_EVERY_WHEN_ON, RunConfig
 from covshift.frames import Packer
 from covshift.probes import capture, tap_values
 from covshift.trainer import Trainer
@@ -120,9 +121,46 @@ def probe_vs_tensorboard(repeats: int) -> dict[str, float]:
     }
 
 
+def ics_overhead(rounds: int, steps: int) -> dict[str, float]:
+    """Training time with the gradient ICS measures at their cadence against without."""
+    endless = {"steps": 10_000_000, "test_every": 1_000_000}
+    loops = {
+        "off": probed_loop(Trainer(RunConfig(**endless))),
+        "on": probed_loop(Trainer(RunConfig(**endless, ics_every=ICS_EVERY_WHEN_ON))),
+    }
+    for run in loops.values():
+        run(50)
+    ratios = []
+    for _ in range(rounds):
+        off = _rate(loops["off"], steps)
+        on = _rate(loops["on"], steps)
+        ratios.append(off / on - 1)
+    return {"ics_every": ICS_EVERY_WHEN_ON, "extra_time": statistics.median(ratios)}
+
+
+def paper_fig1() -> dict[str, float]:
+    """The paper-fig1 preset end to end, probes on, as `covshift run --preset paper-fig1`."""
+    from covshift.headless import run_headless
+    from covshift.presets import preset_config
+
+    config = preset_config("paper-fig1", {})
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        summary = run_headless(config, Path(out))
+        seconds = time.perf_counter() - started
+    figures = {"steps": float(config.steps), "seconds": seconds}
+    for variant, latest in summary["variants"].items():
+        figures[f"test_acc_{variant}"] = latest["test"]["acc"]
+    return figures
+
+
 def run_all(quick: bool) -> dict[str, dict[str, float]]:
     torch.set_num_threads(1)
-    return {
+    results = {
         "throughput": throughput(rounds=3 if quick else 7, steps=200 if quick else 1000),
         "probe_vs_tensorboard": probe_vs_tensorboard(repeats=5 if quick else 30),
+        "ics": ics_overhead(rounds=3 if quick else 7, steps=300 if quick else 1000),
     }
+    if not quick:
+        results["paper_fig1"] = paper_fig1()
+    return results

@@ -1,0 +1,192 @@
+"""Live server: worker-to-client frame latency, training speed while clients watch, RSS.
+
+The server runs in its own process (as `covshift serve` would), the clients in this
+one. The worker stamps each batch it sends with CLOCK_MONOTONIC, one clock for every
+process on the machine; the server process records those stamps per frame step, and
+each client records when the frame arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+RUN = {"dataset": "digits", "steps": 10_000_000}
+CATCH_UP_S = 2.0
+FRAME_PREFIX = '{"v":1,"type":"frame","step":'
+
+
+def _serve(port: int, stamps: str, logdir: str) -> None:
+    """Server process: the real app, with the worker's send time of each frame recorded."""
+    import uvicorn
+    from covshift import run as run_module
+    from covshift.app import create_app
+    from covshift.settings import Settings
+
+    log = Path(stamps).open("a", encoding="utf-8")  # noqa: SIM115 (open for the process)
+    apply = run_module.Run._apply
+
+    def recording(self: Any, outputs: list[Any]) -> None:
+        # uvicorn re-raises SIGTERM after shutting down, so write each stamp as it comes.
+        for output in outputs:
+            for kind, text in output.messages:
+                if kind == "frame":
+                    log.write(f"{json.loads(text)['step']} {output.sent_at}\n")
+        log.flush()
+        apply(self, outputs)
+
+    run_module.Run._apply = recording  # type: ignore[method-assign]
+    settings = Settings(logdir=Path(logdir), demo_run=False, open_browser=False, port=port)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    server.run()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _watch(base: str, run_id: str, clients: int, seconds: float) -> list[tuple[int, float]]:
+    """Connect clients; record (step, arrival) of the live frames (not the history replay)."""
+    received: list[tuple[int, float]] = []
+    async with httpx.AsyncClient() as http:
+        replayed_up_to = (await http.get(f"{base}/api/runs/{run_id}")).json()["step"]
+
+    # New clients first replay the run's history; latency counts once that is done.
+    settled = time.monotonic() + CATCH_UP_S
+
+    async def one() -> None:
+        url = base.replace("http", "ws", 1) + f"/ws/runs/{run_id}"
+        async with websockets.connect(url, max_size=None, compression=None) as ws:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                text = await ws.recv()
+                now = time.monotonic()
+                if isinstance(text, str) and text.startswith(FRAME_PREFIX):
+                    # the step is the first field: no need to parse ~50 KB per frame
+                    step = int(text[len(FRAME_PREFIX) : text.index(",", len(FRAME_PREFIX))])
+                    if step > replayed_up_to and now > settled:
+                        received.append((step, now))
+
+    await asyncio.gather(*(one() for _ in range(clients)))
+    return received
+
+
+async def _steps_per_s(http: httpx.AsyncClient, base: str, run_id: str, seconds: float) -> float:
+    first = (await http.get(f"{base}/api/runs/{run_id}")).json()["step"]
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    last = (await http.get(f"{base}/api/runs/{run_id}")).json()["step"]
+    return float((last - first) / (time.monotonic() - started))
+
+
+async def _measure(
+    base: str, clients: list[int], seconds: float, soak_s: float, pid: int
+) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=30) as http:
+        run_id = (await http.post(f"{base}/api/runs", json=RUN)).json()["id"]
+        while (await http.get(f"{base}/api/runs/{run_id}")).json()["state"] != "running":
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2)  # warm-up
+        results: dict[str, Any] = {
+            "steps_per_s_unwatched": await _steps_per_s(http, base, run_id, seconds)
+        }
+        arrivals: dict[int, list[tuple[int, float]]] = {}
+        for n in clients:
+            watching = asyncio.create_task(_watch(base, run_id, n, seconds + CATCH_UP_S))
+            await asyncio.sleep(1)
+            results[f"steps_per_s_{n}_clients"] = await _steps_per_s(http, base, run_id, seconds)
+            arrivals[n] = await watching
+        rss = [_rss_mb(pid)]
+        soak_end = time.monotonic() + soak_s
+        soak = asyncio.create_task(_watch(base, run_id, 5, soak_s))
+        while time.monotonic() < soak_end:
+            await asyncio.sleep(max(1.0, soak_s / 20))
+            rss.append(_rss_mb(pid))
+        await soak
+        await http.delete(f"{base}/api/runs/{run_id}")
+    results["rss_mb_after_warmup"] = rss[0]
+    results["rss_mb_max_during_soak"] = max(rss)
+    results["rss_growth"] = max(rss) / rss[0] - 1
+    results["soak_seconds"] = soak_s
+    results["_arrivals"] = arrivals
+    return results
+
+
+def _headless_steps_per_s(seconds: float) -> float:
+    """The same run config trained with no server at all, one torch thread like the worker."""
+    import torch
+    from covshift.config import RunConfig
+    from covshift.trainer import Trainer
+
+    torch.set_num_threads(1)
+    trainer = Trainer(RunConfig.model_validate(RUN))
+    for _ in range(100):
+        trainer.train_step()
+    steps, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        trainer.train_step()
+        steps += 1
+    return steps / (time.monotonic() - started)
+
+
+def run_server_benchmark(quick: bool) -> dict[str, float]:
+    seconds = 4.0 if quick else 10.0
+    soak_s = 20.0 if quick else 600.0
+    clients = [1, 50]
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as scratch:
+        stamps = os.path.join(scratch, "stamps.json")
+        server = mp.get_context("spawn").Process(target=_serve, args=(port, stamps, scratch))
+        server.start()
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        try:
+            measured = asyncio.run(_measure(base, clients, seconds, soak_s, server.pid or 0))
+        finally:
+            server.terminate()
+            server.join(15)
+        lines = Path(stamps).read_text().split()
+        sent = {int(step): float(at) for step, at in zip(lines[::2], lines[1::2], strict=True)}
+    figures: dict[str, float] = {k: v for k, v in measured.items() if not k.startswith("_")}
+    for n, arrivals in measured["_arrivals"].items():
+        latencies = sorted(at - sent[step] for step, at in arrivals if step in sent)
+        figures[f"latency_p50_ms_{n}_clients"] = statistics.median(latencies) * 1e3
+        figures[f"latency_p95_ms_{n}_clients"] = latencies[int(0.95 * (len(latencies) - 1))] * 1e3
+    figures["steps_per_s_headless"] = _headless_steps_per_s(seconds)
+    figures["watched_50_over_headless"] = (
+        figures["steps_per_s_50_clients"] / figures["steps_per_s_headless"]
+    )
+    figures["watched_50_over_unwatched"] = (
+        figures["steps_per_s_50_clients"] / figures["steps_per_s_unwatched"]
+    )
+    return figures

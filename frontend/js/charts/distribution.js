@@ -1,0 +1,62 @@
+/** One layer's current distribution of the chosen tap, every variant overlaid on the same bins. */
+
+import { t } from "../i18n.js";
+import { columnsOf } from "../state.js";
+import { binCentres, histogramShares, layerOf, occupiedBins, tapOf } from "../series.js";
+import { setLegend } from "./card.js";
+import { baseLayout, react, valueAxis, variantColor, variantName, withAlpha } from "./plot.js";
+
+const percent = (share) => `${(100 * share).toFixed(share > 0 && share < 0.01 ? 1 : 0)}%`;
+
+export function createDistributionChart(card, { layer, view, runKey }) {
+  return {
+    name: `dist-${layer}`,
+    element: card.root,
+    reset() {},
+    update(state) {
+      const column = state.latest;
+      const tap = view.tap;
+      const edges = state.hello?.edges?.[layer]?.[tap] ?? [];
+      const x = binCentres(edges);
+      // The part of the fixed bins the run has used so far: a steady axis, so drift shows.
+      const used = occupiedBins(columnsOf(state), state.variants, layer, tap, 2);
+      const traces = [];
+      const notes = [];
+      state.variants.forEach((variant, i) => {
+        const shares = histogramShares(tapOf(column, variant, layer, tap));
+        if (!shares) return;
+        const color = variantColor(variant, i);
+        traces.push({
+          type: "scatter",
+          mode: "lines",
+          x,
+          y: shares.shares,
+          name: variantName(variant),
+          line: { color, width: 1.5, shape: "hvh" },
+          fill: "tozeroy",
+          fillcolor: withAlpha(color, 0.22),
+          hovertemplate: `%{y:.1%}`,
+        });
+        const stats = layerOf(column, variant, layer);
+        const parts = [];
+        const outside = shares.underflow + shares.overflow + shares.nonfinite;
+        if (typeof stats?.saturated === "number") parts.push(`${t("stat.saturated")} ${percent(stats.saturated)}`);
+        if (typeof stats?.dead === "number") parts.push(`${t("stat.dead")} ${percent(stats.dead)}`);
+        if (outside > 0) parts.push(`${t("stat.outside")} ${percent(outside)}`);
+        if (parts.length) notes.push(`${variantName(variant)}: ${parts.join(", ")}`);
+      });
+      card.stats.textContent = column ? `${t("status.step")} ${column.step}${notes.length ? " · " + notes.join(" · ") : ""}` : "";
+      const layout = {
+        ...baseLayout({ uirevision: `${runKey()}:${tap}`, revision: state.revision, height: 230 }),
+        hovermode: "x unified",
+        xaxis: valueAxis(t(`tap.${tap}`), { range: used ? [edges[used[0]], edges[used[1] + 1]] : undefined }),
+        yaxis: valueAxis(t("axis.share"), { tickformat: ".0%", rangemode: "tozero" }),
+      };
+      react(card.plot, traces, layout, `covshift-layer${layer + 1}-${tap}-distribution`);
+      setLegend(
+        card,
+        state.variants.map((variant, i) => ({ label: variantName(variant), color: variantColor(variant, i), width: 1.5, fill: withAlpha(variantColor(variant, i), 0.22) })),
+      );
+    },
+  };
+}

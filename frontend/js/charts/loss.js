@@ -1,0 +1,92 @@
+/** Loss and accuracy per variant: training (this batch) as lines, test (held out) as dashed lines. */
+
+import { t } from "../i18n.js";
+import { columnsOf, testsOf } from "../state.js";
+import { extent, stepsOf, testMetric, trainMetric } from "../series.js";
+import { setLegend } from "./card.js";
+import { followHover } from "./cursor.js";
+import { baseLayout, eventMarkerTrace, eventShapes, placeCursor, react, stepAxis, valueAxis, variantColor, variantName, withAlpha } from "./plot.js";
+
+// Hundreds of SVG markers cost more than the rest of the chart: dots only while few.
+const MARKERS_UP_TO = 40;
+const PANELS = [
+  { key: "loss", xaxis: "x", yaxis: "y", domain: [0, 0.45] },
+  { key: "acc", xaxis: "x2", yaxis: "y2", domain: [0.57, 1] },
+];
+
+/** Short tick labels on a log axis: powers of ten over many decades, plain numbers over few. */
+export function logTicks(span) {
+  if (!span || span[0] <= 0) return { tickformat: ".2~g" };
+  const decades = Math.log10(span[1] / span[0]);
+  if (decades <= 2) return { tickformat: ".2~g" };
+  // About five labels, a whole number of decades apart (a diverged run spans dozens).
+  return { dtick: Math.max(1, Math.ceil(decades / 5)), exponentformat: "power" };
+}
+
+function traces(state, columns, tests, panel) {
+  const x = stepsOf(columns);
+  const out = [];
+  state.variants.forEach((variant, i) => {
+    const color = variantColor(variant, i);
+    const name = variantName(variant);
+    const axes = { xaxis: panel.xaxis, yaxis: panel.yaxis };
+    out.push({
+      type: "scatter",
+      mode: "lines",
+      x,
+      y: trainMetric(columns, variant, panel.key),
+      ...axes,
+      name: `${name} · ${t("legend.train")}`,
+      line: { color: withAlpha(color, 0.75), width: 1.3 },
+      hovertemplate: "%{y:.3f}",
+    });
+    const test = testMetric(tests, variant, panel.key);
+    out.push({
+      type: "scatter",
+      mode: test.x.length <= MARKERS_UP_TO ? "lines+markers" : "lines",
+      x: test.x,
+      y: test.y,
+      ...axes,
+      name: `${name} · ${t("legend.test")}`,
+      line: { color, width: 1.2, dash: "dot" },
+      marker: { color, size: 5 },
+      hovertemplate: "%{y:.3f}",
+    });
+  });
+  return out;
+}
+
+export function createLossChart(card, { cursor, runKey }) {
+  let hooked = false;
+  return {
+    name: "loss",
+    element: card.plot,
+    update(state) {
+      const columns = columnsOf(state);
+      const tests = testsOf(state);
+      const [loss, acc] = PANELS.map((panel) => traces(state, columns, tests, panel));
+      const layout = {
+        ...baseLayout({ uirevision: runKey(), revision: state.revision, height: 230 }),
+        xaxis: stepAxis({ domain: PANELS[0].domain, anchor: "y" }),
+        // Log scale: the first steps' loss would otherwise flatten everything after them.
+        yaxis: valueAxis(t("axis.loss"), { anchor: "x", type: "log", ...logTicks(extent(loss.map((trace) => trace.y))) }),
+        xaxis2: stepAxis({ domain: PANELS[1].domain, anchor: "y2", matches: "x" }),
+        yaxis2: valueAxis(t("axis.acc"), { anchor: "x2", range: [0, 1.04], tickformat: ".0%" }),
+        shapes: eventShapes(state.events, PANELS.map((panel) => [panel.xaxis, panel.yaxis])),
+      };
+      react(card.plot, [...loss, ...acc, eventMarkerTrace(state.events, "x2", "y2", 1.02)], layout, "covshift-loss-accuracy");
+      setLegend(card, [
+        ...state.variants.map((variant, i) => ({ label: variantName(variant), color: variantColor(variant, i), width: 3 })),
+        { label: t("legend.train"), color: "#666", width: 1.3 },
+        { label: t("legend.test"), color: "#666", width: 1.2, dash: "dot" },
+      ]);
+      if (!hooked && card.plot.on) {
+        followHover(card.plot, cursor);
+        hooked = true;
+      }
+    },
+    showCursor(step) {
+      placeCursor(card.plot, card.overlay, step, ["x", "x2"]);
+    },
+  };
+}

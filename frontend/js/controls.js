@@ -1,0 +1,268 @@
+/** Live controls of the viewed run: learning rate, batch size, BN momentum, pause / step / stop. */
+
+import { BOUNDS, boundsText, formatNumber, fromSlider, skippedAt, SLIDER_STEPS, toSlider, validate } from "./bounds.js";
+import { t } from "./i18n.js";
+import { variantName } from "./charts/plot.js";
+
+const ACTIVE = new Set(["created", "running", "paused"]);
+// After a person touches a control, the stream does not overwrite it for this long.
+const EDIT_HOLD_MS = 2500;
+
+function el(tag, className, attrs = {}) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name === "i18n") node.dataset.i18n = value;
+    else node.setAttribute(name, value);
+  }
+  return node;
+}
+
+function formatValue(field, value) {
+  if (field === "bn_momentum" && value === null) return "";
+  return formatNumber(value);
+}
+
+/** A message line under a control: pending, ok (fades) or error. */
+function say(node, text, kind) {
+  node.className = kind ? `msg ${kind}` : "msg";
+  node.textContent = text;
+}
+
+/**
+ * One numeric live control: label, current value, optional log slider, typed entry, bounds
+ * and a message line. A typed value is checked in place (and refused with the reason)
+ * before anything is sent; the server's answer shows on the same line.
+ */
+class NumberControl {
+  constructor(field, { slider, send, context, isActive }) {
+    this.field = field;
+    this.send = send;
+    this.context = context;
+    this.isActive = isActive;
+    this.heldUntil = 0;
+    this.shown = undefined;
+    this.box = el("div", "control", { "data-field": field });
+    const head = el("div", "control-head");
+    const now = el("span", "now");
+    this.nowValue = el("b", "now-value");
+    now.append(el("span", "", { i18n: "controls.now" }), " ", this.nowValue);
+    head.append(el("label", "", { for: `control-${field}`, i18n: `controls.${field}` }), now);
+    const row = el("div", "control-row");
+    this.entry = el("input", "entry", { id: `control-${field}`, type: "text", inputmode: "decimal", autocomplete: "off", spellcheck: "false", size: "8" });
+    this.range = slider ? el("input", "slider", { type: "range", min: "0", max: String(SLIDER_STEPS), step: "1", "aria-label": field }) : null;
+    if (this.range) row.append(this.range);
+    row.append(this.entry);
+    const foot = el("div", "control-foot");
+    this.bounds = el("span", "bounds");
+    this.message = el("span", "msg", { role: "status", "aria-live": "polite" });
+    foot.append(this.bounds, this.message);
+    this.box.append(head, row, foot);
+    this.listen();
+  }
+
+  listen() {
+    this.entry.addEventListener("input", () => {
+      this.hold();
+      this.clear();
+    });
+    this.entry.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") this.submitEntry();
+      if (event.key === "Escape") {
+        this.heldUntil = 0;
+        this.entry.value = this.shown === undefined ? "" : formatValue(this.field, this.shown);
+        this.clear();
+      }
+    });
+    this.entry.addEventListener("change", () => this.submitEntry());
+    if (!this.range) return;
+    this.range.addEventListener("input", () => {
+      this.hold();
+      this.entry.value = formatValue(this.field, fromSlider(this.field, this.range.value));
+      this.clear();
+    });
+    this.range.addEventListener("change", () => this.submit(fromSlider(this.field, this.range.value)));
+  }
+
+  hold() {
+    this.heldUntil = performance.now() + EDIT_HOLD_MS;
+  }
+
+  clear() {
+    this.entry.classList.remove("invalid");
+    this.entry.removeAttribute("aria-invalid");
+    say(this.message, "", null);
+  }
+
+  /** Check the typed value; refuse it in place with the reason, or send it. */
+  submitEntry() {
+    const raw = this.entry.value;
+    if (this.field === "bn_momentum" && raw.trim() === "") return; // cumulative has its own box
+    const result = validate(this.field, raw, this.context());
+    if (!result.ok) {
+      this.entry.classList.add("invalid");
+      this.entry.setAttribute("aria-invalid", "true");
+      say(this.message, t(result.key, result.params), "error");
+      this.heldUntil = Number.POSITIVE_INFINITY; // keep the refused text until fixed or Escape
+      return;
+    }
+    if (this.range) this.range.value = String(toSlider(this.field, result.value));
+    this.submit(result.value);
+  }
+
+  /** Send a value; the control shows it at once as pending, then the server's answer. */
+  async submit(value) {
+    if (!this.isActive()) return;
+    this.hold();
+    this.clear();
+    say(this.message, t("controls.sending"), "pending");
+    this.nowValue.textContent = value === null ? t("event.cumulative") : formatValue(this.field, value);
+    this.nowValue.classList.add("pending");
+    const reply = await this.send({ [this.field]: value });
+    this.nowValue.classList.remove("pending");
+    if (!reply.ok) {
+      say(this.message, reply.message, "error");
+      this.entry.classList.add("invalid");
+      return;
+    }
+    say(this.message, `✓ ${t("controls.applied")}`, "ok");
+    this.heldUntil = 0;
+    setTimeout(() => {
+      if (this.message.classList.contains("ok")) this.clear();
+    }, 2500);
+  }
+
+  get pending() {
+    return this.nowValue.classList.contains("pending");
+  }
+
+  /** Show the run's value (unless a person is editing) and the bounds. */
+  show(value, { disabled, note = null }) {
+    const log = BOUNDS[this.field].log ? ` · ${t("controls.logScale")}` : "";
+    this.bounds.textContent = note ?? `${t("controls.allowed", { bounds: boundsText(this.field) })}${log}`;
+    this.entry.disabled = disabled || (this.field === "bn_momentum" && value === null);
+    if (this.range) this.range.disabled = disabled;
+    if (!this.pending) this.nowValue.textContent = value === null ? t("event.cumulative") : formatValue(this.field, value);
+    const editing = document.activeElement === this.entry || performance.now() < this.heldUntil;
+    if (!editing && value !== undefined && this.shown !== value) {
+      this.entry.value = value === null ? "" : formatValue(this.field, value);
+      if (this.range && value !== null) this.range.value = String(toSlider(this.field, value));
+      this.shown = value;
+    }
+  }
+}
+
+/** Pause / resume, one step while paused, and stop; each acknowledged on screen at once. */
+function createRunButtons(root, { send, stop }) {
+  const buttons = el("div", "buttons");
+  const pause = el("button", "primary", { type: "button", id: "pause-button" });
+  const step = el("button", "", { type: "button", id: "step-button", i18n: "controls.step" });
+  const stopButton = el("button", "danger", { type: "button", id: "stop-button", i18n: "controls.stop" });
+  buttons.append(pause, step, stopButton);
+  const message = el("p", "msg", { role: "status", "aria-live": "polite" });
+  root.append(buttons, message, el("p", "muted small", { i18n: "controls.stepHint" }));
+  let paused = false;
+  let sending = false;
+
+  function showPaused(value) {
+    paused = value;
+    pause.textContent = t(paused ? "controls.resume" : "controls.pause");
+    pause.classList.toggle("is-paused", paused);
+  }
+
+  pause.addEventListener("click", async () => {
+    const want = !paused;
+    sending = true;
+    showPaused(want);
+    step.disabled = !want;
+    say(message, t("controls.sending"), "pending");
+    const reply = await send({ paused: want });
+    sending = false;
+    if (!reply.ok) showPaused(!want);
+    say(message, reply.ok ? "" : reply.message, reply.ok ? null : "error");
+  });
+  step.addEventListener("click", async () => {
+    say(message, t("controls.sending"), "pending");
+    const reply = await send({ step: true });
+    say(message, reply.ok ? `✓ ${t("status.step")} ${reply.run?.step ?? ""}` : reply.message, reply.ok ? "ok" : "error");
+  });
+  stopButton.addEventListener("click", async () => {
+    stopButton.disabled = true;
+    const reply = await stop();
+    say(message, reply.ok ? "" : reply.message, reply.ok ? null : "error");
+  });
+
+  return {
+    update(runState, active) {
+      if (!sending) showPaused(runState === "paused");
+      pause.disabled = !active;
+      step.disabled = !active || !paused;
+      stopButton.disabled = !active;
+    },
+  };
+}
+
+/**
+ * Build the live controls into `root`. `send(changes)` returns a promise of {ok, message,
+ * run}; `stop()` stops the run. Returns {update(state)}.
+ */
+export function createLiveControls(root, { send, stop }) {
+  let context = { nTrain: null, variants: [] };
+  let active = false;
+  const options = { send, context: () => context, isActive: () => active };
+  const lr = new NumberControl("lr", { ...options, slider: true });
+  const batch = new NumberControl("batch_size", { ...options, slider: true });
+  const momentum = new NumberControl("bn_momentum", { ...options, slider: false });
+
+  root.replaceChildren();
+  const noRun = el("p", "muted no-run");
+  root.append(el("h2", "", { i18n: "controls.title" }), noRun, lr.box, batch.box, momentum.box);
+
+  const batchNote = el("p", "warn batch-note");
+  batchNote.hidden = true;
+  batch.box.append(batchNote);
+  function updateBatchNote() {
+    const skipped = skippedAt(Number(batch.entry.value), context.variants);
+    batchNote.hidden = skipped.length === 0;
+    if (skipped.length) batchNote.textContent = t("controls.batchOne", { variants: skipped.map(variantName).join(", ") });
+  }
+  batch.entry.addEventListener("input", updateBatchNote);
+  batch.range.addEventListener("input", updateBatchNote);
+
+  const cumulativeLabel = el("label", "check");
+  const cumulative = el("input", "", { type: "checkbox", id: "control-cumulative" });
+  cumulativeLabel.append(cumulative, el("span", "", { i18n: "controls.cumulative" }));
+  momentum.box.insertBefore(cumulativeLabel, momentum.box.lastChild);
+  cumulative.addEventListener("change", () => {
+    momentum.entry.disabled = cumulative.checked;
+    if (cumulative.checked) {
+      momentum.submit(null);
+      return;
+    }
+    // Back to an exponential average: the typed momentum, or BN's usual 0.1.
+    if (momentum.entry.value.trim() === "") momentum.entry.value = "0.1";
+    momentum.submitEntry();
+  });
+
+  const buttons = createRunButtons(root, { send, stop });
+
+  function update(state) {
+    const runState = state.runState;
+    active = runState !== null && ACTIVE.has(runState);
+    const hasRun = state.hello !== null;
+    context = { nTrain: state.hello?.dataset?.n_train ?? null, variants: state.variants };
+    noRun.hidden = hasRun && active;
+    noRun.textContent = hasRun ? t("controls.ended", { state: t(`runstate.${runState}`) }) : t("controls.noRun");
+    const hasBn = state.variants.some((v) => (state.hello?.variants?.[v]?.taps ?? []).includes("bn_xhat"));
+    lr.show(state.settings.lr, { disabled: !active });
+    batch.show(state.settings.batch_size, { disabled: !active });
+    momentum.show(state.settings.bn_momentum, { disabled: !active || !hasBn, note: hasBn ? null : t("controls.noBn") });
+    cumulative.disabled = !active || !hasBn;
+    // While a change is on its way the box shows what the person chose, not the old setting.
+    if (!momentum.pending) cumulative.checked = state.settings.bn_momentum === null;
+    buttons.update(runState, active);
+    updateBatchNote();
+  }
+
+  return { update };
+}

@@ -1,0 +1,259 @@
+/** Wires the page together: runs, the websocket stream, state, controls, charts and language. */
+
+import { changeRun, getRun, listRuns, stopRun } from "./api.js";
+import { createCursorBus } from "./charts/cursor.js";
+import { Connection, runSocketUrl } from "./connection.js";
+import { createLiveControls } from "./controls.js";
+import { createDashboard } from "./dashboard.js";
+import { getLang, onLangChange, setLang, t, translatePage } from "./i18n.js";
+import { createRunsList, pickRun } from "./runs.js";
+import { createScheduler } from "./scheduler.js";
+import { createSetupForm, schemaChoices } from "./setup.js";
+import { applyMessage, createState } from "./state.js";
+import { createStatusBar, RateMeter, stepsPerSecond } from "./status.js";
+import { createViewPanel } from "./view.js";
+
+const RUNS_POLL_MS = 2000;
+const CONTROL_TIMEOUT_MS = 10_000;
+
+const $ = (id) => document.getElementById(id);
+
+// What the charts show beyond the stream itself: the person's choices.
+const view = { tap: "act_input", channel: 0, bnVariant: null };
+// What the page knows besides the message stream: connection, server-side run info, rates.
+const live = { connection: { state: "idle" }, runInfo: null, stepsPerSecond: null, frames: new RateMeter(), everOpen: false, noRuns: false };
+
+let state = createState();
+let runId = null;
+let connection = null;
+let runs = [];
+let lastReading = null;
+let nextControlId = 1;
+let liveAfterStep = Number.POSITIVE_INFINITY;
+const pending = new Map(); // control id -> resolve
+
+const cursor = createCursorBus();
+const scheduler = createScheduler({ getState: () => state });
+const dashboard = createDashboard({ overview: $("overview"), layersRoot: $("layers"), scheduler, view, cursor, runKey: () => runId ?? "none" });
+const statusBar = scheduler.add(
+  createStatusBar(
+    { connection: $("conn"), runState: $("st-state"), step: $("st-step"), epoch: $("st-epoch"), sps: $("st-sps"), fps: $("st-fps"), banners: $("banners") },
+    live,
+  ),
+);
+const controls = createLiveControls($("live-controls"), { send: sendControl, stop: stopViewedRun });
+scheduler.add({ name: "controls", intervalMs: 150, update: (s) => controls.update(s) });
+const runsList = createRunsList($("runs"), { onSelect: (id) => selectRun(id) });
+const setup = createSetupForm($("new-run"), {
+  getCurrentConfig: () => state.hello?.config ?? null,
+  onCreated: (run) => {
+    $("new-run").open = false;
+    refreshRuns().then(() => selectRun(run.id));
+  },
+});
+
+// ---- the stream ----
+
+// Time spent taking messages in (parse + apply), for benchmarks.
+const intake = { messages: 0, ms: 0, longestMs: 0 };
+
+function onText(text) {
+  const started = performance.now();
+  take(text);
+  const ms = performance.now() - started;
+  intake.messages += 1;
+  intake.ms += ms;
+  if (ms > intake.longestMs) intake.longestMs = ms;
+}
+
+function take(text) {
+  let msg;
+  try {
+    msg = JSON.parse(text);
+  } catch {
+    return; // not JSON: nothing a reader could use
+  }
+  state = applyMessage(state, msg);
+  const type = msg?.type;
+  if (type === "frame") {
+    // After a hello the server sends the run's history in one burst; rates count only frames
+    // newer than the run's step when the hello came (history has none).
+    if (msg.step > liveAfterStep) live.frames.add(performance.now(), msg.step);
+  } else if (type === "hello") {
+    live.frames.reset();
+    markLiveFrom(runId);
+    onHello();
+  }
+  else if ((type === "ack" || type === "error") && pending.has(msg.id)) {
+    const resolve = pending.get(msg.id);
+    pending.delete(msg.id);
+    resolve(type === "ack" ? { ok: true, run: msg.run } : { ok: false, message: msg.message });
+  }
+  scheduler.invalidate();
+}
+
+function onHello() {
+  dashboard.build(state);
+  viewPanel.fill(state);
+}
+
+/** Frames after the run's current step are live; until the server says which step that is, none are. */
+function markLiveFrom(id) {
+  liveAfterStep = Number.POSITIVE_INFINITY;
+  getRun(id).then((answer) => {
+    if (id === runId && answer.ok) liveAfterStep = answer.body.step;
+  });
+}
+
+function selectRun(id) {
+  if (!id || id === runId) return;
+  connection?.close();
+  for (const resolve of pending.values()) resolve({ ok: false, message: t("controls.noRun") });
+  pending.clear();
+  runId = id;
+  history.replaceState(null, "", `#run=${encodeURIComponent(id)}`);
+  state = createState();
+  live.frames.reset();
+  live.runInfo = runs.find((run) => run.id === id) ?? null;
+  lastReading = null;
+  live.stepsPerSecond = null;
+  connection = new Connection({ url: runSocketUrl(location, id), onMessage: onText, onStatus: onConnectionStatus }).open();
+  runsList.render(runs, runId);
+  scheduler.urgent();
+}
+
+function onConnectionStatus(status) {
+  live.connection = status;
+  if (status.state === "open") live.everOpen = true;
+  if (status.state === "unknown-run") {
+    // The server no longer has this run (e.g. a demo run from before a restart): show another.
+    const gone = runId;
+    refreshRuns().then(() => {
+      const next = pickRun(runs.filter((run) => run.id !== gone));
+      if (next) selectRun(next);
+    });
+  }
+  scheduler.invalidate(statusBar);
+}
+
+function wantedRun() {
+  const match = /run=([^&]+)/.exec(location.hash);
+  return match ? decodeURIComponent(match[1]) : null;
+}
+
+// ---- runs (polled: the list, server-side step counter and state) ----
+
+async function refreshRuns() {
+  const answer = await listRuns();
+  if (!answer.ok || !Array.isArray(answer.body)) return;
+  runs = answer.body;
+  live.noRuns = runs.length === 0;
+  live.runInfo = runs.find((run) => run.id === runId) ?? null;
+  if (live.runInfo) {
+    const reading = { step: live.runInfo.step, time: performance.now() };
+    const rate = stepsPerSecond(lastReading, reading);
+    if (rate !== null) live.stepsPerSecond = rate;
+    lastReading = reading;
+    if (state.runState === null) state.runState = live.runInfo.state;
+  }
+  runsList.render(runs, runId);
+  if (runId === null) {
+    const first = pickRun(runs, wantedRun());
+    if (first) selectRun(first);
+  }
+  scheduler.invalidate(statusBar);
+}
+
+async function pollRuns() {
+  try {
+    await refreshRuns();
+  } finally {
+    setTimeout(pollRuns, RUNS_POLL_MS);
+  }
+}
+
+// ---- controls ----
+
+/** Send live changes over the websocket (answered by ack or error), or by PATCH when it is down. */
+function sendControl(changes) {
+  if (!runId) return Promise.resolve({ ok: false, message: t("controls.noRun") });
+  const id = nextControlId++;
+  if (connection?.send({ type: "control", id, ...changes })) {
+    return new Promise((resolve) => {
+      pending.set(id, resolve);
+      setTimeout(() => {
+        if (pending.delete(id)) resolve({ ok: false, message: t("controls.noAnswer") });
+      }, CONTROL_TIMEOUT_MS);
+    });
+  }
+  if ("step" in changes) return Promise.resolve({ ok: false, message: t("controls.needsLive") });
+  return changeRun(runId, changes).then((answer) => {
+    if (answer.ok) {
+      state = applyMessage(state, { type: "ack", id, run: answer.body });
+      scheduler.invalidate();
+      return { ok: true, run: answer.body };
+    }
+    return { ok: false, message: answer.status ? String(answer.body?.detail ?? answer.status) : t("err.network") };
+  });
+}
+
+async function stopViewedRun() {
+  if (!runId) return { ok: false, message: t("controls.noRun") };
+  const answer = await stopRun(runId);
+  await refreshRuns();
+  return answer.ok ? { ok: true } : { ok: false, message: String(answer.body?.detail ?? t("err.network")) };
+}
+
+// ---- view choices ----
+
+const viewPanel = createViewPanel(view, {
+  $,
+  getState: () => state,
+  onChange: (kind) => {
+    const prefixes = kind === "tap" ? ["dist", "heatmap", "bands"] : ["bn"];
+    for (const widget of dashboard.widgetsShowing(prefixes)) scheduler.urgent(widget);
+  },
+});
+
+// ---- language ----
+
+function showLang() {
+  for (const button of document.querySelectorAll("[data-lang]")) button.setAttribute("aria-pressed", String(button.dataset.lang === getLang()));
+  translatePage(document);
+}
+for (const button of document.querySelectorAll("[data-lang]")) button.addEventListener("click", () => setLang(button.dataset.lang));
+onLangChange(() => {
+  showLang();
+  runsList.render(runs, runId);
+  scheduler.urgent(); // axis titles, legends and stats lines are text too
+});
+
+// ---- start ----
+
+showLang();
+pollRuns();
+// The server's schema lists every variant and default it accepts; read it once, off the critical path.
+setTimeout(async () => {
+  try {
+    const response = await fetch("/openapi.json");
+    if (response.ok) setup.useSchema(schemaChoices(await response.json()));
+  } catch {
+    // the built-in choices stay
+  }
+}, 1500);
+
+// For tests and benchmarks: read-only views of the page's state and render statistics.
+window.covshift = {
+  get state() {
+    return state;
+  },
+  get runId() {
+    return runId;
+  },
+  get connection() {
+    return live.connection;
+  },
+  scheduler,
+  intake,
+  view,
+};

@@ -1,0 +1,92 @@
+/** The runs list (live and finished) to switch between or replay, and the viewed run's export links. */
+
+import { exportUrl } from "./api.js";
+import { t } from "./i18n.js";
+import { variantName } from "./charts/plot.js";
+
+const ACTIVE = new Set(["created", "running", "paused"]);
+
+/**
+ * Which run to show when the page does not name one (or names one the server no longer
+ * has): the newest active run, else the newest run. Runs come oldest first.
+ */
+export function pickRun(runs, wanted = null) {
+  if (!Array.isArray(runs) || runs.length === 0) return null;
+  if (wanted && runs.some((run) => run.id === wanted)) return wanted;
+  const active = runs.filter((run) => ACTIVE.has(run.state));
+  const pool = active.length ? active : runs;
+  return pool[pool.length - 1].id;
+}
+
+/** One line about a run's setup: "digits · plain / BN · 3×100 sigmoid". */
+export function runSummary(config = {}) {
+  const variants = (config.variants ?? []).map(variantName).join(" / ");
+  const shape = config.depth && config.width ? `${config.depth}×${config.width}` : "";
+  return [config.dataset, variants, [shape, config.activation].filter(Boolean).join(" ")].filter(Boolean).join(" · ");
+}
+
+export function createRunsList(root, { onSelect }) {
+  const title = document.createElement("h2");
+  title.dataset.i18n = "runs.title";
+  const list = document.createElement("ul");
+  list.className = "runs-list";
+  const exportBox = document.createElement("p");
+  exportBox.className = "export";
+  root.replaceChildren(title, list, exportBox);
+  let lastKey = "";
+
+  function render(runs, currentId) {
+    const key = JSON.stringify([runs.map((r) => [r.id, r.state, r.step, r.demo]), currentId, t("runs.title")]);
+    if (key === lastKey) return;
+    lastKey = key;
+    if (runs.length === 0) {
+      const empty = document.createElement("li");
+      empty.className = "muted";
+      empty.textContent = t("runs.empty");
+      list.replaceChildren(empty);
+    } else {
+      list.replaceChildren(
+        ...[...runs].reverse().map((run) => {
+          const item = document.createElement("li");
+          const button = document.createElement("button");
+          button.type = "button";
+          button.className = `run${run.id === currentId ? " current" : ""}`;
+          button.dataset.runId = run.id;
+          const badge = document.createElement("span");
+          badge.className = "run-state";
+          badge.dataset.state = run.state;
+          badge.textContent = t(`runstate.${run.state}`);
+          const summary = document.createElement("span");
+          summary.className = "run-summary";
+          summary.textContent = runSummary(run.config);
+          const meta = document.createElement("span");
+          meta.className = "run-meta";
+          const bits = [`${t("status.step")} ${Number(run.step ?? 0).toLocaleString("en-US")}`];
+          if (run.demo) bits.unshift(t("runs.demo"));
+          if (run.id === currentId) bits.push(t("runs.viewing"));
+          meta.textContent = bits.join(" · ");
+          button.append(badge, summary, meta);
+          button.addEventListener("click", () => onSelect(run.id));
+          item.append(button);
+          return item;
+        }),
+      );
+    }
+    exportBox.replaceChildren();
+    if (currentId) {
+      const label = document.createElement("span");
+      label.textContent = `${t("runs.export")}: `;
+      const jsonl = document.createElement("a");
+      jsonl.href = exportUrl(currentId, "jsonl");
+      jsonl.textContent = "JSONL";
+      jsonl.setAttribute("download", "");
+      const csv = document.createElement("a");
+      csv.href = exportUrl(currentId, "csv");
+      csv.textContent = "CSV";
+      csv.setAttribute("download", "");
+      exportBox.append(label, jsonl, " · ", csv);
+    }
+  }
+
+  return { render };
+}

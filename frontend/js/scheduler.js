@@ -1,0 +1,197 @@
+/** Render budget: charts redraw from animation frames, a few per frame, only while in view. */
+
+// Messages only mark charts stale. Redraws go round-robin, one or two per animation frame,
+// at a pace that keeps the main thread mostly free for input.
+
+/** console.error each distinct message once: a chart that fails fails on every redraw. */
+function logOnce() {
+  const seen = new Set();
+  return (error) => {
+    const key = String(error?.message ?? error);
+    if (seen.has(key)) return;
+    seen.add(key);
+    console.error(error);
+  };
+}
+
+export const DEFAULTS = {
+  frameBudgetMs: 12, // start another chart in a frame only if its usual cost still fits this
+  targetBusy: 0.2, // share of the main thread that chart redraws may take (layout and paint come on top)
+  minIntervalMs: 300, // no chart redraws more than ~3 times a second
+  maxIntervalMs: 450, // ... and a stale visible chart waits at most this long (≥ 2/s)
+  costSmoothing: 0.3, // weight of the newest measurement in a chart's cost estimate
+};
+
+/**
+ * createScheduler({getState, ...}) → scheduler. A widget is any object with
+ * `update(state)`; `element` (for IntersectionObserver) is optional: without one the
+ * widget counts as always visible. `intervalMs` overrides the shared redraw interval.
+ */
+export function createScheduler({
+  getState,
+  now = () => performance.now(),
+  requestFrame = (fn) => requestAnimationFrame(fn),
+  setTimer = (fn, ms) => setTimeout(fn, ms),
+  clearTimer = (id) => clearTimeout(id),
+  observerFactory = typeof IntersectionObserver === "function"
+    ? (callback) => new IntersectionObserver(callback, { rootMargin: "120px 0px" })
+    : null,
+  onError = logOnce(),
+  options = {},
+}) {
+  const config = { ...DEFAULTS, ...options };
+  const entries = []; // {widget, visible, dirty, lastRender, cost, renders}
+  const byElement = new Map();
+  let cursor = 0;
+  let frameRequested = false;
+  let timer = null;
+  const stats = { frames: 0, renders: 0, renderMs: 0, longestMs: 0, longestFrameMs: 0, byWidget: {} };
+
+  const observer = observerFactory
+    ? observerFactory((records) => {
+        let woke = false;
+        for (const record of records) {
+          const entry = byElement.get(record.target);
+          if (!entry) continue;
+          entry.visible = record.isIntersecting;
+          woke = woke || (entry.visible && entry.dirty);
+        }
+        if (woke) schedule();
+      })
+    : null;
+
+  function add(widget) {
+    const entry = { widget, visible: !(widget.element && observer), dirty: true, lastRender: -Infinity, cost: 8, renders: 0 };
+    entries.push(entry);
+    if (widget.element && observer) {
+      byElement.set(widget.element, entry);
+      observer.observe(widget.element);
+    }
+    schedule();
+    return widget;
+  }
+
+  function remove(widget) {
+    const index = entries.findIndex((entry) => entry.widget === widget);
+    if (index < 0) return;
+    const [entry] = entries.splice(index, 1);
+    if (widget.element && observer) {
+      observer.unobserve(widget.element);
+      byElement.delete(widget.element);
+    }
+    if (cursor > index) cursor -= 1;
+    return entry;
+  }
+
+  function clear() {
+    for (const entry of [...entries]) remove(entry.widget);
+    cursor = 0;
+  }
+
+  /** Mark every widget (or one) stale; visible ones redraw within their interval. */
+  function invalidate(widget) {
+    for (const entry of entries) if (!widget || entry.widget === widget) entry.dirty = true;
+    schedule();
+  }
+
+  /** Redraw as soon as possible, ignoring the interval (a user changed what a chart shows). */
+  function urgent(widget) {
+    for (const entry of entries) {
+      if (!widget || entry.widget === widget) {
+        entry.dirty = true;
+        entry.lastRender = -Infinity;
+      }
+    }
+    schedule();
+  }
+
+  function interval() {
+    let visibleCost = 0;
+    for (const entry of entries) if (entry.visible) visibleCost += entry.cost;
+    const wanted = visibleCost / config.targetBusy;
+    return Math.min(config.maxIntervalMs, Math.max(config.minIntervalMs, wanted));
+  }
+
+  function schedule() {
+    if (timer !== null) {
+      clearTimer(timer);
+      timer = null;
+    }
+    if (frameRequested) return;
+    frameRequested = true;
+    requestFrame(frame);
+  }
+
+  function frame() {
+    frameRequested = false;
+    stats.frames += 1;
+    const start = now();
+    const gap = interval();
+    let nextDue = Infinity;
+    let rendered = 0;
+    const n = entries.length;
+    const first = cursor;
+    for (let k = 0; k < n; k += 1) {
+      const entry = entries[(first + k) % n];
+      if (!entry.dirty || !entry.visible) continue;
+      // A widget may ask for its own pace (the status bar: cheap, and read constantly).
+      const due = entry.lastRender + (entry.widget.intervalMs ?? gap);
+      const t = now();
+      if (t < due) {
+        nextDue = Math.min(nextDue, due);
+        continue;
+      }
+      // One chart always draws; another only if its usual cost still fits this frame's budget.
+      if (rendered > 0 && t - start + entry.cost > config.frameBudgetMs) {
+        nextDue = t; // the rest waits for the next frame
+        continue;
+      }
+      renderOne(entry);
+      rendered += 1;
+      // Round-robin: the next frame starts after the last chart drawn.
+      cursor = (first + k + 1) % n;
+    }
+    stats.longestFrameMs = Math.max(stats.longestFrameMs, now() - start);
+    if (nextDue < Infinity) {
+      const wait = nextDue - now();
+      if (wait <= 16) schedule();
+      else {
+        timer = setTimer(() => {
+          timer = null;
+          schedule();
+        }, wait);
+      }
+    }
+  }
+
+  function renderOne(entry) {
+    const t0 = now();
+    entry.dirty = false;
+    try {
+      entry.widget.update(getState());
+    } catch (error) {
+      onError(error);
+    }
+    const ms = now() - t0;
+    entry.lastRender = t0;
+    entry.cost = entry.renders === 0 ? Math.min(ms, 30) : entry.cost + config.costSmoothing * (ms - entry.cost);
+    entry.renders += 1;
+    stats.renders += 1;
+    stats.renderMs += ms;
+    stats.longestMs = Math.max(stats.longestMs, ms);
+    const name = entry.widget.name ?? "widget";
+    const own = (stats.byWidget[name] ??= { renders: 0, ms: 0, maxMs: 0 });
+    own.renders += 1;
+    own.ms += ms;
+    own.maxMs = Math.max(own.maxMs, ms);
+  }
+
+  function dispose() {
+    clear();
+    if (timer !== null) clearTimer(timer);
+    timer = null;
+    observer?.disconnect();
+  }
+
+  return { add, remove, clear, invalidate, urgent, dispose, stats, entries, get interval() { return interval(); }, frame };
+}

@@ -1,0 +1,181 @@
+/** Pure derivations from state columns to the arrays a chart plots (new arrays every call). */
+
+/** The steps of the columns (the x axis of every time chart). */
+export function stepsOf(columns) {
+  return columns.map((column) => column.step);
+}
+
+/** A variant's per-frame training metric ("loss" or "acc"); null where absent or non-finite. */
+export function trainMetric(columns, variant, key) {
+  return columns.map((column) => finiteOrNull(column.variants[variant]?.[key]));
+}
+
+/** A variant's test metric over the test points: {x: steps, y: values}. */
+export function testMetric(tests, variant, key) {
+  const x = [];
+  const y = [];
+  for (const point of tests) {
+    const entry = point.variants[variant];
+    if (!entry) continue;
+    x.push(point.step);
+    y.push(finiteOrNull(entry[key]));
+  }
+  return { x, y };
+}
+
+/** One layer's stats for one variant in one column, or null (skipped, diverged, no such layer). */
+export function layerOf(column, variant, layer) {
+  return column?.variants?.[variant]?.layers?.[layer] ?? null;
+}
+
+/** One tap's stats (counts, percentiles, ...) or null. */
+export function tapOf(column, variant, layer, tap) {
+  return layerOf(column, variant, layer)?.taps?.[tap] ?? null;
+}
+
+/** Percentile lines of a tap over time: p[k] is the k-th percentile (hello.percentiles order). */
+export function percentileLines(columns, variant, layer, tap, count) {
+  const p = Array.from({ length: count }, () => []);
+  for (const column of columns) {
+    const values = tapOf(column, variant, layer, tap)?.percentiles;
+    for (let k = 0; k < count; k += 1) p[k].push(finiteOrNull(values?.[k]));
+  }
+  return p;
+}
+
+/** A layer's drift (1-Wasserstein distance of act_input to its previous frame) over time. */
+export function driftLine(columns, variant, layer, key = "w1") {
+  return columns.map((column) => finiteOrNull(layerOf(column, variant, layer)?.drift?.[key]));
+}
+
+/** A scalar layer field (saturated, dead, grad_norm) over time. */
+export function layerScalar(columns, variant, layer, key) {
+  return columns.map((column) => finiteOrNull(layerOf(column, variant, layer)?.[key]));
+}
+
+export const BN_FIELDS = ["batch_mean", "batch_var", "running_mean", "running_var", "gamma", "beta"];
+
+/** One BN channel's batch and running statistics and γ, β over time. */
+export function bnChannel(columns, variant, layer, channel) {
+  const out = Object.fromEntries(BN_FIELDS.map((field) => [field, []]));
+  for (const column of columns) {
+    const bn = layerOf(column, variant, layer)?.bn;
+    for (const field of BN_FIELDS) out[field].push(finiteOrNull(bn?.[field]?.[channel]));
+  }
+  return out;
+}
+
+/**
+ * A histogram as shares of the batch: counts / every value measured (in range, under,
+ * over and non-finite), so a distribution that leaves the range visibly loses mass.
+ */
+export function histogramShares(stats) {
+  if (!stats || !Array.isArray(stats.counts)) return null;
+  const counts = stats.counts;
+  let total = (stats.underflow ?? 0) + (stats.overflow ?? 0) + (stats.nonfinite ?? 0);
+  for (const c of counts) total += c;
+  const shares = counts.map((c) => (total > 0 ? c / total : 0));
+  return {
+    shares,
+    underflow: total > 0 ? (stats.underflow ?? 0) / total : 0,
+    overflow: total > 0 ? (stats.overflow ?? 0) / total : 0,
+    nonfinite: total > 0 ? (stats.nonfinite ?? 0) / total : 0,
+  };
+}
+
+/**
+ * The bins that held part of the batch in any kept column of any variant, widened by
+ * `margin` bins: [first, last], or null when nothing is binned yet. The fixed edges are
+ * chosen from the first batch and are often much wider than where the values live; the
+ * charts show this part of them, the same for every variant and stable over time.
+ */
+export function occupiedBins(columns, variants, layer, tap, margin = 1) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  let bins = 0;
+  for (const column of columns) {
+    for (const variant of variants) {
+      const counts = tapOf(column, variant, layer, tap)?.counts;
+      if (!counts) continue;
+      bins = counts.length;
+      for (let i = 0; i < Math.min(lo, counts.length); i += 1) {
+        if (counts[i] > 0) {
+          lo = i;
+          break;
+        }
+      }
+      for (let i = counts.length - 1; i >= 0 && i > hi; i -= 1) {
+        if (counts[i] > 0) {
+          hi = i;
+          break;
+        }
+      }
+    }
+  }
+  if (lo > hi) return null;
+  return [Math.max(0, lo - margin), Math.min(bins - 1, hi + margin)];
+}
+
+/** Bin centres of fixed bin edges. */
+export function binCentres(edges) {
+  const centres = [];
+  for (let i = 0; i + 1 < edges.length; i += 1) centres.push((edges[i] + edges[i + 1]) / 2);
+  return centres;
+}
+
+/** Events shown on time axes: settings changes, divergences, pauses; newest `limit`. */
+export function markedEvents(events, limit = 60) {
+  const marked = events.filter((event) => MARKED_KINDS.has(event.kind) && typeof event.step === "number");
+  return marked.slice(Math.max(0, marked.length - limit));
+}
+
+const MARKED_KINDS = new Set(["lr", "batch_size", "bn_momentum", "diverged", "skipped"]);
+
+/** Index of the column whose step is nearest to `step` (columns sorted by step); -1 if none. */
+export function nearestColumn(columns, step) {
+  if (columns.length === 0) return -1;
+  let lo = 0;
+  let hi = columns.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (columns[mid].step < step) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo > 0 && Math.abs(columns[lo - 1].step - step) <= Math.abs(columns[lo].step - step)) return lo - 1;
+  return lo;
+}
+
+/**
+ * Where `step` falls along the columns, as a fractional column index (columns sorted by
+ * step; linear between neighbours), clamped to [0, n - 1]. The heatmap places event
+ * markers and the step cursor with it.
+ */
+export function columnPosition(columns, step) {
+  const n = columns.length;
+  if (n === 0) return 0;
+  if (step <= columns[0].step) return 0;
+  if (step >= columns[n - 1].step) return n - 1;
+  const i = nearestColumn(columns, step);
+  const j = columns[i].step <= step ? i : i - 1;
+  const a = columns[j].step;
+  const b = columns[j + 1].step;
+  return j + (b > a ? (step - a) / (b - a) : 0);
+}
+
+/** Smallest and largest finite value over several arrays: [lo, hi], or null. */
+export function extent(arrays) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const values of arrays) {
+    for (const v of values) {
+      if (v === null || !Number.isFinite(v)) continue;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+  }
+  return lo <= hi ? [lo, hi] : null;
+}
+
+export function finiteOrNull(value) {
+  return typeof value === "number" && Number.isFinite(value) ? value : null;
+}

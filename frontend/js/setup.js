@@ -1,0 +1,275 @@
+/** The "new run" form: a RunConfig built from the fields, checked in place, then POST /api/runs. */
+
+import { createRun, fieldErrors } from "./api.js";
+import { boundsText, formatNumber, validate } from "./bounds.js";
+import { t, translatePage } from "./i18n.js";
+
+// Choices as server/covshift/config.py lists them; the server's OpenAPI schema, when it
+// can be read, replaces them (so a variant added on the server shows up here).
+export const CHOICES = {
+  dataset: ["digits", "moons", "spirals", "mnist1d", "mnist"],
+  variants: ["plain", "bn", "bn_after", "ln", "gn", "wn", "brn", "noisy_bn", "ghost_bn"],
+  activation: ["sigmoid", "tanh", "relu"],
+  init: ["gaussian", "default"],
+  optimizer: ["sgd", "momentum", "adam"],
+};
+
+export const DEFAULTS = {
+  dataset: "digits",
+  variants: ["plain", "bn"],
+  depth: 3,
+  width: 100,
+  activation: "sigmoid",
+  init: "gaussian",
+  init_std: 0.1,
+  optimizer: "sgd",
+  lr: 0.5,
+  batch_size: 60,
+  bn_momentum: 0.1,
+  steps: 2000,
+  probe_every: 25,
+  test_every: 100,
+  bins: 64,
+  seed: 0,
+};
+
+const NUMBER_FIELDS = ["depth", "width", "init_std", "lr", "batch_size", "bn_momentum", "steps", "probe_every", "test_every", "bins", "seed"];
+const SELECT_FIELDS = ["dataset", "activation", "init", "optimizer"];
+
+/** Enum choices and defaults of RunRequest from the server's OpenAPI document (pure). */
+export function schemaChoices(openapi) {
+  const schemas = openapi?.components?.schemas ?? {};
+  const request = schemas.RunRequest ?? schemas.RunConfig;
+  const props = request?.properties;
+  if (!props) return null;
+  const resolve = (schema) => {
+    if (!schema) return null;
+    if (schema.$ref) return resolve(schemas[schema.$ref.split("/").pop()]);
+    if (Array.isArray(schema.enum)) return schema.enum;
+    if (schema.const !== undefined) return [schema.const];
+    for (const key of ["anyOf", "oneOf"]) {
+      if (Array.isArray(schema[key])) {
+        const all = schema[key].flatMap((s) => resolve(s) ?? []);
+        if (all.length) return all;
+      }
+    }
+    if (schema.items) return resolve(schema.items);
+    if (Array.isArray(schema.prefixItems)) return resolve(schema.prefixItems[0]);
+    return null;
+  };
+  const choices = {};
+  for (const field of Object.keys(CHOICES)) {
+    const values = resolve(props[field]);
+    if (values?.length) choices[field] = values.filter((v) => typeof v === "string");
+  }
+  const defaults = {};
+  for (const [field, schema] of Object.entries(props)) if ("default" in schema) defaults[field] = schema.default;
+  return { choices, defaults };
+}
+
+/** The config to POST, from the form's raw values; {config} or {errors: {field: message}}. */
+export function buildConfig(raw, { cumulative }) {
+  const config = {};
+  const errors = {};
+  for (const field of SELECT_FIELDS) config[field] = raw[field];
+  config.variants = raw.variants;
+  if (!raw.variants?.length) errors.variants = t("err.variants");
+  for (const field of NUMBER_FIELDS) {
+    if (field === "bn_momentum" && cumulative) {
+      config.bn_momentum = null;
+      continue;
+    }
+    const result = validate(field, raw[field], field === "batch_size" ? { variants: raw.variants } : {});
+    if (result.ok) config[field] = result.value;
+    else errors[field] = t(result.key, result.params);
+  }
+  return Object.keys(errors).length ? { errors } : { config };
+}
+
+function el(tag, className, attrs = {}) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name === "i18n") node.dataset.i18n = value;
+    else node.setAttribute(name, value);
+  }
+  return node;
+}
+
+/**
+ * Build the form into `root` (a <details>). onCreated(runInfo) is called after a 201.
+ * getCurrentConfig() gives the viewed run's config, to start from.
+ */
+export function createSetupForm(root, { onCreated, getCurrentConfig }) {
+  let choices = { ...CHOICES };
+  let defaults = { ...DEFAULTS };
+  const inputs = {};
+  const messages = {};
+  const summary = el("summary", "", { i18n: "setup.title" });
+  const form = el("form", "setup", { novalidate: "" });
+  const intro = el("p", "muted small", { i18n: "setup.intro" });
+  const grid = el("div", "setup-grid");
+  const general = el("p", "msg", { role: "status", "aria-live": "polite" });
+  const buttons = el("div", "buttons");
+  const submit = el("button", "primary", { type: "submit", i18n: "setup.submit" });
+  const copy = el("button", "", { type: "button", i18n: "setup.fromCurrent" });
+  buttons.append(submit, copy);
+  form.append(intro, grid, general, buttons);
+  root.replaceChildren(summary, form);
+  let cumulative = null;
+
+  function field(name, control, { wide = false, hint = "" } = {}) {
+    const box = el("div", `field${wide ? " wide" : ""}`, { "data-field": name });
+    const label = el(control.tagName === "DIV" ? "span" : "label", "field-label", { for: control.id, i18n: `setup.${name}` });
+    box.append(label, control);
+    if (hint) {
+      const bounds = el("span", "bounds");
+      bounds.textContent = hint;
+      box.append(bounds);
+    }
+    const message = el("span", "msg");
+    box.append(message);
+    messages[name] = message;
+    grid.append(box);
+    return box;
+  }
+
+  /** Text for a choice: its i18n message when there is one (translatePage keeps it current). */
+  function choiceText(node, key, fallback) {
+    if (t(key) === key) node.textContent = fallback;
+    else {
+      node.dataset.i18n = key;
+      node.textContent = t(key);
+    }
+  }
+
+  function build() {
+    grid.replaceChildren();
+    for (const name of ["dataset", "activation", "init", "optimizer"]) {
+      const select = el("select", "", { id: `setup-${name}` });
+      for (const option of choices[name]) {
+        const opt = el("option", "", { value: option });
+        choiceText(opt, `${name}.${option}`, option);
+        select.append(opt);
+      }
+      inputs[name] = select;
+      field(name, select);
+    }
+    const checks = el("div", "checks", { id: "setup-variants" });
+    inputs.variants = [];
+    for (const variant of choices.variants) {
+      const label = el("label", "check");
+      const box = el("input", "", { type: "checkbox", value: variant });
+      const text = el("span", "");
+      choiceText(text, `variantLong.${variant}`, variant);
+      label.append(box, text);
+      checks.append(label);
+      inputs.variants.push(box);
+    }
+    field("variants", checks, { wide: true });
+    for (const name of NUMBER_FIELDS) {
+      const input = el("input", "", { id: `setup-${name}`, type: "text", inputmode: "decimal", autocomplete: "off", size: "7" });
+      inputs[name] = input;
+      const box = field(name, input, { hint: boundsText(name) });
+      if (name === "bn_momentum") {
+        const label = el("label", "check");
+        cumulative = el("input", "", { type: "checkbox" });
+        label.append(cumulative, el("span", "", { i18n: "controls.cumulative" }));
+        box.insertBefore(label, box.lastChild);
+        cumulative.addEventListener("change", () => (input.disabled = cumulative.checked));
+      }
+    }
+    translatePage(root);
+    fill(getCurrentConfig() ?? defaults);
+  }
+
+  function fill(config) {
+    const values = { ...defaults, ...config };
+    for (const name of SELECT_FIELDS) if (choices[name].includes(values[name])) inputs[name].value = values[name];
+    for (const box of inputs.variants) box.checked = (values.variants ?? []).includes(box.value);
+    for (const name of NUMBER_FIELDS) inputs[name].value = values[name] === null || values[name] === undefined ? "" : formatNumber(values[name]);
+    cumulative.checked = values.bn_momentum === null;
+    inputs.bn_momentum.disabled = cumulative.checked;
+    if (cumulative.checked) inputs.bn_momentum.value = "0.1";
+    clear();
+  }
+
+  function clear() {
+    for (const message of Object.values(messages)) {
+      message.textContent = "";
+      message.className = "msg";
+    }
+    for (const input of grid.querySelectorAll(".invalid")) input.classList.remove("invalid");
+    general.textContent = "";
+    general.className = "msg";
+  }
+
+  function show(errors) {
+    for (const [name, text] of Object.entries(errors)) {
+      if (name === "general") continue;
+      const message = messages[name];
+      if (!message) continue;
+      message.textContent = Array.isArray(text) ? text.join("; ") : text;
+      message.className = "msg error";
+      const input = inputs[name];
+      if (input && !Array.isArray(input)) input.classList.add("invalid");
+    }
+  }
+
+  function rawValues() {
+    const raw = {};
+    for (const name of SELECT_FIELDS) raw[name] = inputs[name].value;
+    raw.variants = inputs.variants.filter((box) => box.checked).map((box) => box.value);
+    for (const name of NUMBER_FIELDS) raw[name] = inputs[name].value;
+    return raw;
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clear();
+    const built = buildConfig(rawValues(), { cumulative: cumulative.checked });
+    if (built.errors) {
+      show(built.errors);
+      return;
+    }
+    submit.disabled = true;
+    general.className = "msg pending";
+    general.textContent = t("setup.starting");
+    const answer = await createRun(built.config);
+    submit.disabled = false;
+    general.className = "msg";
+    general.textContent = "";
+    if (answer.ok) {
+      onCreated(answer.body);
+      return;
+    }
+    if (answer.status === 0) {
+      general.className = "msg error";
+      general.textContent = t("err.network");
+      return;
+    }
+    const errors = fieldErrors(answer.body, Object.keys(inputs));
+    show(errors);
+    const generalText = [...errors.general];
+    if (answer.status === 429) generalText.unshift(t("err.tooMany"));
+    if (generalText.length) {
+      general.className = "msg error";
+      general.textContent = generalText.join(" · ");
+    }
+  });
+  copy.addEventListener("click", () => fill(getCurrentConfig() ?? defaults));
+  form.addEventListener("input", (event) => {
+    event.target.classList?.remove("invalid");
+  });
+
+  /** Take the server's choices and defaults (from /openapi.json) when it offers them. */
+  function useSchema(schema) {
+    if (!schema) return;
+    choices = { ...choices, ...schema.choices };
+    defaults = { ...defaults, ...Object.fromEntries(Object.entries(schema.defaults).filter(([k]) => k in DEFAULTS)) };
+    build();
+  }
+
+  build();
+  return { useSchema, fill: (config) => fill(config ?? defaults) };
+}

@@ -1,0 +1,212 @@
+/** Page state from the run's message stream: a pure reducer with bounded history (no DOM). */
+
+// Columns kept per run. A column is one frame; the heatmaps draw one pixel column each,
+// so ~500 fills a chart's width without making every redraw walk thousands of frames.
+export const DEFAULT_CAPACITY = 500;
+// Events are few and each one matters; past this many the oldest go.
+export const MAX_EVENTS = 500;
+
+/**
+ * A bounded, evenly spaced series: the same stride-doubling rule as the server's
+ * history (server/covshift/history.py). Items are numbered 0, 1, 2, ... as they arrive;
+ * the series keeps those whose number is a multiple of `stride`, plus the newest. When
+ * the kept items would exceed `capacity`, the stride doubles and every second one goes.
+ * So the first and the newest are always kept and the rest stay evenly spaced.
+ */
+export function createSeries(capacity) {
+  if (!(capacity >= 2)) throw new RangeError("a series needs room for the first and the newest item");
+  return { capacity, stride: 1, seen: 0, onStride: [], newest: null };
+}
+
+export function pushSeries(series, item) {
+  const number = series.seen;
+  series.seen += 1;
+  if (number % series.stride !== 0) {
+    series.newest = item;
+    return;
+  }
+  series.newest = null;
+  series.onStride.push(item);
+  // capacity - 1 on the stride leaves room for an off-stride newest item.
+  while (series.onStride.length > series.capacity - 1) {
+    series.stride *= 2;
+    // Kept item i has number i * oldStride: the even i are the new stride's multiples.
+    series.onStride = series.onStride.filter((_, i) => i % 2 === 0);
+    if (series.onStride[series.onStride.length - 1] !== item) series.newest = item;
+  }
+}
+
+/** The kept items, oldest first (a new array each call, so charts see new arrays). */
+export function seriesItems(series) {
+  return series.newest === null ? series.onStride.slice() : [...series.onStride, series.newest];
+}
+
+export function seriesLength(series) {
+  return series.onStride.length + (series.newest === null ? 0 : 1);
+}
+
+/** A fresh state: no run yet. */
+export function createState({ capacity = DEFAULT_CAPACITY, maxEvents = MAX_EVENTS } = {}) {
+  return {
+    capacity,
+    maxEvents,
+    hello: null, // the run's hello (config, dataset, variants, percentiles, edges)
+    variants: [], // variant names, in hello order
+    depth: 0, // hidden layers
+    runState: null, // created | running | paused | finished | stopped | failed
+    runMessage: null, // why a run failed or stopped, when the server said
+    run: null, // the newest RunInfo the server sent (in an ack)
+    settings: { lr: null, batch_size: null, bn_momentum: null }, // what the next step uses
+    step: null, // newest frame's step (updates taken before it)
+    epoch: null,
+    columns: createSeries(capacity), // one per frame: {step, epoch, lr, batch_size, variants}
+    tests: createSeries(capacity), // frames with test metrics: {step, variants: {v: {loss, acc}}}
+    latest: null, // the newest column (the "current distribution")
+    events: [], // {step, kind, ...} in arrival order, at most maxEvents
+    skipped: null, // {step, variants, reason} while some variant cannot train
+    diverged: {}, // variant -> {step, reason}
+    lastError: null, // {id, message} of the newest "error" message
+    frames: 0, // frames applied since the hello
+    nonfiniteFrames: 0, // frames that carried a "nonfinite" map
+    revision: 0, // bumps whenever something a chart shows changed
+  };
+}
+
+const HANDLERS = {
+  hello: applyHello,
+  frame: applyFrame,
+  event: applyEvent,
+  ack: applyAck,
+  error: applyError,
+};
+
+/**
+ * Apply one parsed message to `state` and return the state to use from now on.
+ * `hello` starts over (a new run, or the same run's stream after a reconnect: the server
+ * sends hello and the whole history again). Unknown types are ignored, as the protocol
+ * asks readers to ignore what they do not know. The state is updated in place (its
+ * history can be large); charts get new arrays from the series helpers.
+ */
+export function applyMessage(state, msg) {
+  if (msg === null || typeof msg !== "object") return state;
+  const handler = Object.prototype.hasOwnProperty.call(HANDLERS, msg.type) ? HANDLERS[msg.type] : null;
+  return handler ? handler(state, msg) : state;
+}
+
+function applyHello(state, msg) {
+  const fresh = createState({ capacity: state.capacity, maxEvents: state.maxEvents });
+  const config = msg.config ?? {};
+  fresh.hello = msg;
+  fresh.variants = Object.keys(msg.variants ?? {});
+  if (fresh.variants.length === 0 && Array.isArray(config.variants)) fresh.variants = [...config.variants];
+  fresh.depth = Array.isArray(msg.edges) ? msg.edges.length : (config.depth ?? 0);
+  fresh.settings = {
+    lr: config.lr ?? null,
+    batch_size: config.batch_size ?? null,
+    bn_momentum: config.bn_momentum ?? null,
+  };
+  // Keep what the server told us about the run itself (state, id) across the reset.
+  fresh.runState = state.runState;
+  fresh.run = state.run;
+  fresh.revision = state.revision + 1;
+  return fresh;
+}
+
+function applyFrame(state, msg) {
+  if (state.hello === null || typeof msg.step !== "number") return state;
+  const variants = msg.variants ?? {};
+  const column = {
+    step: msg.step,
+    epoch: msg.epoch ?? null,
+    lr: msg.lr ?? null,
+    batch_size: msg.batch_size ?? null,
+    variants,
+    nonfinite: msg.nonfinite ?? null,
+  };
+  pushSeries(state.columns, column);
+  const tests = {};
+  let hasTest = false;
+  for (const [name, entry] of Object.entries(variants)) {
+    if (entry && entry.test) {
+      tests[name] = { loss: entry.test.loss ?? null, acc: entry.test.acc ?? null };
+      hasTest = true;
+    }
+    if (entry && entry.status === "diverged" && !state.diverged[name]) {
+      state.diverged[name] = { step: entry.diverged_at ?? msg.step, reason: null };
+    }
+  }
+  if (hasTest) pushSeries(state.tests, { step: msg.step, variants: tests });
+  if (state.skipped && state.skipped.variants.every((v) => variants[v]?.status === "training")) {
+    state.skipped = null; // the skipped variants train again (batch size back above 1)
+  }
+  state.latest = column;
+  state.step = msg.step;
+  state.epoch = msg.epoch ?? state.epoch;
+  if (state.runState === null || state.runState === "created") state.runState = "running";
+  state.frames += 1;
+  if (msg.nonfinite) state.nonfiniteFrames += 1;
+  state.revision += 1;
+  return state;
+}
+
+const SETTING_KINDS = new Set(["lr", "batch_size", "bn_momentum"]);
+
+function applyEvent(state, msg) {
+  const event = { ...msg };
+  delete event.v;
+  delete event.type;
+  state.events.push(event);
+  if (state.events.length > state.maxEvents) state.events.splice(0, state.events.length - state.maxEvents);
+  if (SETTING_KINDS.has(msg.kind)) {
+    state.settings = { ...state.settings, [msg.kind]: msg.value ?? null };
+  } else if (msg.kind === "state" && typeof msg.state === "string") {
+    state.runState = msg.state;
+    state.runMessage = msg.message ?? null;
+  } else if (msg.kind === "skipped") {
+    state.skipped = {
+      step: msg.step ?? null,
+      variants: Array.isArray(msg.variants) ? msg.variants : [],
+      reason: msg.reason ?? "",
+    };
+  } else if (msg.kind === "diverged" && typeof msg.variant === "string") {
+    state.diverged = { ...state.diverged, [msg.variant]: { step: msg.step ?? null, reason: msg.reason ?? null } };
+  }
+  state.revision += 1;
+  return state;
+}
+
+function applyAck(state, msg) {
+  const run = msg.run;
+  if (run && typeof run === "object") {
+    state.run = run;
+    if (typeof run.state === "string") state.runState = run.state;
+    state.settings = {
+      lr: run.lr ?? state.settings.lr,
+      batch_size: run.batch_size ?? state.settings.batch_size,
+      bn_momentum: "bn_momentum" in run ? run.bn_momentum : state.settings.bn_momentum,
+    };
+  }
+  state.revision += 1;
+  return state;
+}
+
+function applyError(state, msg) {
+  state.lastError = { id: msg.id ?? null, message: String(msg.message ?? "") };
+  state.revision += 1;
+  return state;
+}
+
+/** The columns kept, oldest first. */
+export function columnsOf(state) {
+  return seriesItems(state.columns);
+}
+
+/** The test-metric points kept, oldest first. */
+export function testsOf(state) {
+  return seriesItems(state.tests);
+}
+
+/** Variants that normalise with batch statistics (and so have BN internals to show). */
+export function bnVariants(state) {
+  return state.variants.filter((name) => (state.hello?.variants?.[name]?.taps ?? []).includes("bn_xhat"));
+}

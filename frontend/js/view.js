@@ -1,0 +1,64 @@
+/** The "Show" panel: which tap the distribution charts show, and which BN variant and channel. */
+
+import { normalizedVariants } from "./dashboard.js";
+import { t } from "./i18n.js";
+
+const TAPS = ["linear_out", "bn_xhat", "bn_out", "act_input", "act_output"];
+
+function options(select, values, key) {
+  select.replaceChildren(
+    ...values.map((value) => {
+      const option = document.createElement("option");
+      option.value = value;
+      option.dataset.i18n = `${key}.${value}`;
+      option.textContent = t(`${key}.${value}`);
+      return option;
+    }),
+  );
+}
+
+/**
+ * Wire the panel's inputs to `view` (the person's choices the charts read). onChange(kind)
+ * says which charts to redraw now: "tap" or "bn". Returns {fill(state)} to offer the choices
+ * a run has, after its hello.
+ */
+export function createViewPanel(view, { $, getState, onChange }) {
+  $("view-tap").addEventListener("change", (event) => {
+    view.tap = event.target.value;
+    onChange("tap");
+  });
+  $("view-channel").addEventListener("input", (event) => {
+    const width = getState().hello?.config?.width ?? 1;
+    const value = Math.round(Number(event.target.value));
+    if (!Number.isFinite(value) || value < 1 || value > width) return;
+    view.channel = value - 1;
+    onChange("bn");
+  });
+  $("view-bn-variant").addEventListener("change", (event) => {
+    view.bnVariant = event.target.value;
+    onChange("bn");
+  });
+  $("view-notes").addEventListener("change", (event) => document.body.classList.toggle("hide-notes", !event.target.checked));
+
+  /** Offer the taps, BN variants and channels this run has; keep choices that still apply. */
+  function fill(state) {
+    const normalized = normalizedVariants(state);
+    if (!normalized.includes(view.bnVariant)) view.bnVariant = normalized.includes("bn") ? "bn" : (normalized[0] ?? null);
+    const width = state.hello?.config?.width ?? 1;
+    view.channel = Math.min(view.channel, width - 1);
+
+    const available = TAPS.filter((tap) => state.variants.some((v) => (state.hello?.variants?.[v]?.taps ?? []).includes(tap)));
+    options($("view-tap"), available, "tap");
+    if (!available.includes(view.tap)) view.tap = "act_input";
+    $("view-tap").value = view.tap;
+
+    $("view-bn").hidden = normalized.length === 0;
+    $("view-channel").max = String(width);
+    $("view-channel").value = String(view.channel + 1);
+    options($("view-bn-variant"), normalized, "variant");
+    $("view-bn-variant").value = view.bnVariant ?? "";
+    $("view-bn-variant-box").hidden = normalized.length < 2;
+  }
+
+  return { fill };
+}

@@ -1,0 +1,70 @@
+// The pure parts of the charts: heatmap pixels, panel layout, drift scaling, tick choice.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { panelDomains } from "../../frontend/js/charts/bands.js";
+import { relativeDrift } from "../../frontend/js/charts/drift.js";
+import { colormap, paintColumns } from "../../frontend/js/charts/heatmap.js";
+import { logTicks } from "../../frontend/js/charts/loss.js";
+import { eventShapes, withAlpha } from "../../frontend/js/charts/plot.js";
+
+const pixel = (pixels, width, col, row) => Array.from(pixels.slice((row * width + col) * 4, (row * width + col) * 4 + 4));
+
+test("heatmap columns: high values on top, each column scaled to its fullest bin, outside rows red", () => {
+  const lut = colormap();
+  const stats = [
+    { counts: [0, 4, 1], underflow: 0, overflow: 0, nonfinite: 0 },
+    null, // a variant that did not train at this frame
+    { counts: [2, 0, 0], underflow: 0, overflow: 2, nonfinite: 0 },
+  ];
+  const width = stats.length;
+  const pixels = new Uint8ClampedArray(width * 5 * 4);
+  paintColumns(pixels, stats, 0, 2); // 3 bins shown + overflow row + underflow row
+  const top = Array.from(lut.slice(255 * 3, 255 * 3 + 3));
+  const bottom = Array.from(lut.slice(0, 3));
+  assert.deepEqual(pixel(pixels, width, 0, 2).slice(0, 3), top, "bin 1 is the fullest");
+  assert.deepEqual(pixel(pixels, width, 0, 1).slice(0, 3), Array.from(lut.slice(128 * 3, 128 * 3 + 3)), "sqrt(1/4) = half");
+  assert.deepEqual(pixel(pixels, width, 0, 3).slice(0, 3), bottom, "bin 0 is empty");
+  assert.deepEqual(pixel(pixels, width, 1, 2), [245, 245, 245, 255], "no data: light grey");
+  assert.deepEqual(pixel(pixels, width, 2, 0).slice(0, 3), [228, 26, 28], "half the batch above the range: full red");
+  assert.deepEqual(pixel(pixels, width, 2, 4).slice(0, 3), [250, 250, 250], "nothing below the range");
+});
+
+test("a cropped heatmap shows only bins lo..hi", () => {
+  const pixels = new Uint8ClampedArray(1 * 4 * 4);
+  paintColumns(pixels, [{ counts: [9, 0, 3, 0], underflow: 0, overflow: 0, nonfinite: 0 }], 1, 2);
+  const lut = colormap();
+  const level = Math.round(255 * Math.sqrt(3 / 9)); // scaled by the column's fullest bin, shown or not
+  assert.deepEqual(pixel(pixels, 1, 0, 1).slice(0, 3), Array.from(lut.slice(level * 3, level * 3 + 3)), "bin 2 on top");
+  assert.deepEqual(pixel(pixels, 1, 0, 2).slice(0, 3), Array.from(lut.slice(0, 3)), "bin 1 below it, empty");
+});
+
+test("panels share the width with gaps", () => {
+  const [a, b] = panelDomains(2);
+  assert.equal(a[0], 0);
+  assert.ok(Math.abs(b[1] - 1) < 1e-12);
+  assert.ok(b[0] > a[1]);
+});
+
+test("drift is scaled by the spread, so plain and BN compare on one axis", () => {
+  const column = (w1, std) => ({ step: 0, variants: { plain: { layers: [{ drift: w1 === null ? null : { w1 }, taps: { act_input: { std } } }] } } });
+  const { y, raw } = relativeDrift([column(null, 1), column(0.02, 0.1), column(0.5, 0)], "plain", 0);
+  assert.equal(y[0], null);
+  assert.ok(Math.abs(y[1] - 0.2) < 1e-12);
+  assert.equal(y[2], null, "no spread, no ratio");
+  assert.deepEqual(raw, ["—", "0.02", "0.5"]);
+});
+
+test("log ticks: plain numbers over a few decades, powers of ten over many", () => {
+  assert.deepEqual(logTicks([0.05, 0.7]), { tickformat: ".2~g" });
+  assert.deepEqual(logTicks([1e-6, 1]), { dtick: 2, exponentformat: "power" });
+  assert.deepEqual(logTicks([1e-3, 1e38]), { dtick: 9, exponentformat: "power" });
+  assert.deepEqual(logTicks(null), { tickformat: ".2~g" });
+});
+
+test("events become dashed lines on every time axis; colours get alpha", () => {
+  const shapes = eventShapes([{ step: 5, kind: "lr", value: 0.1, previous: 0.5 }, { step: 1, kind: "state", state: "paused" }], [["x", "y"], ["x2", "y2"]]);
+  assert.equal(shapes.length, 2);
+  assert.deepEqual(shapes.map((s) => [s.xref, s.yref, s.x0]), [["x", "y domain", 5], ["x2", "y2 domain", 5]]);
+  assert.equal(withAlpha("#ff8000", 0.5), "rgba(255,128,0,0.5)");
+});

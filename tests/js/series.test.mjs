@@ -1,0 +1,113 @@
+// Derived chart arrays: what each chart plots, computed from state columns.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import {
+  binCentres,
+  bnChannel,
+  columnPosition,
+  driftLine,
+  histogramShares,
+  markedEvents,
+  extent,
+  nearestColumn,
+  occupiedBins,
+  percentileLines,
+  stepsOf,
+  testMetric,
+  trainMetric,
+} from "../../frontend/js/series.js";
+import { applyMessage, columnsOf, createState, testsOf } from "../../frontend/js/state.js";
+import { event, frame, hello } from "./fixtures.mjs";
+
+function stateOf(messages) {
+  return messages.reduce(applyMessage, createState());
+}
+
+test("time series line up with the steps, with null where a value is missing", () => {
+  const bad = frame(10);
+  bad.variants.plain.loss = null;
+  bad.nonfinite = { "/variants/plain/loss": "nan" };
+  delete bad.variants.bn.layers; // diverged or skipped: no layers
+  const state = stateOf([hello(), frame(0), frame(5), bad]);
+  const columns = columnsOf(state);
+  assert.deepEqual(stepsOf(columns), [0, 5, 10]);
+  assert.deepEqual(trainMetric(columns, "plain", "loss"), [0.7, 0.6995, null]);
+  assert.deepEqual(driftLine(columns, "plain", 0), [null, 0.05, 0.1]);
+  assert.deepEqual(driftLine(columns, "bn", 1), [null, 0.05, null]);
+  assert.deepEqual(trainMetric(columns, "bn_after", "loss"), [null, null, null]);
+});
+
+test("percentile lines come out one array per percentile", () => {
+  const state = stateOf([hello(), frame(0), frame(100)]);
+  const p = percentileLines(columnsOf(state), "plain", 0, "act_input", 5);
+  assert.equal(p.length, 5);
+  assert.deepEqual(p[2], [0, 1]);
+  assert.deepEqual(p[0], [-1.5, -0.5]);
+  const missing = percentileLines(columnsOf(state), "plain", 0, "bn_xhat", 5);
+  assert.deepEqual(missing[2], [null, null]);
+});
+
+test("test metrics only at test steps", () => {
+  const state = stateOf([hello(), frame(0, { test: true }), frame(5), frame(10, { test: true })]);
+  assert.deepEqual(testMetric(testsOf(state), "bn", "acc"), { x: [0, 10], y: [0.55, 0.55] });
+});
+
+test("BN channel series pick one channel of every field", () => {
+  const state = stateOf([hello(), frame(0), frame(2)]);
+  const channel0 = bnChannel(columnsOf(state), "bn", 0, 0);
+  assert.deepEqual(channel0.batch_mean, [0, 0.2]);
+  assert.deepEqual(channel0.batch_var, [1, 3]);
+  assert.deepEqual(channel0.gamma, [1, 1.002]);
+  const plain = bnChannel(columnsOf(state), "plain", 0, 0);
+  assert.deepEqual(plain.running_var, [null, null]);
+});
+
+test("histogram shares count values outside the range in the total", () => {
+  const shares = histogramShares({ counts: [1, 2, 1], underflow: 2, overflow: 3, nonfinite: 1 });
+  assert.deepEqual(shares.shares, [0.1, 0.2, 0.1]);
+  assert.equal(shares.underflow, 0.2);
+  assert.equal(shares.overflow, 0.3);
+  assert.equal(shares.nonfinite, 0.1);
+  assert.deepEqual(histogramShares({ counts: [0, 0], underflow: 0, overflow: 0, nonfinite: 0 }).shares, [0, 0]);
+  assert.equal(histogramShares(null), null);
+  assert.deepEqual(binCentres([-1, 0, 2]), [-0.5, 1]);
+});
+
+test("steps map to columns for markers and the cursor", () => {
+  const columns = [0, 10, 20, 40].map((step) => ({ step }));
+  assert.equal(nearestColumn(columns, 12), 1);
+  assert.equal(nearestColumn(columns, 16), 2);
+  assert.equal(nearestColumn(columns, 99), 3);
+  assert.equal(nearestColumn([], 5), -1);
+  assert.equal(columnPosition(columns, 30), 2.5);
+  assert.equal(columnPosition(columns, 10), 1);
+  assert.equal(columnPosition(columns, -5), 0);
+  assert.equal(columnPosition(columns, 100), 3);
+});
+
+test("marked events are the settings changes and divergences, newest last", () => {
+  const events = [
+    event(0, "state", { state: "running" }),
+    event(3, "lr", { value: 0.1, previous: 0.5 }),
+    event(7, "diverged", { variant: "plain" }),
+    event(9, "batch_size", { value: 8, previous: 60 }),
+  ];
+  assert.deepEqual(markedEvents(events).map((e) => e.step), [3, 7, 9]);
+  assert.deepEqual(markedEvents(events, 2).map((e) => e.step), [7, 9]);
+});
+
+test("occupied bins span every variant and column, widened by a margin and clamped", () => {
+  const column = (plain, bn) => ({ step: 0, variants: { plain: { layers: [{ taps: { act_input: { counts: plain } } }] }, bn: { layers: [{ taps: { act_input: { counts: bn } } }] } } });
+  const columns = [column([0, 0, 1, 0, 0, 0], [0, 0, 0, 2, 0, 0]), column([0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 3, 0])];
+  assert.deepEqual(occupiedBins(columns, ["plain", "bn"], 0, "act_input"), [1, 5]);
+  assert.deepEqual(occupiedBins(columns, ["plain"], 0, "act_input", 0), [2, 3]);
+  assert.deepEqual(occupiedBins(columns, ["plain", "bn"], 0, "act_input", 3), [0, 5]);
+  assert.equal(occupiedBins([column([0, 0], [0, 0])], ["plain", "bn"], 0, "act_input"), null);
+  assert.equal(occupiedBins([], ["plain"], 0, "act_input"), null);
+});
+
+test("extent spans every finite value of several arrays", () => {
+  assert.deepEqual(extent([[1, null, 3], [-2, NaN]]), [-2, 3]);
+  assert.equal(extent([[null]]), null);
+});

@@ -1,0 +1,164 @@
+// applyMessage: the pure reducer from the run's message stream to page state.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { applyMessage, bnVariants, columnsOf, createSeries, createState, pushSeries, seriesItems, testsOf } from "../../frontend/js/state.js";
+import { event, frame, hello } from "./fixtures.mjs";
+
+function run(messages, options) {
+  return messages.reduce(applyMessage, createState(options));
+}
+
+test("hello sets the run's layout and starts from an empty history", () => {
+  const state = run([hello({ depth: 3 })]);
+  assert.deepEqual(state.variants, ["plain", "bn"]);
+  assert.equal(state.depth, 3);
+  assert.deepEqual(state.settings, { lr: 0.5, batch_size: 60, bn_momentum: 0.1 });
+  assert.equal(columnsOf(state).length, 0);
+  assert.deepEqual(bnVariants(state), ["bn"]);
+});
+
+test("a second hello (reconnect or new run) resets frames and events", () => {
+  const state = run([hello(), frame(0), frame(5), event(5, "lr", { value: 0.1, previous: 0.5 }), hello({ lr: 0.2 })]);
+  assert.equal(columnsOf(state).length, 0);
+  assert.equal(state.events.length, 0);
+  assert.equal(state.step, null);
+  assert.equal(state.settings.lr, 0.2);
+});
+
+test("frames append in order and set the current step, epoch and newest column", () => {
+  const state = run([hello(), frame(0, { test: true }), frame(5), frame(10)]);
+  const columns = columnsOf(state);
+  assert.deepEqual(columns.map((c) => c.step), [0, 5, 10]);
+  assert.equal(state.step, 10);
+  assert.equal(state.latest.step, 10);
+  assert.equal(state.frames, 3);
+  assert.equal(state.runState, "running");
+  assert.deepEqual(testsOf(state).map((p) => p.step), [0]);
+  assert.deepEqual(testsOf(state)[0].variants.bn, { loss: 0.69, acc: 0.55 });
+});
+
+test("frames before any hello are ignored (nothing to interpret them with)", () => {
+  const state = run([frame(0)]);
+  assert.equal(columnsOf(state).length, 0);
+  assert.equal(state.step, null);
+});
+
+test("bounded history keeps the first and the newest frame, evenly spaced", () => {
+  const capacity = 8;
+  const steps = Array.from({ length: 101 }, (_, i) => i * 5);
+  const state = run([hello(), ...steps.map((s) => frame(s))], { capacity });
+  const kept = columnsOf(state).map((c) => c.step);
+  assert.ok(kept.length <= capacity, `kept ${kept.length} > ${capacity}`);
+  assert.equal(kept[0], 0);
+  assert.equal(kept[kept.length - 1], 500);
+  // On-stride columns are evenly spaced; only the newest may be off the stride.
+  const gaps = new Set(kept.slice(1, -1).map((s, i) => s - kept[i]));
+  assert.equal(gaps.size, 1, `uneven gaps ${[...gaps]}`);
+  assert.deepEqual(kept, [...kept].sort((a, b) => a - b));
+});
+
+test("the series rule matches the server's History (stride doubling)", () => {
+  // Same numbers as server/covshift/history.py would keep for capacity 4.
+  const series = createSeries(4);
+  for (let i = 0; i < 10; i += 1) pushSeries(series, i);
+  assert.deepEqual(seriesItems(series), [0, 4, 8, 9]);
+  pushSeries(series, 10);
+  assert.deepEqual(seriesItems(series), [0, 4, 8, 10]);
+  assert.throws(() => createSeries(1));
+});
+
+test("series items come back as a new array each time (Plotly.react needs new arrays)", () => {
+  const state = run([hello(), frame(0)]);
+  assert.notEqual(columnsOf(state), columnsOf(state));
+});
+
+test("events are recorded, and setting events update what the controls show", () => {
+  const state = run([
+    hello(),
+    frame(0),
+    event(3, "lr", { value: 0.05, previous: 0.5 }),
+    event(3, "batch_size", { value: 8, previous: 60 }),
+    event(4, "bn_momentum", { value: null, previous: 0.1 }),
+  ]);
+  assert.deepEqual(state.events.map((e) => e.kind), ["lr", "batch_size", "bn_momentum"]);
+  assert.deepEqual(state.events[0], { step: 3, kind: "lr", value: 0.05, previous: 0.5 });
+  assert.deepEqual(state.settings, { lr: 0.05, batch_size: 8, bn_momentum: null });
+});
+
+test("events beyond the limit drop the oldest", () => {
+  const events = Array.from({ length: 7 }, (_, i) => event(i, "lr", { value: i + 1, previous: i }));
+  const state = run([hello(), ...events], { maxEvents: 5 });
+  assert.deepEqual(state.events.map((e) => e.step), [2, 3, 4, 5, 6]);
+});
+
+test("state events set the run state; failures keep their message", () => {
+  let state = run([hello(), event(0, "state", { state: "running" }), event(9, "state", { state: "paused" })]);
+  assert.equal(state.runState, "paused");
+  state = applyMessage(state, event(9, "state", { state: "failed", message: "worker died" }));
+  assert.equal(state.runState, "failed");
+  assert.equal(state.runMessage, "worker died");
+});
+
+test("a skipped event keeps its reason until the variants train again", () => {
+  const reason = "BatchNorm cannot train on batch size 1: ...";
+  let state = run([hello(), event(0, "skipped", { variants: ["bn"], reason })]);
+  assert.deepEqual(state.skipped, { step: 0, variants: ["bn"], reason });
+  const skippedFrame = frame(0);
+  skippedFrame.variants.bn = { status: "skipped", loss: null, acc: null };
+  state = applyMessage(state, skippedFrame);
+  assert.ok(state.skipped, "still skipped while the frame says so");
+  state = applyMessage(state, frame(5));
+  assert.equal(state.skipped, null);
+});
+
+test("non-finite values arrive as null with a flag, and stay null (never NaN or 0)", () => {
+  const bad = frame(8);
+  bad.variants.plain.loss = null;
+  bad.variants.plain.layers[0].taps.act_input.percentiles[4] = null;
+  bad.nonfinite = { "/variants/plain/loss": "nan", "/variants/plain/layers/0/taps/act_input/percentiles/4": "inf" };
+  const state = run([hello(), frame(0), bad]);
+  const latest = columnsOf(state).at(-1);
+  assert.equal(latest.variants.plain.loss, null);
+  assert.deepEqual(latest.nonfinite, bad.nonfinite);
+  assert.equal(state.nonfiniteFrames, 1);
+});
+
+test("a diverged variant is remembered from its event or its frame", () => {
+  let state = run([hello(), event(8, "diverged", { variant: "plain", reason: "loss became non-finite" })]);
+  assert.deepEqual(state.diverged.plain, { step: 8, reason: "loss became non-finite" });
+  const diverged = frame(10);
+  diverged.variants.bn = { status: "diverged", diverged_at: 9, loss: null, acc: null };
+  state = applyMessage(state, diverged);
+  assert.equal(state.diverged.bn.step, 9);
+});
+
+test("acks update the run and its settings; errors are kept for the controls", () => {
+  let state = run([hello()]);
+  const runInfo = { id: "abc", state: "paused", lr: 0.1, batch_size: 16, bn_momentum: null, step: 40 };
+  state = applyMessage(state, { v: 1, type: "ack", id: 3, run: runInfo });
+  assert.equal(state.runState, "paused");
+  assert.deepEqual(state.settings, { lr: 0.1, batch_size: 16, bn_momentum: null });
+  state = applyMessage(state, { v: 1, type: "error", id: 4, message: "lr: Input should be less than or equal to 10" });
+  assert.deepEqual(state.lastError, { id: 4, message: "lr: Input should be less than or equal to 10" });
+});
+
+test("unknown message types and malformed input are ignored", () => {
+  const before = run([hello(), frame(0)]);
+  const revision = before.revision;
+  let state = applyMessage(before, { v: 1, type: "heartbeat", step: 99 });
+  state = applyMessage(state, { v: 2, type: "something-new" });
+  state = applyMessage(state, null);
+  state = applyMessage(state, "frame");
+  state = applyMessage(state, { type: "toString" });
+  assert.equal(state, before);
+  assert.equal(state.revision, revision);
+  assert.equal(state.step, 0);
+});
+
+test("every change bumps the revision (charts redraw on it)", () => {
+  const a = run([hello()]);
+  const r0 = a.revision;
+  applyMessage(a, frame(0));
+  assert.ok(a.revision > r0);
+});

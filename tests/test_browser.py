@@ -1,0 +1,197 @@
+"""The dashboard in a real browser (Debian's Chromium via Playwright) against a live server.
+
+Needs `scripts/setup-browser` (Chromium, Playwright); see below for when they may skip.
+One server for the module (its demo run is small); each test opens a fresh page.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser_support import CHROMIUM, CHROMIUM_ARGS, LiveServer, wait_for
+
+# scripts/test sets COVSHIFT_REQUIRE_BROWSER=1: there a missing browser is a failure,
+# never a skip. Elsewhere (a bare `pytest`) the tests skip with the reason.
+_REQUIRED = os.environ.get("COVSHIFT_REQUIRE_BROWSER") == "1"
+try:
+    from playwright import sync_api
+except ImportError:
+    if _REQUIRED:
+        raise
+    pytest.skip("playwright is not installed (run scripts/setup-browser)", allow_module_level=True)
+if not os.path.exists(CHROMIUM):
+    if _REQUIRED:
+        raise RuntimeError(f"no Chromium at {CHROMIUM} (run scripts/setup-browser)")
+    pytest.skip(f"no Chromium at {CHROMIUM} (run scripts/setup-browser)", allow_module_level=True)
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(tmp_path_factory.mktemp("covshift-logs"))
+    live.start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A page of the dashboard, with the console errors it logged."""
+
+    def __init__(self, page: Any, server: LiveServer) -> None:
+        self.page = page
+        self.server = server
+        self.errors: list[str] = []
+        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+
+    def js(self, expression: str) -> Any:
+        return self.page.evaluate(expression)
+
+    def wait_js(self, expression: str, timeout: float = 15.0) -> Any:
+        return self.page.wait_for_function(expression, timeout=timeout * 1000).json_value()
+
+    def run_id(self) -> str:
+        run_id: str = self.wait_js("() => window.covshift?.runId")
+        return run_id
+
+    def wait_frames(self, count: int = 5) -> None:
+        self.wait_js(f"() => window.covshift?.state.frames >= {count}")
+
+    def enter(self, selector: str, text: str) -> None:
+        self.page.fill(selector, text)
+        self.page.press(selector, "Enter")
+
+
+@pytest.fixture
+def dashboard(chromium: Any, server: LiveServer) -> Iterator[Page]:
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    page = Page(context.new_page(), server)
+    page.page.goto(server.url + "/")
+    yield page
+    context.close()
+
+
+def test_page_loads_without_console_errors_and_charts_fill(dashboard: Page) -> None:
+    dashboard.wait_frames(20)
+    # Every chart in view drew data: Plotly traces with points, heatmap canvases with columns.
+    dashboard.wait_js(
+        """() => {
+          const plots = [...document.querySelectorAll('#overview .plot')];
+          const filled = (p) => p.data && p.data.some((trace) => trace.x.length > 5);
+          return plots.length === 2 && plots.every(filled);
+        }"""
+    )
+    dashboard.wait_js(
+        "() => [...document.querySelectorAll('#layer-1 canvas')].every((c) => c.width > 5)"
+    )
+    dashboard.wait_js("() => document.querySelector('#layer-1 .dist .plot').data?.length === 2")
+    status = dashboard.page.inner_text(".topbar")
+    assert "live" in status
+    assert dashboard.js("() => window.covshift.scheduler.stats.renders") > 5
+    ARTIFACTS.mkdir(exist_ok=True)
+    dashboard.page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+    assert dashboard.errors == []
+
+
+def test_learning_rate_and_batch_size_change_the_run_and_its_frames(
+    dashboard: Page, server: LiveServer
+) -> None:
+    dashboard.wait_frames()
+    run_id = dashboard.run_id()
+
+    dashboard.enter("#control-lr", "0.05")
+    dashboard.page.wait_for_selector("[data-field=lr] .msg.ok")
+    assert server.run(run_id)["lr"] == pytest.approx(0.05)
+    dashboard.wait_js("() => window.covshift.state.latest.lr === 0.05")
+
+    dashboard.enter("#control-batch_size", "16")
+    dashboard.page.wait_for_selector("[data-field=batch_size] .msg.ok")
+    assert server.run(run_id)["batch_size"] == 16
+    dashboard.wait_js("() => window.covshift.state.latest.batch_size === 16")
+    # The changes are marked on the time axes (and listed as events).
+    kinds = dashboard.js("() => window.covshift.state.events.map((e) => e.kind)")
+    assert {"lr", "batch_size"} <= set(kinds)
+
+    # Out of bounds: refused in place with the reason, and nothing is sent.
+    dashboard.enter("#control-lr", "20")
+    message = dashboard.page.inner_text("[data-field=lr] .msg")
+    assert "10" in message
+    assert dashboard.page.get_attribute("#control-lr", "aria-invalid") == "true"
+    assert server.run(run_id)["lr"] == pytest.approx(0.05)
+    assert dashboard.errors == []
+
+
+def test_batch_size_one_explains_why_bn_cannot_train(dashboard: Page, server: LiveServer) -> None:
+    dashboard.wait_frames()
+    run_id = dashboard.run_id()
+    dashboard.page.fill("#control-batch_size", "1")
+    dashboard.page.wait_for_selector(".batch-note:not([hidden])")
+    dashboard.page.press("#control-batch_size", "Enter")
+    banner = dashboard.page.wait_for_selector(".banner.warn")
+    assert "BatchNorm cannot train on batch size 1" in banner.inner_text()
+    assert server.run(run_id)["batch_size"] == 1
+    dashboard.enter("#control-batch_size", "60")
+    dashboard.page.wait_for_selector(".banner.warn", state="detached", timeout=15_000)
+
+
+def test_pause_step_and_resume(dashboard: Page, server: LiveServer) -> None:
+    dashboard.wait_frames()
+    run_id = dashboard.run_id()
+    dashboard.page.click("#pause-button")
+    wait_for(lambda: server.run(run_id)["state"] == "paused")
+    dashboard.wait_js("() => window.covshift.state.runState === 'paused'")
+    assert dashboard.page.inner_text("#pause-button") == "Resume"
+    paused_at = server.run(run_id)["step"]
+    dashboard.page.wait_for_timeout(400)
+    assert server.run(run_id)["step"] == paused_at
+
+    dashboard.page.click("#step-button")
+    wait_for(lambda: server.run(run_id)["step"] == paused_at + 1)
+
+    dashboard.page.click("#pause-button")
+    wait_for(lambda: server.run(run_id)["state"] == "running")
+    wait_for(lambda: server.run(run_id)["step"] > paused_at + 50)
+    dashboard.wait_js("() => window.covshift.state.runState === 'running'")
+    assert dashboard.errors == []
+
+
+def test_language_switch_is_remembered(dashboard: Page) -> None:
+    dashboard.wait_frames()
+    dashboard.page.click("[data-lang=ko]")
+    assert "은닉층" in dashboard.page.inner_text("#layer-1 .layer-title")
+    dashboard.page.reload()
+    dashboard.page.wait_for_selector("#layer-1 .layer-title")
+    assert "은닉층" in dashboard.page.inner_text("#layer-1 .layer-title")
+    dashboard.page.click("[data-lang=en]")
+    assert "Hidden layer" in dashboard.page.inner_text("#layer-1 .layer-title")
+
+
+def test_page_reconnects_after_the_server_restarts(dashboard: Page, server: LiveServer) -> None:
+    dashboard.wait_frames()
+    before = dashboard.run_id()
+    server.stop()
+    dashboard.wait_js("() => window.covshift.connection.state === 'waiting'", timeout=10)
+    dashboard.page.wait_for_selector(".banner.warn")
+    server.start()
+    # The demo run lives in memory, so the restarted server has a new one: the page finds
+    # it, reconnects and streams again.
+    dashboard.wait_js("() => window.covshift.connection.state === 'open'", timeout=20)
+    dashboard.wait_js(f"() => window.covshift.runId !== {before!r}", timeout=20)
+    dashboard.wait_js("() => window.covshift.state.frames >= 5", timeout=20)
+    # While the server was down the browser logged refused connections; nothing else.
+    assert [e for e in dashboard.errors if "ERR_CONNECTION_REFUSED" not in e] == []
