@@ -73,11 +73,16 @@ def test_openapi_is_complete_with_examples(client: TestClient) -> None:
     schemas = spec["components"]["schemas"]
     assert schemas["RunRequest"]["examples"] and schemas["RunPatch"]["examples"]
     assert schemas["RunInfo"]["examples"]
+    assert {"preset": "paper-fig1"} in schemas["RunRequest"]["examples"]
     assert "data_dir" not in schemas["RunRequest"]["properties"]  # no client paths
     paths = spec["paths"]
-    assert {"/healthz", "/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/export"} <= set(
-        paths
-    )
+    assert {
+        "/healthz",
+        "/api/runs",
+        "/api/runs/{run_id}",
+        "/api/runs/{run_id}/export",
+        "/api/runs/{run_id}/report",
+    } <= set(paths)
     assert set(paths["/api/runs/{run_id}"]) == {"get", "patch", "delete"}
     assert "429" in paths["/api/runs"]["post"]["responses"]
 
@@ -248,6 +253,43 @@ def test_a_live_run_is_on_disk_and_exports_while_training(client: TestClient, ru
     assert table.headers["content-type"].startswith("text/csv")
     assert table.text.splitlines()[0].startswith("step,epoch,lr,batch_size,variant,status,")
     assert client.get(f"/api/runs/{run_id}/export", params={"format": "xml"}).status_code == 422
+
+
+def test_a_run_downloads_its_self_contained_html_report(client: TestClient, run_id: str) -> None:
+    wait_for(lambda: manager(client).store.frames_path(run_id).read_text().count('"frame"') > 2)
+    report = client.get(f"/api/runs/{run_id}/report")
+    assert report.status_code == 200
+    assert report.headers["content-type"].startswith("text/html")
+    assert report.headers["content-disposition"] == (
+        f'attachment; filename="covshift-{run_id}-report.html"'
+    )
+    page = report.text
+    assert page.startswith("<!DOCTYPE html>") or page.lower().startswith("<!doctype html>")
+    assert all(variant in page for variant in ("plain", "bn"))
+    assert "<script src" not in page.lower() and "Plotly" in page
+    assert client.get(f"/api/runs/{'x' * 22}/report").status_code == 404
+
+
+def test_a_preset_fills_the_fields_not_given(client: TestClient) -> None:
+    body = {"preset": "noisy-bn", **SMALL, "steps": 40}
+    created = client.post("/api/runs", json=body)
+    assert created.status_code == 201, created.text
+    config = created.json()["config"]
+    assert config["variants"] == ["plain", "bn", "noisy_bn"]  # from the preset
+    assert config["activation"] == "sigmoid" and config["batch_size"] == 60
+    assert (config["dataset"], config["width"], config["steps"]) == ("spirals", 16, 40)
+    assert "preset" not in config
+    assert client.delete(f"/api/runs/{created.json()['id']}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("preset", "words"), [("fig9", "unknown preset"), ("batch-sweep", "covshift run --preset")]
+)
+def test_unknown_and_sweep_presets_are_422(client: TestClient, preset: str, words: str) -> None:
+    response = client.post("/api/runs", json={"preset": preset})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"][-1] == "preset" and words in error["msg"]
 
 
 # ---- the command line ----

@@ -31,6 +31,11 @@ export function exportUrl(id, format) {
   return `/api/runs/${encodeURIComponent(id)}/export?format=${encodeURIComponent(format)}`;
 }
 
+/** The run's self-contained HTML report (GET /api/runs/{id}/report), live or finished. */
+export function reportUrl(id) {
+  return `/api/runs/${encodeURIComponent(id)}/report`;
+}
+
 /**
  * An error answer as {field: message} plus `general` for what names no field. The server
  * answers either FastAPI's list ({detail: [{loc: ["body", "lr"], msg}]}) or one string

@@ -1,6 +1,6 @@
 /** The runs list (live and finished) to switch between or replay, and the viewed run's export links. */
 
-import { exportUrl } from "./api.js";
+import { exportUrl, reportUrl } from "./api.js";
 import { t } from "./i18n.js";
 import { variantName } from "./charts/plot.js";
 
@@ -84,7 +84,11 @@ export function createRunsList(root, { onSelect }) {
       csv.href = exportUrl(currentId, "csv");
       csv.textContent = "CSV";
       csv.setAttribute("download", "");
-      exportBox.append(label, jsonl, " · ", csv);
+      const report = document.createElement("a");
+      report.href = reportUrl(currentId);
+      report.textContent = t("runs.report");
+      report.setAttribute("download", "");
+      exportBox.append(label, jsonl, " · ", csv, " · ", report);
     }
   }
 

@@ -33,6 +33,21 @@ export const DEFAULTS = {
   seed: 0,
 };
 
+// The run presets of server/covshift/presets.py (sweeps run from the CLI), as the form's
+// fields: choosing one fills them; the POST also names it, so the server applies the values
+// the form has no field for (e.g. ics_every).
+const FIGURE_1 = { dataset: "digits", variants: ["plain", "bn"], depth: 3, width: 100, activation: "sigmoid", init: "gaussian", init_std: 0.1, lr: 0.5, batch_size: 60 };
+export const PRESETS = {
+  "paper-fig1": { ...FIGURE_1, steps: 50000, probe_every: 100, test_every: 500 },
+  "noisy-bn": { ...FIGURE_1, variants: ["plain", "bn", "noisy_bn"], steps: 5000, probe_every: 50 },
+};
+
+/** The form's values for a preset ("" = none): the defaults, then the preset's values (pure). */
+export function presetValues(name, defaults = DEFAULTS) {
+  if (!PRESETS[name]) return { ...defaults, preset: "" };
+  return { ...defaults, ...PRESETS[name], preset: name };
+}
+
 const NUMBER_FIELDS = ["depth", "width", "init_std", "lr", "batch_size", "bn_momentum", "steps", "probe_every", "test_every", "bins", "seed"];
 const SELECT_FIELDS = ["dataset", "activation", "init", "optimizer"];
 
@@ -73,6 +88,7 @@ export function buildConfig(raw, { cumulative }) {
   const errors = {};
   for (const field of SELECT_FIELDS) config[field] = raw[field];
   config.variants = raw.variants;
+  if (raw.preset) config.preset = raw.preset;
   if (!raw.variants?.length) errors.variants = t("err.variants");
   for (const field of NUMBER_FIELDS) {
     if (field === "bn_momentum" && cumulative) {
@@ -145,6 +161,15 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
 
   function build() {
     grid.replaceChildren();
+    const preset = el("select", "", { id: "setup-preset" });
+    for (const name of ["", ...Object.keys(PRESETS)]) {
+      const opt = el("option", "", { value: name, i18n: `preset.${name || "none"}` });
+      preset.append(opt);
+    }
+    // "none" keeps the fields as they are; a preset fills them with its values.
+    preset.addEventListener("change", () => preset.value && fill(presetValues(preset.value, defaults)));
+    inputs.preset = preset;
+    field("preset", preset, { wide: true });
     for (const name of ["dataset", "activation", "init", "optimizer"]) {
       const select = el("select", "", { id: `setup-${name}` });
       for (const option of choices[name]) {
@@ -185,6 +210,7 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
 
   function fill(config) {
     const values = { ...defaults, ...config };
+    inputs.preset.value = PRESETS[values.preset] ? values.preset : "";
     for (const name of SELECT_FIELDS) if (choices[name].includes(values[name])) inputs[name].value = values[name];
     for (const box of inputs.variants) box.checked = (values.variants ?? []).includes(box.value);
     for (const name of NUMBER_FIELDS) inputs[name].value = values[name] === null || values[name] === undefined ? "" : formatNumber(values[name]);
@@ -219,6 +245,7 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
   function rawValues() {
     const raw = {};
     for (const name of SELECT_FIELDS) raw[name] = inputs[name].value;
+    raw.preset = inputs.preset.value;
     raw.variants = inputs.variants.filter((box) => box.checked).map((box) => box.value);
     for (const name of NUMBER_FIELDS) raw[name] = inputs[name].value;
     return raw;

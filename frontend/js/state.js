@@ -128,7 +128,7 @@ function applyFrame(state, msg) {
   let hasTest = false;
   for (const [name, entry] of Object.entries(variants)) {
     if (entry && entry.test) {
-      tests[name] = { loss: entry.test.loss ?? null, acc: entry.test.acc ?? null };
+      tests[name] = testPoint(entry.test);
       hasTest = true;
     }
     if (entry && entry.status === "diverged" && !state.diverged[name]) {
@@ -199,6 +199,16 @@ function applyError(state, msg) {
 /** The columns kept, oldest first. */
 export function columnsOf(state) {
   return seriesItems(state.columns);
+}
+
+// Test accuracy besides eval mode, on variants with running statistics (protocol.md).
+export const INFERENCE_KEYS = ["acc_train_mode", "acc_population"];
+
+/** A variant's test metrics: loss and acc, plus the inference variants it carries. */
+function testPoint(test) {
+  const point = { loss: test.loss ?? null, acc: test.acc ?? null };
+  for (const key of INFERENCE_KEYS) if (key in test) point[key] = test[key] ?? null;
+  return point;
 }
 
 /** The test-metric points kept, oldest first. */

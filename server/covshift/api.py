@@ -1,13 +1,14 @@
-"""HTTP routes: health, and runs (list, create, read, change, stop, export). Thin: the manager
-does the work; errors map to status codes in app.py."""
+"""HTTP routes: health, and runs (list, create, read, change, stop, export, report). Thin:
+the manager does the work; errors map to status codes in app.py."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
@@ -16,6 +17,7 @@ from .deps import Manager, RunDep
 from .errors import ConfigError
 from .export import csv_lines
 from .lifecycle import RunInfo
+from .run_report import report_filename, report_html
 from .schemas import RunPatch, RunRequest
 
 router = APIRouter()
@@ -123,3 +125,23 @@ async def export_run(
     return StreamingResponse(
         (line + "\n" for line in lines), media_type="application/x-ndjson", headers=headers
     )
+
+
+@router.get(
+    "/api/runs/{run_id}/report",
+    tags=["runs"],
+    response_class=HTMLResponse,
+    responses={
+        **NOT_FOUND,
+        409: {"model": Problem, "description": "the run has no data yet"},
+        200: {"description": "the run's self-contained HTML report (plotly.js inlined)"},
+    },
+)
+async def report_run(run: RunDep, manager: Manager) -> Response:
+    """Download the HTML report of a live or finished run: the same one `covshift run --out`
+    writes, from every message the run has recorded so far."""
+    in_memory = run.export_lines()
+    lines: Iterator[str] = iter(in_memory) if in_memory is not None else manager.store.lines(run.id)
+    html = await asyncio.to_thread(report_html, run.id, lines)
+    headers = {"content-disposition": f'attachment; filename="{report_filename(run.id)}"'}
+    return HTMLResponse(html, headers=headers)

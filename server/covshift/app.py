@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 from . import __version__, api, ws
 from .errors import ConfigError
 from .run import RunNotActive, WorkerTimeout
+from .run_report import NoDataYet
 from .runs import RunManager, TooManyRuns, UnknownRun
 from .security import BodyLimitMiddleware, SecurityHeadersMiddleware
 from .settings import Settings
@@ -93,6 +94,7 @@ def _add_errors(app: FastAPI) -> None:
     statuses: dict[type[Exception], int] = {
         UnknownRun: 404,
         RunNotActive: 409,
+        NoDataYet: 409,
         ConfigError: 422,
         TooManyRuns: 429,
         StoreError: 507,

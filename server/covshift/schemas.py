@@ -11,6 +11,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .config import BatchSize, BnMomentum, LearningRate, RunConfig
+from .presets import PRESETS, preset_config
+
+RUN_PRESETS = tuple(name for name, preset in PRESETS.items() if preset.sweep is None)
 
 
 def _request_schema(schema: dict[str, Any]) -> None:
@@ -18,13 +21,35 @@ def _request_schema(schema: dict[str, Any]) -> None:
     schema["examples"] = [
         {"dataset": "moons", "variants": ["plain", "bn"], "depth": 2, "width": 16},
         {"dataset": "digits", "activation": "relu", "lr": 1.0, "batch_size": 16},
+        {"preset": "paper-fig1"},
+        {"preset": "noisy-bn", "steps": 2000, "lr": 0.2},
     ]
 
 
 class RunRequest(RunConfig):
-    """POST /api/runs: a run config. Unset fields take RunConfig's defaults."""
+    """POST /api/runs: a run config. Unset fields take the preset's values, if one is named,
+    else RunConfig's defaults."""
 
     model_config = ConfigDict(json_schema_extra=_request_schema)
+
+    preset: str | None = Field(
+        default=None,
+        description="a named experiment whose values apply under the fields given: "
+        + ", ".join(RUN_PRESETS)
+        + " (sweeps run from the CLI)",
+        examples=list(RUN_PRESETS),
+    )
+
+    @field_validator("preset")
+    @classmethod
+    def _known_run_preset(cls, value: str | None) -> str | None:
+        if value is None or value in RUN_PRESETS:
+            return value
+        if value in PRESETS:
+            raise ValueError(
+                f"{value!r} is a sweep; sweeps run from the CLI (covshift run --preset {value})"
+            )
+        raise ValueError(f"unknown preset {value!r}; one of {', '.join(RUN_PRESETS)}")
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -41,9 +66,17 @@ class RunRequest(RunConfig):
         return self
 
     def to_config(self, mnist_dir: str | None) -> RunConfig:
-        """The RunConfig to train, with the server's MNIST directory filled in."""
-        values = self.model_dump(exclude={"data_dir"})
-        if self.dataset == "mnist":
+        """The RunConfig to train (the preset's values under the fields given), with the
+        server's MNIST directory filled in."""
+        if self.preset is not None:
+            explicit = self.model_dump(include=self.model_fields_set - {"data_dir", "preset"})
+            return self._with_mnist_dir(preset_config(self.preset, explicit), mnist_dir)
+        return self._with_mnist_dir(self, mnist_dir)
+
+    @staticmethod
+    def _with_mnist_dir(config: RunConfig, mnist_dir: str | None) -> RunConfig:
+        values = config.model_dump(exclude={"data_dir", "preset"})
+        if config.dataset == "mnist":
             if mnist_dir is None:
                 raise ValueError(
                     "dataset: 'mnist' is not available on this server "

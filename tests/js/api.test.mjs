@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { exportUrl, fieldErrors } from "../../frontend/js/api.js";
+import { exportUrl, fieldErrors, reportUrl } from "../../frontend/js/api.js";
 
 test("FastAPI's validation list maps to fields", () => {
   const body = { detail: [{ loc: ["body", "lr"], msg: "Input should be less than or equal to 10" }, { loc: ["body"], msg: "bad" }] };
@@ -28,4 +28,5 @@ test("problems naming no known field stay general", () => {
 
 test("export links name the run and the format", () => {
   assert.equal(exportUrl("a/b", "csv"), "/api/runs/a%2Fb/export?format=csv");
+  assert.equal(reportUrl("a/b"), "/api/runs/a%2Fb/report");
 });

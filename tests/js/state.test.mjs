@@ -38,6 +38,14 @@ test("frames append in order and set the current step, epoch and newest column",
   assert.deepEqual(testsOf(state)[0].variants.bn, { loss: 0.69, acc: 0.55 });
 });
 
+test("test points keep train-mode and population accuracy when a frame carries them", () => {
+  const measured = frame(0, { test: true });
+  measured.variants.bn.test = { ...measured.variants.bn.test, acc_train_mode: 0.4, acc_population: 0.56 };
+  const state = run([hello(), measured]);
+  assert.deepEqual(testsOf(state)[0].variants.bn, { loss: 0.69, acc: 0.55, acc_train_mode: 0.4, acc_population: 0.56 });
+  assert.equal("acc_train_mode" in testsOf(state)[0].variants.plain, false);
+});
+
 test("frames before any hello are ignored (nothing to interpret them with)", () => {
   const state = run([frame(0)]);
   assert.equal(columnsOf(state).length, 0);

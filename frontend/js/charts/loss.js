@@ -1,11 +1,44 @@
 /** Loss and accuracy per variant: training (this batch) as lines, test (held out) as dashed lines. */
 
 import { t } from "../i18n.js";
-import { columnsOf, testsOf } from "../state.js";
+import { columnsOf, INFERENCE_KEYS, testsOf } from "../state.js";
 import { extent, stepsOf, testMetric, trainMetric } from "../series.js";
 import { setLegend } from "./card.js";
 import { followHover } from "./cursor.js";
 import { baseLayout, eventMarkerTrace, eventShapes, placeCursor, react, stepAxis, valueAxis, variantColor, variantName, withAlpha } from "./plot.js";
+
+// Accuracy in train mode ("forgot eval()") and with population statistics, when measured.
+const INFERENCE_DASH = { acc_train_mode: "dash", acc_population: "dashdot" };
+
+/** Whether any kept test point carries `key` for some variant. */
+function measured(tests, key) {
+  return tests.some((point) => Object.values(point.variants).some((entry) => entry && key in entry));
+}
+
+function inferenceTraces(state, tests, panel) {
+  if (panel.key !== "acc") return [];
+  const out = [];
+  for (const key of INFERENCE_KEYS) {
+    if (!measured(tests, key)) continue;
+    state.variants.forEach((variant, i) => {
+      const series = testMetric(tests, variant, key);
+      if (!series.y.some((value) => value !== null)) return;
+      const color = variantColor(variant, i);
+      out.push({
+        type: "scatter",
+        mode: "lines",
+        x: series.x,
+        y: series.y,
+        xaxis: panel.xaxis,
+        yaxis: panel.yaxis,
+        name: `${variantName(variant)} · ${t(`legend.${key}`)}`,
+        line: { color: withAlpha(color, 0.8), width: 1.1, dash: INFERENCE_DASH[key] },
+        hovertemplate: "%{y:.3f}",
+      });
+    });
+  }
+  return out;
+}
 
 // Hundreds of SVG markers cost more than the rest of the chart: dots only while few.
 const MARKERS_UP_TO = 40;
@@ -53,7 +86,7 @@ function traces(state, columns, tests, panel) {
       hovertemplate: "%{y:.3f}",
     });
   });
-  return out;
+  return [...out, ...inferenceTraces(state, tests, panel)];
 }
 
 export function createLossChart(card, { cursor, runKey }) {
@@ -79,6 +112,7 @@ export function createLossChart(card, { cursor, runKey }) {
         ...state.variants.map((variant, i) => ({ label: variantName(variant), color: variantColor(variant, i), width: 3 })),
         { label: t("legend.train"), color: "#666", width: 1.3 },
         { label: t("legend.test"), color: "#666", width: 1.2, dash: "dot" },
+        ...INFERENCE_KEYS.filter((key) => measured(tests, key)).map((key) => ({ label: t(`legend.${key}`), color: "#666", width: 1.1, dash: INFERENCE_DASH[key] })),
       ]);
       if (!hooked && card.plot.on) {
         followHover(card.plot, cursor);

@@ -1,0 +1,29 @@
+/** The new-run form's pure parts: preset values and the config it POSTs. */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { buildConfig, CHOICES, DEFAULTS, PRESETS, presetValues } from "../../frontend/js/setup.js";
+
+test("a preset fills the form over the defaults and is named in the values", () => {
+  const values = presetValues("noisy-bn");
+  assert.deepEqual(values.variants, ["plain", "bn", "noisy_bn"]);
+  assert.equal(values.activation, "sigmoid");
+  assert.equal(values.preset, "noisy-bn");
+  assert.equal(values.seed, DEFAULTS.seed);
+  assert.equal(presetValues("paper-fig1").steps, 50000);
+  assert.deepEqual(presetValues("").preset, "");
+  assert.deepEqual(Object.keys(PRESETS), ["paper-fig1", "noisy-bn"]); // no sweeps: CLI only
+});
+
+test("the config names the preset only when one is chosen", () => {
+  const raw = Object.fromEntries(Object.entries(presetValues("paper-fig1")).map(([k, v]) => [k, Array.isArray(v) ? v : String(v)]));
+  const { config } = buildConfig(raw, { cumulative: false });
+  assert.equal(config.preset, "paper-fig1");
+  assert.equal(config.batch_size, 60);
+  const plain = buildConfig({ ...raw, preset: "" }, { cumulative: false }).config;
+  assert.equal("preset" in plain, false);
+});
+
+test("every variant is offered", () => {
+  assert.deepEqual(CHOICES.variants, ["plain", "bn", "bn_after", "ln", "gn", "wn", "brn", "noisy_bn", "ghost_bn"]);
+});
