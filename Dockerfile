@@ -1,7 +1,7 @@
 # covshift demo image: `docker run --rm -p 8000:8000 covshift` serves the live dashboard.
 # Build: docker build -t covshift .   (see README.md, "Docker demo")
 # Offline build (no index reachable): put wheels of torch and the dependencies in
-# docker/wheels (scripts/docker-smoke does this) 
+# docker/wheels (scripts/docker-smoke does this)
 # and pass --build-arg OFFLINE=1.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
@@ -25,9 +25,10 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin covshift \
     && mkdir /data && chown covshift:covshift /data
 WORKDIR /app
 
-# 1. torch: the largest layer, first, so code changes never reinstall it.
-COPY docker/wheels/ /tmp/wheels/
-RUN if [ "$OFFLINE" = "1" ]; then \
+# 1. torch: the largest layer, first, so code changes never reinstall it. The local
+#    wheels are bind-mounted, not copied, so they never become a layer of the image.
+RUN --mount=type=bind,source=docker/wheels,target=/tmp/wheels \
+    if [ "$OFFLINE" = "1" ]; then \
         pip install --no-index --find-links /tmp/wheels "torch==${TORCH_VERSION}"; \
     else \
         pip install --index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}"; \
@@ -36,7 +37,8 @@ RUN if [ "$OFFLINE" = "1" ]; then \
 # 2. the other dependencies and the build backend, read from pyproject.toml
 #    (this layer is reused until pyproject.toml changes).
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
+RUN --mount=type=bind,source=docker/wheels,target=/tmp/wheels \
+    python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
 print(*p['project']['dependencies'], *p['build-system']['requires'], sep='\n')" > /tmp/requirements.txt \
     && if [ "$OFFLINE" = "1" ]; then \
         pip install --no-index --find-links /tmp/wheels -r /tmp/requirements.txt; \
@@ -48,7 +50,7 @@ print(*p['project']['dependencies'], *p['build-system']['requires'], sep='\n')" 
 COPY server/ server/
 COPY frontend/ frontend/
 RUN pip install --no-deps --no-build-isolation . \
-    && rm -rf /tmp/wheels /tmp/requirements.txt build
+    && rm -rf /tmp/requirements.txt build
 
 USER 10001
 VOLUME ["/data"]

@@ -23,7 +23,8 @@ import httpx
 import websockets
 
 RUN = {"dataset": "digits", "steps": 10_000_000}
-CATCH_UP_S = 2.0
+# New clients first replay the run's history; latency counts once all are live.
+CATCH_UP_LIMIT_S = 60.0
 FRAME_PREFIX = '{"v":1,"type":"frame","step":'
 
 
@@ -67,29 +68,49 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def _watch(base: str, run_id: str, clients: int, seconds: float) -> list[tuple[int, float]]:
-    """Connect clients; record (step, arrival) of the live frames (not the history replay)."""
+async def _watch(
+    base: str, run_id: str, clients: int, seconds: float, all_live: asyncio.Event
+) -> list[tuple[int, float]]:
+    """Connect clients; once every one has replayed the history and reached live frames,
+    record (step, arrival) of each live frame for `seconds`."""
     received: list[tuple[int, float]] = []
     async with httpx.AsyncClient() as http:
         replayed_up_to = (await http.get(f"{base}/api/runs/{run_id}")).json()["step"]
-
-    # New clients first replay the run's history; latency counts once that is done.
-    settled = time.monotonic() + CATCH_UP_S
+    live = 0
+    hard_stop = time.monotonic() + seconds + CATCH_UP_LIMIT_S
 
     async def one() -> None:
+        nonlocal live
         url = base.replace("http", "ws", 1) + f"/ws/runs/{run_id}"
         async with websockets.connect(url, max_size=None, compression=None) as ws:
-            end = time.monotonic() + seconds
+            caught_up = False
+            end = hard_stop
             while time.monotonic() < end:
                 text = await ws.recv()
                 now = time.monotonic()
-                if isinstance(text, str) and text.startswith(FRAME_PREFIX):
-                    # the step is the first field: no need to parse ~50 KB per frame
-                    step = int(text[len(FRAME_PREFIX) : text.index(",", len(FRAME_PREFIX))])
-                    if step > replayed_up_to and now > settled:
-                        received.append((step, now))
+                if not (isinstance(text, str) and text.startswith(FRAME_PREFIX)):
+                    continue
+                # the step is the first field: no need to parse the whole frame
+                step = int(text[len(FRAME_PREFIX) : text.index(",", len(FRAME_PREFIX))])
+                if not caught_up and step > replayed_up_to:
+                    caught_up = True
+                    live += 1
+                    if live == clients:
+                        all_live.set()
+                if all_live.is_set():
+                    end = min(end, measuring_until)
+                    received.append((step, now))
 
+    measuring_until = hard_stop
+
+    async def start_clock() -> None:
+        nonlocal measuring_until
+        await all_live.wait()
+        measuring_until = time.monotonic() + seconds
+
+    clock = asyncio.create_task(start_clock())
     await asyncio.gather(*(one() for _ in range(clients)))
+    clock.cancel()
     return received
 
 
@@ -114,13 +135,14 @@ async def _measure(
         }
         arrivals: dict[int, list[tuple[int, float]]] = {}
         for n in clients:
-            watching = asyncio.create_task(_watch(base, run_id, n, seconds + CATCH_UP_S))
-            await asyncio.sleep(1)
+            all_live = asyncio.Event()
+            watching = asyncio.create_task(_watch(base, run_id, n, seconds, all_live))
+            await asyncio.wait_for(all_live.wait(), CATCH_UP_LIMIT_S)
             results[f"steps_per_s_{n}_clients"] = await _steps_per_s(http, base, run_id, seconds)
             arrivals[n] = await watching
         rss = [_rss_mb(pid)]
         soak_end = time.monotonic() + soak_s
-        soak = asyncio.create_task(_watch(base, run_id, 5, soak_s))
+        soak = asyncio.create_task(_watch(base, run_id, 5, soak_s, asyncio.Event()))
         while time.monotonic() < soak_end:
             await asyncio.sleep(max(1.0, soak_s / 20))
             rss.append(_rss_mb(pid))

@@ -57,3 +57,25 @@ def test_json_safe_escapes_pointer_keys_and_keeps_finite_records_unflagged() -> 
     assert record == {"v": 1, "odd/key~": None, "fine": 2.0, "nonfinite": {"/odd~1key~0": "inf"}}
     assert "nonfinite" not in json_safe({"x": [1.0, 2.0]})
     assert message("hello")["v"] == SCHEMA_VERSION
+
+
+def test_float32_values_are_written_short_and_round_trip_exactly() -> None:
+    generator = torch.Generator().manual_seed(0)
+    exponents = torch.randint(-12, 9, (4000,), generator=generator).double()
+    values = (torch.randn(4000, generator=generator, dtype=torch.float64) * 10**exponents).float()
+    values[:4] = torch.tensor([0.1, -0.0, 1e-30, 3e12])
+    packer = Packer()
+    written = packer.resolve({"x": packer.add(values)})["x"]
+    back = torch.tensor(written, dtype=torch.float64).float()
+    assert torch.equal(back, values), "every float32 survives the trip bit for bit"
+    text = json.dumps(written)
+    assert len(text) < 15 * len(written)  # float64 reprs of float32 values need ~20
+    assert written[0] == 0.100000001  # float32(0.1) to 9 significant digits
+
+
+def test_float64_parts_are_not_rounded() -> None:
+    packer = Packer()
+    value = 0.123456789012345678
+    assert packer.resolve({"x": packer.add(torch.tensor(value, dtype=torch.float64))}) == {
+        "x": value
+    }

@@ -57,7 +57,7 @@ class Packer:
             return json_safe(filled) if self.unpacked_nonfinite else filled
         floats = [part for part in self._parts if part.is_floating_point()]
         # One transfer to the host: the frame's only sync point.
-        flat = torch.cat([part.reshape(-1).double() for part in self._parts]).cpu()
+        flat = torch.cat([_widen(part.reshape(-1)) for part in self._parts]).cpu()
         bad = bool((~torch.isfinite(flat)).any()) if floats else False
         sizes = [part.numel() for part in self._parts]
         parts: list[Json] = []
@@ -70,6 +70,21 @@ class Packer:
         if (bad or self.unpacked_nonfinite) and isinstance(filled, dict):
             return json_safe(filled)
         return filled
+
+
+def _widen(values: torch.Tensor) -> torch.Tensor:
+    """float64 copy of a part. float32 values become the double nearest to their 9-digit
+    decimal: JSON then writes ~10 characters instead of 17-19, and casting the number back
+    to float32 gives exactly the original bits (9 significant digits round-trip float32)."""
+    wide = values.double()
+    if values.dtype != torch.float32:
+        return wide
+    magnitude = wide.abs()
+    exponent = 8 - torch.floor(torch.log10(torch.where(magnitude > 0, magnitude, 1.0)))
+    # Only where 10**exponent is an exact double (0..22) is the rounding exact.
+    usable = torch.isfinite(wide) & (magnitude > 0) & (exponent >= 0) & (exponent <= 22)
+    scale = torch.pow(10.0, exponent.clamp(0, 22))
+    return torch.where(usable, torch.round(wide * scale) / scale, wide)
 
 
 def _fill(template: Json, parts: list[Json]) -> Json:

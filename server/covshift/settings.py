@@ -51,9 +51,9 @@ class Settings(BaseSettings):
     # host otherwise. ["*"] allows any host.
     allowed_hosts: list[str] | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
-    # ~50 KB per frame for the default config: 1000 frames is ~50 MB per live run, and
-    # what a new tab downloads on connect.
-    history_frames: int = Field(default=1000, ge=2, le=1_000_000)
+    # ~30 KB per frame for the default config: 500 frames is ~15 MB per live run, what a
+    # new tab downloads on connect, and as many columns as the page's charts keep.
+    history_frames: int = Field(default=500, ge=2, le=1_000_000)
     client_queue: int = Field(
         default=256, ge=1, le=100_000, description="messages buffered per client"
     )
