@@ -27,7 +27,7 @@ export const DEFAULTS = {
   batch_size: 60,
   bn_momentum: 0.1,
   steps: 2000,
-  probe_every: 25,
+  probe_every: 50,
   test_every: 100,
   bins: 64,
   seed: 0,

@@ -88,9 +88,10 @@ class RunConfig(BaseModel):
         description="fraction of steps over which r_max and d_max relax from 1 and 0",
     )
     steps: int = Field(2000, ge=1, le=10_000_000)
-    # One frame costs about as much as two training steps of the default network, so
-    # every 25th step keeps training at >= 90% speed and still streams ~40 frames/s.
-    probe_every: int = Field(25, ge=1, le=100_000, description="steps between probed frames")
+    # One frame costs about as much as three training steps of the default network, so
+    # every 50th step keeps training at >= 90% speed and still streams ~20 frames/s,
+    # more than the page redraws (each chart at least twice a second).
+    probe_every: int = Field(50, ge=1, le=100_000, description="steps between probed frames")
     test_every: int = Field(100, ge=1, le=1_000_000, description="steps between test evals")
     # One measurement costs about ten forward/backward passes per variant, ~12% of the
     # training time at every 100th step (ICS_EVERY_WHEN_ON). Off by default so a plain

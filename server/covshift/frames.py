@@ -55,13 +55,20 @@ class Packer:
         if not self._parts:
             filled = _fill(template, [])
             return json_safe(filled) if self.unpacked_nonfinite else filled
-        floats = [part for part in self._parts if part.is_floating_point()]
+        # float32 parts first (shortened in one go), then the rest, all as float64.
+        order = sorted(range(len(self._parts)), key=lambda i: self._parts[i].dtype != torch.float32)
+        n_short = sum(1 for part in self._parts if part.dtype == torch.float32)
+        pieces = [self._parts[i].reshape(-1) for i in order]
+        wide = [_widen(torch.cat(pieces[:n_short]))] if n_short else []
+        wide += [piece.double() for piece in pieces[n_short:]]
         # One transfer to the host: the frame's only sync point.
-        flat = torch.cat([_widen(part.reshape(-1)) for part in self._parts]).cpu()
-        bad = bool((~torch.isfinite(flat)).any()) if floats else False
-        sizes = [part.numel() for part in self._parts]
+        flat = torch.cat(wide).cpu()
+        bad = bool((~torch.isfinite(flat)).any())
+        chunks: list[torch.Tensor] = [flat] * len(order)
+        for i, chunk in zip(order, torch.split(flat, [p.numel() for p in pieces]), strict=True):
+            chunks[i] = chunk
         parts: list[Json] = []
-        for original, chunk in zip(self._parts, torch.split(flat, sizes), strict=True):
+        for original, chunk in zip(self._parts, chunks, strict=True):
             values = chunk.view(original.shape)
             parts.append(
                 values.tolist() if original.is_floating_point() else values.long().tolist()
@@ -87,9 +94,15 @@ def _widen(values: torch.Tensor) -> torch.Tensor:
     return torch.where(usable, torch.round(wide * scale) / scale, wide)
 
 
+class Filled(dict[str, Any]):
+    """A dict already holding plain values: resolving a template leaves it as it is."""
+
+
 def _fill(template: Json, parts: list[Json]) -> Json:
     if isinstance(template, Slot):
         return template.read(parts)
+    if isinstance(template, Filled):
+        return template
     if isinstance(template, dict):
         return {key: _fill(value, parts) for key, value in template.items()}
     if isinstance(template, list):

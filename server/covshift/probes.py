@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .frames import Json, Packer, Slot
+from .frames import Filled, Json, Packer, Slot
 from .histogram import RowStats, make_edges, nice_ceil, reduce_rows, wasserstein1
 from .models import MLP
 from .norms import normalized
@@ -258,16 +258,16 @@ def _tap_dicts(stats: RowStats) -> list[dict[str, Json]]:
     percentiles = stats.percentiles.tolist()
     moments = torch.stack([stats.mean, stats.std, stats.min, stats.max], 1).tolist()
     return [
-        {
-            "counts": counts[i],
-            "underflow": tallies[i][0],
-            "overflow": tallies[i][1],
-            "nonfinite": tallies[i][2],
-            "percentiles": percentiles[i],
-            "mean": moments[i][0],
-            "std": moments[i][1],
-            "min": moments[i][2],
-            "max": moments[i][3],
-        }
+        Filled(
+            counts=counts[i],
+            underflow=tallies[i][0],
+            overflow=tallies[i][1],
+            nonfinite=tallies[i][2],
+            percentiles=percentiles[i],
+            mean=moments[i][0],
+            std=moments[i][1],
+            min=moments[i][2],
+            max=moments[i][3],
+        )
         for i in range(len(counts))
     ]
