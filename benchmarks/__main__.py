@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from . import core, server
+from . import browser, core, server
 
 TARGETS = {
     ("throughput", "ratio_default"): (">=", 0.90),
@@ -21,6 +21,11 @@ TARGETS = {
     ("server", "latency_p95_ms_50_clients"): ("<=", 100.0),
     ("server", "watched_50_over_headless"): (">=", 0.85),
     ("server", "rss_growth"): ("<=", 0.10),
+    ("browser", "serve_to_first_chart_s"): ("<=", 5.0),
+    ("browser", "main_thread_busy"): ("<=", 0.50),
+    ("browser", "slowest_visible_chart_refreshes_per_s"): (">=", 2.0),
+    ("browser", "tasks_over_50ms_after_first_render"): ("<=", 0.0),
+    ("browser", "control_ack_p95_ms"): ("<=", 100.0),
 }
 
 
@@ -31,6 +36,7 @@ def main() -> int:
     args = parser.parse_args()
     results = core.run_all(args.quick)
     results["server"] = server.run_server_benchmark(args.quick)
+    results["browser"] = browser.run_browser_benchmark(args.quick)
     print(
         f"covshift benchmarks ({'quick' if args.quick else 'full'}); torch {torch.__version__}, "
         f"{platform.machine()}, {torch.get_num_threads()} thread(s)"
