@@ -3,20 +3,11 @@
 import { BOUNDS, boundsText, formatNumber, fromSlider, skippedAt, SLIDER_STEPS, toSlider, validate } from "./bounds.js";
 import { t } from "./i18n.js";
 import { variantName } from "./charts/plot.js";
+import { el } from "./dom.js";
 
 const ACTIVE = new Set(["created", "running", "paused"]);
 // After a person touches a control, the stream does not overwrite it for this long.
 const EDIT_HOLD_MS = 2500;
-
-function el(tag, className, attrs = {}) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  for (const [name, value] of Object.entries(attrs)) {
-    if (name === "i18n") node.dataset.i18n = value;
-    else node.setAttribute(name, value);
-  }
-  return node;
-}
 
 function formatValue(field, value) {
   if (field === "bn_momentum" && value === null) return "";

@@ -3,6 +3,7 @@
 import { createRun, fieldErrors } from "./api.js";
 import { boundsText, formatNumber, validate } from "./bounds.js";
 import { t, translatePage } from "./i18n.js";
+import { el } from "./dom.js";
 
 // Choices as server/covshift/config.py lists them; the server's OpenAPI schema, when it
 // can be read, replaces them (so a variant added on the server shows up here).
@@ -100,16 +101,6 @@ export function buildConfig(raw, { cumulative }) {
     else errors[field] = t(result.key, result.params);
   }
   return Object.keys(errors).length ? { errors } : { config };
-}
-
-function el(tag, className, attrs = {}) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  for (const [name, value] of Object.entries(attrs)) {
-    if (name === "i18n") node.dataset.i18n = value;
-    else node.setAttribute(name, value);
-  }
-  return node;
 }
 
 /**
