@@ -54,6 +54,8 @@ BOUNDS = [
     ("brn_ramp", 1.0, 1.01),
     ("ics_every", 0, -1),
     ("ics_every", 1_000_000, 1_000_001),
+    ("drift_window", 1, 0),
+    ("drift_window", 10_000, 10_001),
 ]
 
 

@@ -3,6 +3,8 @@ their update rule (checked against a NumPy recomputation from the frames)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from covshift.config import RunConfig
 from covshift.models import build_variants
 from covshift.probes import capture, tap_values
 from covshift.trainer import Trainer
+from scipy.stats import wasserstein_distance
 
 
 def _hook_count(model: torch.nn.Module) -> int:
@@ -94,3 +97,57 @@ def test_frame_batch_statistics_match_a_numpy_recomputation() -> None:
         + taps["linear_out"]["overflow"]
         == 20 * 10
     )
+
+
+def _act_input_frames(config: RunConfig, frames: int) -> tuple[Trainer, list[dict[str, Any]]]:
+    trainer = Trainer(config)
+    found: list[dict[str, Any]] = []
+    while len(found) < frames:
+        found += [m for m in trainer.train_step() if m["type"] == "frame"]
+    return trainer, found
+
+
+def test_windowed_drift_matches_scipy_against_the_frame_drift_window_back() -> None:
+    window = 3
+    config = RunConfig(
+        depth=2, width=8, batch_size=16, steps=20, probe_every=1, ics_every=0, drift_window=window
+    )
+    trainer, frames = _act_input_frames(config, 8)
+    for variant in config.variants:
+        for layer in range(config.depth):
+            edges = trainer.probe.edges[layer, "act_input"].double().numpy()
+            width = edges[1] - edges[0]
+            centres = np.concatenate(
+                [[edges[0] - width / 2], edges[:-1] + width / 2, [edges[-1] + width / 2]]
+            )
+            entries = [f["variants"][variant]["layers"][layer] for f in frames]
+            full = [
+                np.array(
+                    [
+                        e["taps"]["act_input"]["underflow"],
+                        *e["taps"]["act_input"]["counts"],
+                        e["taps"]["act_input"]["overflow"],
+                    ],
+                    dtype=np.float64,
+                )
+                for e in entries
+            ]
+            assert entries[0]["drift"] is None  # nothing to compare the first frame with
+            for n in range(1, len(frames)):
+                # drift_window frames back, or the oldest kept (the first) while fewer exist
+                earlier = full[max(0, n - window)]
+                expected = wasserstein_distance(centres, centres, earlier, full[n])
+                got = entries[n]["drift"]["w1_window"]
+                assert got == pytest.approx(expected, rel=1e-4, abs=1e-7)
+                if n <= window:
+                    assert got == pytest.approx(entries[n]["drift"]["w1_start"], rel=1e-6)
+
+
+def test_windowed_drift_of_one_frame_is_the_frame_to_frame_drift() -> None:
+    config = RunConfig(
+        depth=1, width=8, batch_size=16, steps=10, probe_every=1, ics_every=0, drift_window=1
+    )
+    _, frames = _act_input_frames(config, 5)
+    drifts = [f["variants"][v]["layers"][0]["drift"] for f in frames[1:] for v in config.variants]
+    assert all(d["w1_window"] == d["w1"] for d in drifts)
+    assert any(d["w1"] > 0 for d in drifts)

@@ -7,6 +7,7 @@ import { createCard } from "./charts/card.js";
 import { createDistributionChart } from "./charts/distribution.js";
 import { createDriftChart } from "./charts/drift.js";
 import { createHeatmap } from "./charts/heatmap.js";
+import { createIcsChart } from "./charts/ics.js";
 import { createLossChart } from "./charts/loss.js";
 import { purge } from "./charts/plot.js";
 
@@ -48,9 +49,11 @@ export function createDashboard({ overview, layersRoot, scheduler, view, cursor,
 
     const loss = createCard({ title: "chart.loss", note: "note.loss", className: "wide" });
     const drift = createCard({ title: "chart.drift", note: "note.drift", className: "wide" });
-    overview.append(loss.root, drift.root);
+    const ics = createCard({ title: "chart.ics", note: "note.ics", className: "wide ics" });
+    overview.append(loss.root, drift.root, ics.root);
     add(createLossChart(loss, context), loss);
     add(createDriftChart(drift, context), drift);
+    add(createIcsChart(ics, context), ics);
 
     const hasNorm = normalizedVariants(state).length > 0;
     for (let layer = 0; layer < state.depth; layer += 1) {

@@ -23,6 +23,30 @@ export function testMetric(tests, variant, key) {
   return { x, y };
 }
 
+/**
+ * One variant's gradient ICS at one layer (0-based; depth is the output layer) over the
+ * ICS points: `key` is "grad_diff" (‖G − G′‖₂) or "grad_cos" (cos(G, G′)). Points without
+ * this variant (skipped, diverged) are left out; non-finite values become gaps.
+ */
+export function icsMetric(points, variant, layer, key) {
+  const x = [];
+  const y = [];
+  for (const point of points) {
+    const layers = point.variants[variant];
+    if (!layers) continue;
+    x.push(point.step);
+    y.push(finiteOrNull(layers[layer]?.[key]));
+  }
+  return { x, y };
+}
+
+/** The number of layers the ICS points measure (hidden layers + output), 0 when none. */
+export function icsLayers(points) {
+  let n = 0;
+  for (const point of points) for (const layers of Object.values(point.variants)) n = Math.max(n, layers.length);
+  return n;
+}
+
 /** One layer's stats for one variant in one column, or null (skipped, diverged, no such layer). */
 export function layerOf(column, variant, layer) {
   return column?.variants?.[variant]?.layers?.[layer] ?? null;

@@ -61,6 +61,7 @@ export function createState({ capacity = DEFAULT_CAPACITY, maxEvents = MAX_EVENT
     epoch: null,
     columns: createSeries(capacity), // one per frame: {step, epoch, lr, batch_size, variants}
     tests: createSeries(capacity), // frames with test metrics: {step, variants: {v: {loss, acc}}}
+    ics: createSeries(capacity), // frames with gradient ICS: {step, variants: {v: [{grad_diff, grad_cos, grad_norm}]}}
     latest: null, // the newest column (the "current distribution")
     events: [], // {step, kind, ...} in arrival order, at most maxEvents
     skipped: null, // {step, variants, reason} while some variant cannot train
@@ -136,6 +137,8 @@ function applyFrame(state, msg) {
     }
   }
   if (hasTest) pushSeries(state.tests, { step: msg.step, variants: tests });
+  const ics = icsPoint(variants);
+  if (ics) pushSeries(state.ics, { step: msg.step, variants: ics });
   if (state.skipped && state.skipped.variants.every((v) => variants[v]?.status === "training")) {
     state.skipped = null; // the skipped variants train again (batch size back above 1)
   }
@@ -219,4 +222,28 @@ export function testsOf(state) {
 /** Variants that normalise with batch statistics (and so have BN internals to show). */
 export function bnVariants(state) {
   return state.variants.filter((name) => (state.hello?.variants?.[name]?.taps ?? []).includes("bn_xhat"));
+}
+
+/**
+ * The gradient ICS of one frame (only ICS steps carry it, every ics_every): per variant,
+ * its `ics.layers` (hidden layers, then the output layer), or null when no variant has one.
+ */
+function icsPoint(variants) {
+  let point = null;
+  for (const [name, entry] of Object.entries(variants)) {
+    const layers = entry?.ics?.layers;
+    if (!Array.isArray(layers)) continue;
+    point ??= {};
+    point[name] = layers.map((layer) => ({
+      grad_diff: layer?.grad_diff ?? null,
+      grad_cos: layer?.grad_cos ?? null,
+      grad_norm: layer?.grad_norm ?? null,
+    }));
+  }
+  return point;
+}
+
+/** The gradient ICS points kept, oldest first. */
+export function icsOf(state) {
+  return seriesItems(state.ics);
 }

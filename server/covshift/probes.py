@@ -6,6 +6,7 @@ Hooks live only inside `capture(...)`, which always removes them.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -102,14 +103,18 @@ def tap_values(model: MLP, layers: Captured) -> list[dict[str, torch.Tensor]]:
 class Probe:
     """Reduces captured tensors to per-layer stats over bin edges fixed once per run."""
 
-    def __init__(self, activation: str, bins: int) -> None:
+    def __init__(self, activation: str, bins: int, drift_window: int = 10) -> None:
         self.activation = activation
         self.bins = bins
+        self.drift_window = drift_window
         self.edges: dict[tuple[int, str], torch.Tensor] = {}
         # (variant, layer) -> act_input (full counts, [mean, std]) at the previous probe
         self._previous: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         # (variant, layer) -> act_input full counts at its first probe (step 0 unless skipped)
         self._first: dict[tuple[str, int], torch.Tensor] = {}
+        # (variant, layer) -> act_input full counts of its last `drift_window` probes, oldest
+        # first; bounded, so a long run keeps at most drift_window histograms per layer
+        self._window: dict[tuple[str, int], deque[torch.Tensor]] = {}
 
     def calibrate(self, values: dict[str, list[dict[str, torch.Tensor]]]) -> None:
         """Fix every (layer, tap)'s edges from one batch, shared by all variants (same axes)."""
@@ -221,6 +226,8 @@ class Probe:
         if seen:
             before_full = torch.stack([self._previous[layer_keys[k]][0] for k in seen])
             first_full = torch.stack([self._first[layer_keys[k]] for k in seen])
+            # drift_window frames back, or the oldest kept while fewer exist
+            window_full = torch.stack([self._window[layer_keys[k]][0] for k in seen])
             before = torch.stack([self._previous[layer_keys[k]][1] for k in seen])
             widths = torch.stack(
                 [
@@ -229,14 +236,17 @@ class Probe:
                     for k in seen
                 ]
             )[:, 0]
-            # One call for both comparisons: against the previous and against the first probe.
+            # One call for all three comparisons: against the previous probe, the first probe
+            # and the probe drift_window frames back.
             w1 = wasserstein1(
-                torch.cat([before_full, first_full]),
-                torch.cat([full[seen], full[seen]]),
-                widths.repeat(2),
-            ).reshape(2, -1)
+                torch.cat([before_full, first_full, window_full]),
+                full[seen].repeat(3, 1),
+                widths.repeat(3),
+            ).reshape(3, -1)
             change = (now[seen] - before).abs()
-            numbers = packer.add(torch.cat([w1[0][:, None], change, w1[1][:, None]], dim=1))
+            numbers = packer.add(
+                torch.cat([w1[0][:, None], change, w1[1][:, None], w1[2][:, None]], dim=1)
+            )
             for j, k in enumerate(seen):
                 slot = numbers.row(j)
                 result[layer_keys[k]] = {
@@ -244,10 +254,12 @@ class Probe:
                     "dmean": slot.row(1),
                     "dstd": slot.row(2),
                     "w1_start": slot.row(3),
+                    "w1_window": slot.row(4),
                 }
         for k, key in enumerate(layer_keys):
             self._previous[key] = (full[k], now[k])
             self._first.setdefault(key, full[k])
+            self._window.setdefault(key, deque(maxlen=self.drift_window)).append(full[k])
         return result
 
 

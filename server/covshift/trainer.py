@@ -82,7 +82,7 @@ class Trainer:
         self._cursor = 0
         self._epochs_done = 0
         self._pending: list[dict[str, Json]] = []
-        self.probe = Probe(config.activation, config.bins)
+        self.probe = Probe(config.activation, config.bins, config.drift_window)
         self._calibrate()
         self._note_skipped(config.batch_size)
 

@@ -54,7 +54,7 @@ function layer(step, { bn = false } = {}) {
   };
 }
 
-export function frame(step, { variants = ["plain", "bn"], depth = 2, test = false, lr = 0.5, batchSize = 60 } = {}) {
+export function frame(step, { variants = ["plain", "bn"], depth = 2, test = false, ics = false, lr = 0.5, batchSize = 60 } = {}) {
   const entries = {};
   for (const v of variants) {
     entries[v] = {
@@ -64,6 +64,17 @@ export function frame(step, { variants = ["plain", "bn"], depth = 2, test = fals
       layers: Array.from({ length: depth }, () => layer(step, { bn: v !== "plain" })),
     };
     if (test) entries[v].test = { loss: 0.69, acc: 0.55 };
+    // depth + 1 entries: the hidden layers, then the output layer; the first layer's G′ = G
+    if (ics) {
+      entries[v].ics = {
+        layers: Array.from({ length: depth + 1 }, (_, i) => ({
+          grad_diff: i === 0 ? 0 : (v === "plain" ? 0.1 : 0.02) * i,
+          grad_cos: i === 0 ? 1 : 0.9,
+          grad_norm: 0.2,
+        })),
+        landscape: { step_sizes: [0.25, 0.5], loss: [0.5, 0.4], loss_range: 0.1, grad_predictiveness: 0.2, beta_smoothness: 1.5 },
+      };
+    }
   }
   return { v: 1, type: "frame", step, epoch: step / 26.7, lr, batch_size: batchSize, variants: entries };
 }

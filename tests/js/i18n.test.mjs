@@ -23,7 +23,7 @@ test("every message exists in both languages with the same placeholders", () => 
 });
 
 test("every chart has a what-to-look-for note in both languages", () => {
-  for (const chart of ["loss", "drift", "dist", "heatmap", "bands", "bn"]) {
+  for (const chart of ["loss", "drift", "ics", "dist", "heatmap", "bands", "bn"]) {
     assert.ok(MESSAGES.en[`note.${chart}`]?.length > 80, chart);
     assert.ok(MESSAGES.ko[`note.${chart}`]?.length > 40, chart);
   }

@@ -111,3 +111,20 @@ test("extent spans every finite value of several arrays", () => {
   assert.deepEqual(extent([[1, null, 3], [-2, NaN]]), [-2, 3]);
   assert.equal(extent([[null]]), null);
 });
+
+test("gradient ICS series: one per variant and layer, skipping points without the variant", async () => {
+  const { icsLayers, icsMetric } = await import("../../frontend/js/series.js");
+  const { icsOf } = await import("../../frontend/js/state.js");
+  const state = [hello(), frame(0, { ics: true }), frame(5), frame(10, { ics: true, variants: ["bn"] })].reduce(
+    applyMessage,
+    createState(),
+  );
+  const points = icsOf(state);
+  assert.equal(icsLayers(points), 3);
+  assert.equal(icsLayers([]), 0);
+  assert.deepEqual(icsMetric(points, "plain", 2, "grad_diff"), { x: [0], y: [0.2] });
+  assert.deepEqual(icsMetric(points, "bn", 1, "grad_cos"), { x: [0, 10], y: [0.9, 0.9] });
+  const broken = [{ step: 3, variants: { bn: [{ grad_diff: NaN }] } }];
+  assert.deepEqual(icsMetric(broken, "bn", 0, "grad_diff"), { x: [3], y: [null] });
+  assert.deepEqual(icsMetric(broken, "bn", 4, "grad_diff"), { x: [3], y: [null] });
+});

@@ -170,3 +170,17 @@ test("every change bumps the revision (charts redraw on it)", () => {
   applyMessage(a, frame(0));
   assert.ok(a.revision > r0);
 });
+
+test("gradient ICS is kept only from the frames that carry it, per variant and layer", async () => {
+  const { icsOf } = await import("../../frontend/js/state.js");
+  const none = run([hello(), frame(0), frame(5)]);
+  assert.deepEqual(icsOf(none), []);
+  const state = run([hello(), frame(0, { ics: true }), frame(5), frame(10, { ics: true, variants: ["bn"] })]);
+  const points = icsOf(state);
+  assert.deepEqual(points.map((p) => p.step), [0, 10]);
+  assert.equal(points[0].variants.plain.length, 3); // 2 hidden layers + the output layer
+  assert.deepEqual(points[0].variants.plain[1], { grad_diff: 0.1, grad_cos: 0.9, grad_norm: 0.2 });
+  assert.equal(points[1].variants.plain, undefined);
+  // a hello starts over
+  assert.deepEqual(icsOf(applyMessage(state, hello())), []);
+});
