@@ -11,8 +11,9 @@ import pytest
 import torch
 from covshift.config import RunConfig
 from covshift.data import Dataset
-from covshift.inference import evaluate, population_statistics
+from covshift.inference import evaluate, population_statistics, running_stat_norms
 from covshift.models import MLP, build_variants
+from covshift.trainer import Trainer
 
 EPS = 1e-5
 
@@ -133,3 +134,34 @@ def test_variants_without_running_statistics_report_eval_mode_only(digits: Datas
     for model in build_variants(config, 64, 10, torch.device("cpu")).values():
         metrics = evaluate(model, digits, 32, torch.nn.CrossEntropyLoss())
         assert set(metrics) == {"loss", "acc"}
+
+
+def test_cumulative_average_matches_pytorchs_own_cumulative_mode() -> None:
+    # With momentum None, PyTorch's running statistics ARE the cumulative average of the
+    # batch means and unbiased variances: the tracked averages must equal them, and the
+    # test accuracy scored with them must equal the eval-mode accuracy.
+    config = RunConfig(
+        variants=("plain", "bn"), depth=2, width=12, batch_size=16, steps=9,
+        probe_every=3, test_every=4, bn_momentum=None, compare_cumulative=True,
+    )  # fmt: skip
+    trainer = Trainer(config)
+    frames = []
+    while not trainer.done:
+        frames += [m for m in trainer.train_step() if m["type"] == "frame"]
+    averages = trainer.cumulative["bn"].statistics()
+    assert averages is not None and "plain" not in trainer.cumulative
+    for norm, (mean, var) in zip(running_stat_norms(trainer.models["bn"]), averages, strict=True):
+        torch.testing.assert_close(mean, norm.running_mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(var, norm.running_var, rtol=1e-5, atol=1e-6)
+    tested = [f["variants"]["bn"]["test"] for f in frames if "test" in f["variants"]["bn"]]
+    assert [t["acc_cumulative"] for t in tested[1:]] == [t["acc"] for t in tested[1:]]
+    assert "acc_cumulative" not in tested[0]  # no batch seen yet at step 0
+    assert all("acc_cumulative" not in f["variants"]["plain"].get("test", {}) for f in frames)
+
+
+def test_cumulative_average_is_off_by_default_and_adds_no_hook() -> None:
+    trainer = Trainer(RunConfig(depth=1, width=8, steps=3, probe_every=1))
+    assert trainer.cumulative == {}
+    trainer.train_step()
+    for model in trainer.models.values():
+        assert all(not m._forward_hooks for m in model.modules())

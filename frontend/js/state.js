@@ -205,7 +205,7 @@ export function columnsOf(state) {
 }
 
 // Test accuracy besides eval mode, on variants with running statistics (protocol.md).
-export const INFERENCE_KEYS = ["acc_train_mode", "acc_population"];
+export const INFERENCE_KEYS = ["acc_train_mode", "acc_population", "acc_cumulative"];
 
 /** A variant's test metrics: loss and acc, plus the inference variants it carries. */
 function testPoint(test) {

@@ -99,6 +99,12 @@ class RunConfig(BaseModel):
     ics_every: int = Field(
         0, ge=0, le=1_000_000, description="steps between gradient ICS measurements (0: off)"
     )
+    # Off by default: keeping the cumulative average adds a hook to every training step.
+    compare_cumulative: bool = Field(
+        False,
+        description="also keep the equal-weight average of all batch statistics and score "
+        "the test set with it (acc_cumulative), beside BN's moving average",
+    )
     # 10 frames of the default probe_every (50) compares against the layer 500 steps back.
     drift_window: int = Field(10, ge=1, le=10_000, description="frames back for the windowed drift")
     bins: int = Field(64, ge=8, le=512, description="histogram bins per layer")

@@ -33,10 +33,15 @@ def running_stat_norms(model: MLP) -> list[nn.BatchNorm1d]:
 
 @torch.no_grad()
 def evaluate(
-    model: MLP, data: Dataset, batch_size: int, loss_fn: nn.Module
+    model: MLP,
+    data: Dataset,
+    batch_size: int,
+    loss_fn: nn.Module,
+    cumulative: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """loss and acc in eval mode; with running statistics also acc_train_mode and
-    acc_population. Tensors, so the frame converts them with everything else."""
+    acc_population, and acc_cumulative when cumulative averages are given. Tensors, so
+    the frame converts them with everything else."""
     logits = _eval_logits(model, data.x_test)
     metrics = {"loss": loss_fn(logits, data.y_test), "acc": accuracy(logits, data.y_test)}
     if running_stat_norms(model):
@@ -49,6 +54,10 @@ def evaluate(
         metrics["acc_population"] = accuracy(
             _eval_logits(model, data.x_test, population), data.y_test
         )
+        if cumulative is not None:
+            metrics["acc_cumulative"] = accuracy(
+                _eval_logits(model, data.x_test, cumulative), data.y_test
+            )
     return metrics
 
 

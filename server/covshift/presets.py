@@ -20,6 +20,7 @@ _FIGURE_1: dict[str, Any] = {
     "lr": 0.5,
     "batch_size": 60,
     "ics_every": ICS_EVERY_WHEN_ON,
+    "compare_cumulative": True,
 }
 
 

@@ -16,7 +16,12 @@ def _demo_config() -> RunConfig:
     # A million steps keeps the demo alive for the length of a lesson, and the gradient
     # ICS measure is on so every chart has data; a user run uses the config it is given.
     return RunConfig.model_validate(
-        {"dataset": "digits", "steps": 1_000_000, "ics_every": ICS_EVERY_WHEN_ON}
+        {
+            "dataset": "digits",
+            "steps": 1_000_000,
+            "ics_every": ICS_EVERY_WHEN_ON,
+            "compare_cumulative": True,
+        }
     )
 
 

@@ -21,6 +21,7 @@ from .config import (
     RunConfig,
     check,
 )
+from .cumulative import CumulativeAverages
 from .data import Dataset, load_dataset
 from .errors import ConfigError
 from .frames import Json, Packer, message
@@ -83,6 +84,11 @@ class Trainer:
         self._epochs_done = 0
         self._pending: list[dict[str, Json]] = []
         self.probe = Probe(config.activation, config.bins, config.drift_window)
+        self.cumulative = (
+            {v: CumulativeAverages(m) for v, m in self.models.items() if running_stat_norms(m)}
+            if config.compare_cumulative
+            else {}
+        )
         self._calibrate()
         self._note_skipped(config.batch_size)
 
@@ -174,7 +180,7 @@ class Trainer:
         ]
         # Test before the training forward, which moves BN's running statistics.
         tests = {
-            v: evaluate(m, self.data, self.batch_size, self.loss_fn)
+            v: evaluate(m, self.data, self.batch_size, self.loss_fn, self._cumulative_of(v))
             for v, m in self.models.items()
             if tested and self.diverged_at[v] is None
         }
@@ -197,12 +203,19 @@ class Trainer:
             messages.extend(self._flag_divergence(frame))
         return messages
 
+    def _cumulative_of(self, variant: str) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        averages = self.cumulative.get(variant)
+        return averages.statistics() if averages is not None else None
+
     def _forward_backward(
         self, variant: str, x: torch.Tensor, y: torch.Tensor, probed: bool
     ) -> Pass:
         """One variant's forward (captured when probed) and backward; the update comes later."""
         model = self.models[variant]  # in train mode: whatever evaluates it puts that back
-        with capture(model) if probed else nullcontext() as layers:
+        tracking = (
+            self.cumulative[variant].tracking() if variant in self.cumulative else nullcontext()
+        )
+        with tracking, capture(model) if probed else nullcontext() as layers:
             logits = model(x)
         loss = self.loss_fn(logits, y)
         self.optimizers[variant].zero_grad(set_to_none=True)

@@ -40,9 +40,9 @@ test("frames append in order and set the current step, epoch and newest column",
 
 test("test points keep train-mode and population accuracy when a frame carries them", () => {
   const measured = frame(0, { test: true });
-  measured.variants.bn.test = { ...measured.variants.bn.test, acc_train_mode: 0.4, acc_population: 0.56 };
+  measured.variants.bn.test = { ...measured.variants.bn.test, acc_train_mode: 0.4, acc_population: 0.56, acc_cumulative: 0.57 };
   const state = run([hello(), measured]);
-  assert.deepEqual(testsOf(state)[0].variants.bn, { loss: 0.69, acc: 0.55, acc_train_mode: 0.4, acc_population: 0.56 });
+  assert.deepEqual(testsOf(state)[0].variants.bn, { loss: 0.69, acc: 0.55, acc_train_mode: 0.4, acc_population: 0.56, acc_cumulative: 0.57 });
   assert.equal("acc_train_mode" in testsOf(state)[0].variants.plain, false);
 });
 

@@ -7,8 +7,9 @@ import { setLegend } from "./card.js";
 import { followHover } from "./cursor.js";
 import { baseLayout, eventMarkerTrace, eventShapes, placeCursor, react, stepAxis, valueAxis, variantColor, variantName, withAlpha } from "./plot.js";
 
-// Accuracy in train mode ("forgot eval()") and with population statistics, when measured.
-const INFERENCE_DASH = { acc_train_mode: "dash", acc_population: "dashdot" };
+// Accuracy in train mode ("forgot eval()"), with population statistics and with the
+// cumulative average of the batch statistics, when measured.
+const INFERENCE_DASH = { acc_train_mode: "dash", acc_population: "dashdot", acc_cumulative: "longdash" };
 
 /** Whether any kept test point carries `key` for some variant. */
 function measured(tests, key) {
