@@ -7,6 +7,7 @@ import { t } from "../i18n.js";
 import { columnsOf } from "../state.js";
 import { columnPosition, markedEvents, occupiedBins, tapOf } from "../series.js";
 import { eventColor, eventText, variantColor, variantName } from "./plot.js";
+import { el } from "../dom.js";
 
 // Viridis, sampled: dark = none of the batch in that bin, yellow = the column's fullest bin.
 const VIRIDIS = [
@@ -85,30 +86,19 @@ export function createHeatmap(card, { layer, view, cursor }) {
   function panel(variant, index, first) {
     let p = panels.get(variant);
     if (p) return p;
-    const root = document.createElement("div");
-    root.className = "heatmap-panel";
-    const label = document.createElement("div");
-    label.className = "heatmap-label";
+    const root = el("div", "heatmap-panel");
+    const label = el("div", "heatmap-label");
     label.style.color = variantColor(variant, index);
-    const box = document.createElement("div");
-    box.className = "heatmap-box";
-    const canvas = document.createElement("canvas");
-    canvas.className = "heatmap-canvas";
-    const markers = document.createElement("div");
-    markers.className = "heatmap-markers";
-    const line = document.createElement("div");
-    line.className = "cursor-line";
+    const box = el("div", "heatmap-box");
+    const canvas = el("canvas", "heatmap-canvas");
+    const markers = el("div", "heatmap-markers");
+    const line = el("div", "cursor-line");
     line.hidden = true;
-    const yTop = document.createElement("span");
-    yTop.className = "axis-label y-top";
-    const yZero = document.createElement("span");
-    yZero.className = "axis-label y-zero";
-    const yBottom = document.createElement("span");
-    yBottom.className = "axis-label y-bottom";
-    const xLeft = document.createElement("span");
-    xLeft.className = "axis-label x-left";
-    const xRight = document.createElement("span");
-    xRight.className = "axis-label x-right";
+    const yTop = el("span", "axis-label y-top");
+    const yZero = el("span", "axis-label y-zero");
+    const yBottom = el("span", "axis-label y-bottom");
+    const xLeft = el("span", "axis-label x-left");
+    const xRight = el("span", "axis-label x-right");
     box.append(canvas, markers, line, yTop, yZero, yBottom, xLeft, xRight);
     root.append(label, box);
     if (!first) root.classList.add("no-y-labels");
