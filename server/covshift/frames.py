@@ -58,11 +58,10 @@ class Packer:
         # float32 parts first (shortened in one go), then the rest, all as float64.
         order = sorted(range(len(self._parts)), key=lambda i: self._parts[i].dtype != torch.float32)
         n_short = sum(1 for part in self._parts if part.dtype == torch.float32)
-        pieces = [self._parts[i].reshape(-1) for i in order]
+        pieces = _on_host([self._parts[i].reshape(-1) for i in order])
         wide = [_widen(torch.cat(pieces[:n_short]))] if n_short else []
         wide += [piece.double() for piece in pieces[n_short:]]
-        # One transfer to the host: the frame's only sync point.
-        flat = torch.cat(wide).cpu()
+        flat = torch.cat(wide)
         bad = bool((~torch.isfinite(flat)).any())
         chunks: list[torch.Tensor] = [flat] * len(order)
         for i, chunk in zip(order, torch.split(flat, [p.numel() for p in pieces]), strict=True):
@@ -77,6 +76,28 @@ class Packer:
         if (bad or self.unpacked_nonfinite) and isinstance(filled, dict):
             return json_safe(filled)
         return filled
+
+
+def _on_host(pieces: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The pieces on the CPU. Those on an accelerator travel in one transfer: the frame's only
+    sync point (some reductions run on the host, so a frame can mix both)."""
+    remote = [i for i, piece in enumerate(pieces) if piece.device.type != "cpu"]
+    if not remote:
+        return pieces
+    # One dtype per transfer: float32 stays float32, the rest travels as float64.
+    host = list(pieces)
+    for group in (
+        [i for i in remote if pieces[i].dtype == torch.float32],
+        [i for i in remote if pieces[i].dtype != torch.float32],
+    ):
+        if not group:
+            continue
+        dtype = torch.float32 if pieces[group[0]].dtype == torch.float32 else torch.float64
+        moved = torch.cat([pieces[i].to(dtype) for i in group]).cpu()
+        sizes = [pieces[i].numel() for i in group]
+        for i, chunk in zip(group, torch.split(moved, sizes), strict=True):
+            host[i] = chunk
+    return host
 
 
 def _widen(values: torch.Tensor) -> torch.Tensor:
