@@ -49,6 +49,21 @@ def test_matches_numpy_histogram_percentiles_and_moments() -> None:
         assert float(stats.max[row]) == float(finite.max())
 
 
+def test_a_row_measured_under_several_edges_is_reduced_as_if_repeated() -> None:
+    """source maps result rows to value rows: a tensor behind two taps is sorted once,
+    and each tap still gets its own edges' histogram, as if the row were repeated."""
+    values = torch.randn(2, 600, generator=torch.Generator().manual_seed(3)) * 2
+    values[1, 3] = float("nan")
+    # the third: integer edges, so some values can sit exactly on an edge after rounding
+    integers = torch.arange(-4, 5, dtype=torch.float32)
+    edges = torch.stack([make_edges(-1.0, 1.0, 8), make_edges(-4.0, 4.0, 8), integers])
+    values[0, :4] = torch.tensor([-4.0, 4.0, 0.0, 1.0])
+    shared = reduce_rows(values, edges, source=[0, 1, 0])
+    repeated = reduce_rows(values[[0, 1, 0]], edges)
+    for field in ("counts", "underflow", "overflow", "nonfinite", "percentiles", "mean", "std"):
+        assert torch.equal(getattr(shared, field), getattr(repeated, field)), field
+
+
 def test_every_value_is_counted_exactly_once() -> None:
     batch, width = 60, 100
     values = torch.randn(3, batch * width) * 3

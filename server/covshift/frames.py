@@ -63,19 +63,30 @@ class Packer:
         wide += [piece.double() for piece in pieces[n_short:]]
         flat = torch.cat(wide)
         bad = bool((~torch.isfinite(flat)).any())
-        chunks: list[torch.Tensor] = [flat] * len(order)
-        for i, chunk in zip(order, torch.split(flat, [p.numel() for p in pieces]), strict=True):
-            chunks[i] = chunk
-        parts: list[Json] = []
-        for original, chunk in zip(self._parts, chunks, strict=True):
-            values = chunk.view(original.shape)
-            parts.append(
-                values.tolist() if original.is_floating_point() else values.long().tolist()
-            )
+        numbers = flat.tolist()  # one conversion; each part is a slice of it
+        parts: list[Json] = [None] * len(order)
+        offset = 0
+        for i, piece in zip(order, pieces, strict=True):
+            chunk = numbers[offset : offset + piece.numel()]
+            offset += piece.numel()
+            original = self._parts[i]
+            if not original.is_floating_point():
+                chunk = [int(value) for value in chunk]
+            parts[i] = _nest(chunk, tuple(original.shape))
         filled = _fill(template, parts)
         if (bad or self.unpacked_nonfinite) and isinstance(filled, dict):
             return json_safe(filled)
         return filled
+
+
+def _nest(values: list[Json], shape: tuple[int, ...]) -> Json:
+    """A flat row-major list as nested lists of the given shape (a scalar for shape ())."""
+    if not shape:
+        return values[0]
+    if len(shape) == 1:
+        return values
+    stride = len(values) // shape[0] if shape[0] else 0
+    return [_nest(values[r * stride : (r + 1) * stride], shape[1:]) for r in range(shape[0])]
 
 
 def _on_host(pieces: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -109,12 +110,12 @@ class Probe:
         self.drift_window = drift_window
         self.edges: dict[tuple[int, str], torch.Tensor] = {}
         # (variant, layer) -> act_input (full counts, [mean, std]) at the previous probe
-        self._previous: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._previous: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         # (variant, layer) -> act_input full counts at its first probe (step 0 unless skipped)
-        self._first: dict[tuple[str, int], torch.Tensor] = {}
+        self._first: dict[tuple[str, int], np.ndarray] = {}
         # (variant, layer) -> act_input full counts of its last `drift_window` probes, oldest
         # first; bounded, so a long run keeps at most drift_window histograms per layer
-        self._window: dict[tuple[str, int], deque[torch.Tensor]] = {}
+        self._window: dict[tuple[str, int], deque[np.ndarray]] = {}
 
     def calibrate(self, values: dict[str, list[dict[str, torch.Tensor]]]) -> None:
         """Fix every (layer, tap)'s edges from one batch, shared by all variants (same axes)."""
@@ -165,14 +166,26 @@ class Probe:
         if not rows:
             return {}
         index = {row: i for i, row in enumerate(rows)}
-        stacked = torch.stack([values[v][layer][tap].reshape(-1) for v, layer, tap in rows])
+        # One tensor can sit behind several taps (plain's act_input is its linear_out, BN's
+        # is bn_out): each distinct tensor is stacked and sorted once.
+        unique: dict[tuple[object, ...], int] = {}
+        tensors: list[torch.Tensor] = []
+        source = []
+        for v, layer, tap in rows:
+            tensor = values[v][layer][tap]
+            key = (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype)
+            if key not in unique:
+                unique[key] = len(tensors)
+                tensors.append(tensor.reshape(-1))
+            source.append(unique[key])
+        stacked = torch.stack(tensors)
         edges = torch.stack([self.edges[layer, tap] for _, layer, tap in rows])
-        stats = reduce_rows(stacked, edges)
+        stats = reduce_rows(stacked, edges, source)
         taps = _tap_dicts(stats)
         packer.unpacked_nonfinite |= bool((stats.nonfinite > 0).any())
 
         layer_keys = [(v, layer) for v, layer, tap in rows if tap == "act_input"]
-        outputs = stacked[[index[v, layer, "act_output"] for v, layer in layer_keys]]
+        outputs = stacked[[source[index[v, layer, "act_output"]] for v, layer in layer_keys]]
         activation = self._activation_stats(outputs, values, layer_keys, packer)
         drift = self._drift(
             layer_keys, [index[v, layer, "act_input"] for v, layer in layer_keys], stats, packer
@@ -218,49 +231,46 @@ class Probe:
         stats: RowStats,
         packer: Packer,
     ) -> dict[tuple[str, int], Json]:
-        """Change of each layer's activation-input distribution since its previous probe."""
-        full = stats.full_counts()[rows]
-        now = torch.stack([stats.mean[rows], stats.std[rows]], dim=1)
+        """Change of each layer's activation-input distribution since its previous probe.
+        RowStats live on the host, so this is NumPy on views of them: no sync, few calls."""
+        full = stats.full_counts().numpy()[rows]
+        now = np.stack([stats.mean.numpy()[rows], stats.std.numpy()[rows]], axis=1)
         seen = [k for k, key in enumerate(layer_keys) if key in self._previous]
         result: dict[tuple[str, int], Json] = {}
         if seen:
-            before_full = torch.stack([self._previous[layer_keys[k]][0] for k in seen])
-            first_full = torch.stack([self._first[layer_keys[k]] for k in seen])
-            # drift_window frames back, or the oldest kept while fewer exist
-            window_full = torch.stack([self._window[layer_keys[k]][0] for k in seen])
-            before = torch.stack([self._previous[layer_keys[k]][1] for k in seen])
-            widths = torch.stack(
-                [
-                    self.edges[layer_keys[k][1], "act_input"][1:2]
-                    - self.edges[layer_keys[k][1], "act_input"][:1]
-                    for k in seen
-                ]
-            )[:, 0]
+            keys = [layer_keys[k] for k in seen]
+            widths = np.array([self._bin_width(layer) for _, layer in keys])
             # One call for all three comparisons: against the previous probe, the first probe
-            # and the probe drift_window frames back.
+            # and the probe drift_window frames back (or the oldest kept while fewer exist).
             w1 = wasserstein1(
-                torch.cat([before_full, first_full, window_full]),
-                full[seen].repeat(3, 1),
-                widths.repeat(3),
+                np.concatenate(
+                    [
+                        np.stack([self._previous[key][0] for key in keys]),
+                        np.stack([self._first[key] for key in keys]),
+                        np.stack([self._window[key][0] for key in keys]),
+                    ]
+                ),
+                np.tile(full[seen], (3, 1)),
+                np.tile(widths, 3),
             ).reshape(3, -1)
-            change = (now[seen] - before).abs()
-            numbers = packer.add(
-                torch.cat([w1[0][:, None], change, w1[1][:, None], w1[2][:, None]], dim=1)
-            )
-            for j, k in enumerate(seen):
-                slot = numbers.row(j)
-                result[layer_keys[k]] = {
-                    "w1": slot.row(0),
-                    "dmean": slot.row(1),
-                    "dstd": slot.row(2),
-                    "w1_start": slot.row(3),
-                    "w1_window": slot.row(4),
-                }
+            change = np.abs(now[seen] - np.stack([self._previous[key][1] for key in keys]))
+            numbers = np.column_stack([w1[0], change, w1[1], w1[2]])
+            packer.unpacked_nonfinite |= not bool(np.isfinite(numbers).all())
+            for key, (w1_now, dmean, dstd, w1_start, w1_window) in zip(
+                keys, numbers.tolist(), strict=True
+            ):
+                result[key] = Filled(
+                    w1=w1_now, dmean=dmean, dstd=dstd, w1_start=w1_start, w1_window=w1_window
+                )
         for k, key in enumerate(layer_keys):
             self._previous[key] = (full[k], now[k])
             self._first.setdefault(key, full[k])
             self._window.setdefault(key, deque(maxlen=self.drift_window)).append(full[k])
         return result
+
+    def _bin_width(self, layer: int) -> float:
+        edges = self.edges[layer, "act_input"]
+        return float(edges[1] - edges[0])
 
 
 def _tap_dicts(stats: RowStats) -> list[dict[str, Json]]:
