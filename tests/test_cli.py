@@ -126,3 +126,14 @@ def test_installed_console_script_answers_help() -> None:
             [str(script), *args, "--help"], capture_output=True, text=True, check=False
         )
         assert result.returncode == 0 and "usage: covshift" in result.stdout
+
+
+def test_a_run_whose_every_variant_diverged_stops_there(tmp_path: Path) -> None:
+    """Nothing trains after every variant diverged, so the run ends instead of stepping on."""
+    wild = "--dataset digits --activation relu --init default --lr 10 --depth 2 --width 32"
+    args = [*wild.split(), "--variants", "plain", "--steps", "5000", "--probe-every", "5"]
+    assert main(["run", *args, "--out", str(tmp_path), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    diverged_at = summary["variants"]["plain"]["diverged_at"]
+    assert diverged_at is not None
+    assert diverged_at < summary["steps"] < 5000

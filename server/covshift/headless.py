@@ -72,7 +72,7 @@ def run_headless(
     started = time.perf_counter()
     with (out / "frames.jsonl").open("w", encoding="utf-8") as frames:
         frames.write(json.dumps(trainer.hello(), allow_nan=False) + "\n")
-        while not trainer.done:
+        while not (trainer.done or trainer.all_diverged):
             for record in trainer.train_step():
                 frames.write(json.dumps(record, allow_nan=False) + "\n")
                 summary.update(record)

@@ -17,7 +17,9 @@ class RunState(str, Enum):
     PAUSED = "paused"
     FINISHED = "finished"  # reached config.steps
     STOPPED = "stopped"  # DELETE, server shutdown, or found active after a restart
-    FAILED = "failed"  # the trainer raised, or the worker process died
+    # The trainer raised, the worker process died, the run's frames could not be written,
+    # or every variant diverged.
+    FAILED = "failed"
 
     @property
     def active(self) -> bool:

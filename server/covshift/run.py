@@ -76,6 +76,8 @@ class Run:
         self._launched: asyncio.Future[None] | None = None
         self._pump: asyncio.Task[None] | None = None
         self._stopping = False
+        # Set when frames.jsonl could not be written (disk full, ...): the pump fails the run.
+        self._store_error: str | None = None
 
     @classmethod
     def new(
@@ -199,7 +201,7 @@ class Run:
         assert worker is not None
         try:
             try:
-                while self.state.active:
+                while self.state.active and self._store_error is None:
                     outputs = await loop.run_in_executor(self._pool, self._read, worker)
                     if outputs is None:
                         break
@@ -207,14 +209,19 @@ class Run:
             except Exception as exc:  # a server bug must not leave the run "running" forever
                 log.exception("run %s: reading its worker failed", self.id)
                 self._fail(f"the server could not read the worker: {exc}")
-            if self.state.active and self._stopping:
+            if self.state.active and self._store_error is not None:
+                # Training on would keep nothing: fail the run and stop its worker.
+                self._fail(self._store_error)
+                with contextlib.suppress(WorkerGone):
+                    worker.send(Command(0, "stop"))
+            elif self.state.active and self._stopping:
                 self._emit(encode(state_event(self.status.step, "stopped")), False)
                 self._set_state(RunState.STOPPED, None)
             elif self.state.active:  # the worker ended without saying why
                 self._fail(await loop.run_in_executor(self._pool, worker.exit_reason))
         finally:
             await loop.run_in_executor(self._pool, self._release, worker)
-            if self.stored:
+            if self.stored and self._store_error is None:
                 self.history = None  # an ended stored run replays from its file
 
     def _fail(self, reason: str) -> None:
@@ -225,16 +232,26 @@ class Run:
     def _read(self, worker: WorkerHandle) -> list[Output] | None:
         """Runs in a pool thread: wait for outputs, append their messages to frames.jsonl."""
         outputs = worker.read(READ_TIMEOUT_S)
-        if outputs and self._log is not None:
-            texts = [text for output in outputs for _, text in output.messages]
-            try:
-                self._log.append(texts)
-            except OSError as exc:
-                log.error(
-                    "run %s: writing %s failed, no longer stored: %s", self.id, self._log.path, exc
-                )
-                self._log = None
+        if outputs:
+            self._record([text for output in outputs for _, text in output.messages])
         return outputs
+
+    def _record(self, texts: list[str]) -> None:
+        """Append to frames.jsonl. A failed write (disk full, ...) ends the storing for good
+        and sets _store_error, which fails the run: what was written stays readable."""
+        if self._log is None:
+            return
+        try:
+            self._log.append(texts)
+        except OSError as exc:
+            log.error("run %s: writing %s failed: %s", self.id, self._log.path, exc)
+            self._store_error = (
+                f"the run's frames could not be written ({exc.strerror or exc}); "
+                "it was stopped, the frames written before are kept"
+            )
+            with contextlib.suppress(OSError):  # closing flushes the same buffer again
+                self._log.close()
+            self._log = None
 
     def _release(self, worker: WorkerHandle) -> None:
         worker.end(STOP_TIMEOUT_S)
@@ -265,8 +282,8 @@ class Run:
         if self.history is not None:
             self.history.append(text, is_frame)
         self._broadcast(text, is_frame)
-        if record and self._log is not None:
-            self._log.append([text])
+        if record:
+            self._record([text])
 
     def _broadcast(self, text: str, is_frame: bool) -> None:
         for client in self.clients:

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from .history import History
 from .lifecycle import RunInfo, RunState
+from .worker import encode, state_event
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ RUN_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 # Every message starts {"v": N, "type": "..."} (frames.message): read the type without
 # parsing a 50 KB frame.
 _TYPE = re.compile(r'\{\s*"v"\s*:\s*\d+\s*,\s*"type"\s*:\s*"(\w+)"')
+# How far back from its end a cut-off run's frames.jsonl is read to recover its last frame
+# (a frame of the default config is ~30 KB).
+TAIL_BYTES = 1 << 20
+TERMINAL = {state.value for state in RunState if state.terminal}
 
 
 def message_type(line: str) -> str:
@@ -72,8 +77,9 @@ class RunStore:
     def ensure_writable(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=self.root):
-                pass
+            with tempfile.TemporaryFile(dir=self.root) as probe:
+                probe.write(b"covshift\n")  # a full disk still creates empty files
+                probe.flush()
         except OSError as exc:
             raise StoreError(f"log directory {self.root} is not writable: {exc}") from None
 
@@ -97,13 +103,17 @@ class RunStore:
         folder = self.folder(info.id)
         text = info.model_dump_json(exclude={"config", "clients"}, indent=2) + "\n"
         fd, temporary = tempfile.mkstemp(dir=folder, prefix=".state-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, folder / "state.json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(text)
+            os.replace(temporary, folder / "state.json")
+        except OSError:
+            Path(temporary).unlink(missing_ok=True)  # e.g. disk full: leave no stray file
+            raise
 
     def load(self) -> list[RunInfo]:
         """Every stored run, oldest first. A run still marked active was cut off by a crash
-        or a kill of the server: it is marked stopped, with a note, and saved so."""
+        or a kill of the server: it is recovered (see `_recover`) and saved so."""
         runs: list[RunInfo] = []
         if not self.root.is_dir():
             return runs
@@ -118,18 +128,47 @@ class RunStore:
                 log.warning("skipping %s: not a readable run (%s)", folder, exc)
                 continue
             if info.state.active:
-                info = info.model_copy(
-                    update={
-                        "state": RunState.STOPPED,
-                        "ended": datetime.now(timezone.utc),
-                        "error": f"the server stopped while the run was {info.state.value}; "
-                        "it was not resumed",
-                    }
-                )
-                self.save(info)
+                info = self._recover(info)
             runs.append(info.model_copy(update={"config": public_config(config)}))
         runs.sort(key=lambda info: info.created)
         return runs
+
+    def _recover(self, info: RunInfo) -> RunInfo:
+        """A run cut off while active: its state as its frames.jsonl last recorded it.
+
+        Its last frame gives step, epoch, lr and batch size (state.json is only saved when
+        the state changes). If the file ends with the run's own end (the crash came between
+        writing it and saving state.json), that end stands; otherwise the run is marked
+        stopped, with a note, and a "stopped" state event is appended (after cutting off a
+        half-written last line), so the file ends as every other ended run's does."""
+        path = self.frames_path(info.id)
+        lines, complete = _tail(path)
+        records = _records(lines)
+        update: dict[str, Any] = {"ended": datetime.now(timezone.utc)}
+        update.update(_progress(records, info.step))
+        end = records[-1] if records else {}
+        if end.get("kind") == "state" and end.get("state") in TERMINAL:
+            update.update(state=RunState(end["state"]), error=end.get("message"))
+        else:
+            update.update(
+                state=RunState.STOPPED,
+                error=f"the server stopped while the run was {info.state.value}; "
+                "it was not resumed",
+            )
+        recovered = info.model_copy(update=update)
+        try:
+            if recovered.state is RunState.STOPPED and complete is not None:
+                with path.open("r+", encoding="utf-8") as file:
+                    file.truncate(complete)
+                    file.seek(complete)
+                    file.write(encode(state_event(recovered.step, "stopped")) + "\n")
+        except OSError as exc:
+            log.warning("run %s: could not end %s: %s", info.id, path, exc)
+        try:
+            self.save(recovered)
+        except OSError as exc:
+            log.warning("run %s: could not save its recovered state: %s", info.id, exc)
+        return recovered
 
     def replay(self, run_id: str, capacity: int) -> tuple[str | None, list[str]]:
         """(hello, history) of a stored run: its messages downsampled by the same rule as a
@@ -153,6 +192,63 @@ class RunStore:
             for line in file:
                 if line.endswith("\n"):
                     yield line[:-1]
+
+
+def _tail(path: Path) -> tuple[list[str], int | None]:
+    """The complete lines at the end of a frames.jsonl (about TAIL_BYTES of them, at least
+    the last one) and the length in bytes of its complete part (a half-written last line
+    left out); None for the length when the file is missing or cannot be read."""
+    try:
+        with path.open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            start, data = size, b""
+            while start > 0:
+                start = max(0, start - TAIL_BYTES)
+                file.seek(start)
+                data = file.read(size - start)
+                if data.count(b"\n") >= 2:
+                    break
+    except OSError as exc:
+        if path.exists():
+            log.warning("could not read %s: %s", path, exc)
+        return [], None
+    complete = data.rfind(b"\n") + 1
+    lines = data[:complete].decode("utf-8", errors="replace").splitlines()
+    if start > 0:
+        lines = lines[1:]  # the first is cut at its start
+    return lines, start + complete
+
+
+def _records(lines: list[str]) -> list[dict[str, Any]]:
+    """The frames and events among these lines; a line that does not parse is skipped."""
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("type") in ("frame", "event"):
+            records.append(record)
+    return records
+
+
+def _progress(records: list[dict[str, Any]], step: int) -> dict[str, Any]:
+    """Step, epoch, lr and batch size after the last of these frames, when past `step`."""
+    frames = [record for record in records if record["type"] == "frame"]
+    try:
+        last = frames[-1]
+        # The worker sends a frame after its update: step + 1 updates were taken.
+        taken = int(last["step"]) + 1
+        if taken <= step:
+            return {}
+        return {
+            "step": taken,
+            "epoch": float(last["epoch"]),
+            "lr": float(last["lr"]),
+            "batch_size": int(last["batch_size"]),
+        }
+    except (IndexError, KeyError, TypeError, ValueError):
+        return {}
 
 
 def public_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def run_point(config: RunConfig, data: Dataset) -> dict[str, Json]:
         for v in config.variants
     }
     first: dict[str, float] = {}
-    while not trainer.done:
+    while not (trainer.done or trainer.all_diverged):
         for record in trainer.train_step():
             if record["type"] == "frame":
                 _note_frame(record, results, first)

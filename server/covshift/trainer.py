@@ -144,6 +144,11 @@ class Trainer:
         return self.step >= self.config.steps
 
     @property
+    def all_diverged(self) -> bool:
+        """Every variant diverged: none trains again, so stepping on only burns time."""
+        return all(step is not None for step in self.diverged_at.values())
+
+    @property
     def epoch(self) -> float:
         return self._epochs_done + self._cursor / self.n_train
 

@@ -32,6 +32,11 @@ STATUS_EVERY_S = 0.5
 
 Action = Literal["control", "stop"]
 
+EVERY_VARIANT_DIVERGED = (
+    "every variant diverged (its loss became NaN or infinite); nothing is left to train. "
+    "Try a lower learning rate in a new run"
+)
+
 
 @dataclass(frozen=True)
 class Status:
@@ -135,6 +140,11 @@ class _Worker:
                 event = encode(state_event(trainer.step, "finished"))
                 self.send(trainer, (("event", event),), state="finished")
                 return
+            if trainer.all_diverged:  # stepping on would hold a core and a max_runs slot
+                reason = EVERY_VARIANT_DIVERGED
+                event = encode(state_event(trainer.step, "failed", message=reason))
+                self.send(trainer, (("event", event),), state="failed", error=reason)
+                return
             if self.paused or self.commands.poll():
                 command: Command = self.commands.recv()  # blocks while paused
                 if not self.obey(trainer, command):
@@ -217,9 +227,10 @@ class _Worker:
         messages: tuple[tuple[str, str], ...] = (),
         state: str | None = None,
         reply: Reply | None = None,
+        error: str | None = None,
     ) -> None:
         status = Status(
             trainer.step, trainer.epoch, trainer.lr, trainer.batch_size, trainer.bn_momentum
         )
-        self.outputs.send(Output(messages, status, state, None, reply))
+        self.outputs.send(Output(messages, status, state, error, reply))
         self.status_sent_at = time.monotonic()
