@@ -1,4 +1,4 @@
-# covshift demo image: `docker run --rm -p 8000:8000 covshift` serves the live dashboard.
+# covshift demo image: `docker run --rm -p 127.0.0.1:8000:8000 covshift` serves the live dashboard.
 # Build: docker build -t covshift .   (see README.md, "Docker demo")
 # Offline build (no index reachable): put wheels of torch and the dependencies in
 # docker/wheels (scripts/docker-smoke does this)

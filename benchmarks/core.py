@@ -7,8 +7,10 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 from covshift.config import ICS_EVERY_WHEN_ON, RunConfig
 from covshift.frames import Packer
@@ -70,6 +72,55 @@ def throughput(rounds: int, steps: int) -> dict[str, float]:
         "probed_every_step_steps_per_s": statistics.median(rates["probed_every_step"]),
         "ratio_default": statistics.median(ratios_default),
         "ratio_every_step": statistics.median(ratios_every),
+    }
+
+
+def every_step_floor(repeats: int) -> dict[str, float]:
+    """The best ratio probing every step could reach here, whatever the code: a bare step
+    against the same step with the hooks capturing every tap, plus one NumPy sort of the
+    distinct tapped tensors (exact percentiles need it), before any histogram, moment,
+    BN statistic or JSON."""
+    trainer = Trainer(RunConfig(steps=10_000_000, test_every=1_000_000))
+
+    def step(probed: bool) -> list[dict[str, torch.Tensor]]:
+        x, y = trainer.next_batch()
+        taps: list[dict[str, torch.Tensor]] = []
+        for variant, model in trainer.models.items():
+            with capture(model) if probed else nullcontext() as layers:
+                logits = model(x)
+            if layers is not None:
+                taps += tap_values(model, layers)
+            loss = trainer.loss_fn(logits, y)
+            optimizer = trainer.optimizers[variant]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return taps
+
+    def distinct(taps: list[dict[str, torch.Tensor]]) -> np.ndarray:
+        tensors = {(t.data_ptr(), t.shape): t for layer in taps for t in layer.values()}
+        return torch.stack([t.reshape(-1) for t in tensors.values()]).numpy()
+
+    for _ in range(50):
+        step(False)
+        step(True)
+    timings: dict[str, list[float]] = {"bare": [], "captured": [], "sort": []}
+    for _ in range(repeats):
+        for name in ("bare", "captured"):
+            started = time.perf_counter()
+            taps = step(name == "captured")
+            timings[name].append(time.perf_counter() - started)
+        values = distinct(taps)
+        started = time.perf_counter()
+        np.sort(values, axis=1)
+        timings["sort"].append(time.perf_counter() - started)
+    ms = {name: statistics.median(times) * 1e3 for name, times in timings.items()}
+    return {
+        "bare_step_ms": ms["bare"],
+        "capture_ms": ms["captured"] - ms["bare"],
+        "sort_ms": ms["sort"],
+        "distinct_tensors": float(len(values)),
+        "ratio_floor": ms["bare"] / (ms["captured"] + ms["sort"]),
     }
 
 
@@ -186,6 +237,7 @@ def run_all(quick: bool) -> dict[str, dict[str, float]]:
     torch.set_num_threads(1)
     results = {
         "throughput": throughput(rounds=3 if quick else 7, steps=200 if quick else 1000),
+        "every_step_floor": every_step_floor(repeats=100 if quick else 500),
         "probe_vs_tensorboard": probe_vs_tensorboard(repeats=5 if quick else 30),
         "ics": ics_overhead(rounds=3 if quick else 7, steps=300 if quick else 1000),
     }

@@ -1,4 +1,4 @@
-"""Live server: worker-to-client frame latency, training speed while clients watch, RSS.
+"""Live server: worker-to-client frame latency, and training speed while clients watch.
 
 The server runs in its own process (as `covshift serve` would), the clients in this
 one. The worker stamps each batch it sends with CLOCK_MONOTONIC, one clock for every
@@ -9,6 +9,7 @@ each client records when the frame arrived.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -16,6 +17,7 @@ import socket
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +30,24 @@ CATCH_UP_LIMIT_S = 60.0
 FRAME_PREFIX = '{"v":1,"type":"frame","step":'
 
 
-def _serve(port: int, stamps: str, logdir: str) -> None:
-    """Server process: the real app, with the worker's send time of each frame recorded."""
+def _serve(port: int, stamps: str | None, logdir: str) -> None:
+    """Server process: the real app, with the worker's send time of each frame recorded
+    (when `stamps` names a file)."""
     import uvicorn
-    from covshift import run as run_module
     from covshift.app import create_app
     from covshift.settings import Settings
+
+    if stamps is not None:
+        _record_send_times(stamps)
+    settings = Settings(logdir=Path(logdir), demo_run=False, open_browser=False, port=port)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    server.run()
+
+
+def _record_send_times(stamps: str) -> None:
+    from covshift import run as run_module
 
     log = Path(stamps).open("a", encoding="utf-8")  # noqa: SIM115 (open for the process)
     apply = run_module.Run._apply
@@ -48,11 +62,6 @@ def _serve(port: int, stamps: str, logdir: str) -> None:
         apply(self, outputs)
 
     run_module.Run._apply = recording  # type: ignore[method-assign]
-    settings = Settings(logdir=Path(logdir), demo_run=False, open_browser=False, port=port)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    server.run()
 
 
 def _free_port() -> int:
@@ -61,11 +70,36 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+@contextlib.contextmanager
+def server_process(scratch: str, stamps: str | None = None) -> Iterator[tuple[str, int]]:
+    """The server in its own process (as `covshift serve` would run it), its run store in
+    scratch; yields its base URL and process id once /healthz answers."""
+    port = _free_port()
+    server = mp.get_context("spawn").Process(target=_serve, args=(port, stamps, scratch))
+    server.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield base, server.pid or 0
+    finally:
+        server.terminate()
+        server.join(15)
+
+
+async def start_run(http: httpx.AsyncClient, base: str) -> str:
+    """Create a run of RUN and wait until it trains; its id."""
+    run_id: str = (await http.post(f"{base}/api/runs", json=RUN)).json()["id"]
+    while (await http.get(f"{base}/api/runs/{run_id}")).json()["state"] != "running":
+        await asyncio.sleep(0.1)
+    return run_id
 
 
 async def _watch(
@@ -122,13 +156,9 @@ async def _steps_per_s(http: httpx.AsyncClient, base: str, run_id: str, seconds:
     return float((last - first) / (time.monotonic() - started))
 
 
-async def _measure(
-    base: str, clients: list[int], seconds: float, soak_s: float, pid: int
-) -> dict[str, Any]:
+async def _measure(base: str, clients: list[int], seconds: float) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=30) as http:
-        run_id = (await http.post(f"{base}/api/runs", json=RUN)).json()["id"]
-        while (await http.get(f"{base}/api/runs/{run_id}")).json()["state"] != "running":
-            await asyncio.sleep(0.1)
+        run_id = await start_run(http, base)
         await asyncio.sleep(2)  # warm-up
         results: dict[str, Any] = {
             "steps_per_s_unwatched": await _steps_per_s(http, base, run_id, seconds)
@@ -140,18 +170,7 @@ async def _measure(
             await asyncio.wait_for(all_live.wait(), CATCH_UP_LIMIT_S)
             results[f"steps_per_s_{n}_clients"] = await _steps_per_s(http, base, run_id, seconds)
             arrivals[n] = await watching
-        rss = [_rss_mb(pid)]
-        soak_end = time.monotonic() + soak_s
-        soak = asyncio.create_task(_watch(base, run_id, 5, soak_s, asyncio.Event()))
-        while time.monotonic() < soak_end:
-            await asyncio.sleep(max(1.0, soak_s / 20))
-            rss.append(_rss_mb(pid))
-        await soak
         await http.delete(f"{base}/api/runs/{run_id}")
-    results["rss_mb_after_warmup"] = rss[0]
-    results["rss_mb_max_during_soak"] = max(rss)
-    results["rss_growth"] = max(rss) / rss[0] - 1
-    results["soak_seconds"] = soak_s
     results["_arrivals"] = arrivals
     return results
 
@@ -175,28 +194,11 @@ def _headless_steps_per_s(seconds: float) -> float:
 
 def run_server_benchmark(quick: bool) -> dict[str, float]:
     seconds = 4.0 if quick else 10.0
-    soak_s = 20.0 if quick else 600.0
     clients = [1, 50]
-    port = _free_port()
     with tempfile.TemporaryDirectory() as scratch:
         stamps = os.path.join(scratch, "stamps.json")
-        server = mp.get_context("spawn").Process(target=_serve, args=(port, stamps, scratch))
-        server.start()
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        try:
-            measured = asyncio.run(_measure(base, clients, seconds, soak_s, server.pid or 0))
-        finally:
-            server.terminate()
-            server.join(15)
+        with server_process(scratch, stamps) as (base, _):
+            measured = asyncio.run(_measure(base, clients, seconds))
         lines = Path(stamps).read_text().split()
         sent = {int(step): float(at) for step, at in zip(lines[::2], lines[1::2], strict=True)}
     figures: dict[str, float] = {k: v for k, v in measured.items() if not k.startswith("_")}

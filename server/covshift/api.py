@@ -1,5 +1,5 @@
-"""HTTP routes: health, and runs (list, create, read, change, stop, export, report). Thin:
-the manager does the work; errors map to status codes in app.py."""
+"""HTTP routes: health, fan-out stats, and runs (list, create, read, change, stop, export,
+report). Thin: the manager does the work; errors map to status codes in app.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
 from .config import describe
@@ -34,10 +34,41 @@ class Health(BaseModel):
     active_runs: int
 
 
+class Stats(BaseModel):
+    """What the websocket fan-out holds now: counts only, no ids, addresses or paths."""
+
+    active_runs: int
+    clients: int = Field(description="websocket clients connected now, over every run")
+    queue_limit: int = Field(description="client_queue: the most messages one client's queue holds")
+    queued: list[int] = Field(description="messages waiting in each client's queue, largest first")
+    dropped: int = Field(description="messages dropped so far from the connected clients' queues")
+
+
+class FieldError(BaseModel):
+    """One of FastAPI's validation errors: where (`loc`, e.g. ["body", "lr"]) and what."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Invalid(BaseModel):
+    """422: FastAPI's list of field errors when the body does not fit the schema, or one line
+    starting with the field when a check across fields or the trainer refuses a value."""
+
+    detail: list[FieldError] | str
+
+
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "no such run"}}
+# Bodies are read before the route runs: FastAPI answers 400 to one that is not UTF-8 (or
+# is nested too deep to parse), BodyLimitMiddleware 413 to one over max_body_bytes.
+BAD_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "the body could not be parsed as JSON"},
+    413: {"model": Problem, "description": "the body is over max_body_bytes"},
+}
 NOT_ACTIVE: dict[int | str, dict[str, Any]] = {
     409: {"model": Problem, "description": "the run has ended"},
-    422: {"model": Problem, "description": "a value out of bounds or refused by the trainer"},
+    422: {"model": Invalid, "description": "a value out of bounds or refused by the trainer"},
 }
 
 
@@ -45,6 +76,19 @@ NOT_ACTIVE: dict[int | str, dict[str, Any]] = {
 async def healthz(manager: Manager) -> Health:
     """The server is up and its event loop answers."""
     return Health(active_runs=manager.active_count())
+
+
+@router.get("/api/stats", tags=["health"])
+async def stats(manager: Manager) -> Stats:
+    """The clients' send queues: a slow client's fills up to queue_limit, then drops frames."""
+    queues = [client for run in manager for client in run.clients]
+    return Stats(
+        active_runs=manager.active_count(),
+        clients=len(queues),
+        queue_limit=manager.settings.client_queue,
+        queued=sorted((len(queue) for queue in queues), reverse=True),
+        dropped=sum(queue.dropped for queue in queues),
+    )
 
 
 @router.get("/api/runs", tags=["runs"])
@@ -58,7 +102,8 @@ async def list_runs(manager: Manager) -> list[RunInfo]:
     status_code=201,
     tags=["runs"],
     responses={
-        422: {"description": "a field out of bounds or unknown (the message names it)"},
+        **BAD_BODY,
+        422: {"model": Invalid, "description": "a field out of bounds or unknown (named)"},
         429: {"model": Problem, "description": "max_runs runs are active already"},
     },
 )
@@ -81,7 +126,9 @@ async def get_run(run: RunDep) -> RunInfo:
     return run.info()
 
 
-@router.patch("/api/runs/{run_id}", tags=["runs"], responses={**NOT_FOUND, **NOT_ACTIVE})
+@router.patch(
+    "/api/runs/{run_id}", tags=["runs"], responses={**NOT_FOUND, **BAD_BODY, **NOT_ACTIVE}
+)
 async def change_run(run: RunDep, body: RunPatch, manager: Manager) -> RunInfo:
     """Change live controls; each applies at the run's next step and is broadcast to every
     client as an event. Returns the run after the change."""
@@ -130,11 +177,15 @@ async def export_run(
 @router.get(
     "/api/runs/{run_id}/report",
     tags=["runs"],
-    response_class=HTMLResponse,
+    # Not HTMLResponse: FastAPI would list the JSON errors below as text/html too.
+    response_class=Response,
     responses={
         **NOT_FOUND,
         409: {"model": Problem, "description": "the run has no data yet"},
-        200: {"description": "the run's self-contained HTML report (plotly.js inlined)"},
+        200: {
+            "content": {"text/html": {"schema": {"type": "string"}}},
+            "description": "the run's self-contained HTML report (plotly.js inlined)",
+        },
     },
 )
 async def report_run(run: RunDep, manager: Manager) -> Response:

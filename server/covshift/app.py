@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -107,6 +111,26 @@ def _add_errors(app: FastAPI) -> None:
 
     for error in statuses:
         app.add_exception_handler(error, problem)
+
+    async def invalid(request: Request, exc: Exception) -> Response:
+        # FastAPI's own 422, except that it echoes each bad input, and Python's json reads
+        # NaN and Infinity: echoed as numbers they made the response itself fail (500).
+        assert isinstance(exc, RequestValidationError)
+        errors = _finite(jsonable_encoder(exc.errors()))
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid)
+
+
+def _finite(value: Any) -> Any:
+    """value with every NaN or infinity replaced by its JSON-ish spelling, as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _add_assets(app: FastAPI) -> None:

@@ -159,7 +159,7 @@ def describe(exc: ValidationError) -> str:
     """One line per problem, each starting with the field it is about."""
     lines = []
     for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"])
+        field = ".".join(str(part) or '""' for part in error["loc"])  # "": a key named ""
         message = str(error["msg"]).removeprefix("Value error, ")
         # Cross-field checks have no location; their message starts with the field itself.
         lines.append(f"{field}: {message}" if field else message)

@@ -2,13 +2,23 @@
 
 Bounds are not repeated here: RunRequest is RunConfig, and the live controls use the
 same annotated types as RunConfig's fields.
+
+All three take JSON's types as their JSON Schema states them (JsonTypes).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .config import BatchSize, BnMomentum, LearningRate, RunConfig
 from .presets import PRESETS, preset_config
@@ -17,7 +27,12 @@ RUN_PRESETS = tuple(name for name, preset in PRESETS.items() if preset.sweep is 
 
 
 def _request_schema(schema: dict[str, Any]) -> None:
-    schema.get("properties", {}).pop("data_dir", None)
+    properties = schema.get("properties", {})
+    properties.pop("data_dir", None)
+    # What the validators check, said in the schema too, so generated clients (and
+    # fuzzers) send what is accepted.
+    properties["variants"]["uniqueItems"] = True
+    properties["preset"]["anyOf"] = [{"enum": list(RUN_PRESETS)}, {"type": "null"}]
     schema["examples"] = [
         {"dataset": "moons", "variants": ["plain", "bn"], "depth": 2, "width": 16},
         {"dataset": "digits", "activation": "relu", "lr": 1.0, "batch_size": 16},
@@ -26,7 +41,34 @@ def _request_schema(schema: dict[str, Any]) -> None:
     ]
 
 
-class RunRequest(RunConfig):
+class JsonTypes(BaseModel):
+    """Strict: pydantic's lax mode would read `true` as 1, "0.5" as 0.5 and "yes" as true,
+    so a client with a type bug would train something it did not ask for. Two exceptions
+    keep JSON Schema's meaning: an integer field takes 2.0 (JSON Schema's "integer" does),
+    and a tuple field takes an array (strict mode wants a Python tuple)."""
+
+    model_config = ConfigDict(strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _as_json_schema_reads_it(cls, value: object, info: ValidationInfo) -> object:
+        field = str(info.field_name)
+        if isinstance(value, list) and _takes(cls, field, tuple):
+            return tuple(value)
+        if isinstance(value, float) and value.is_integer() and _takes(cls, field, int):
+            return int(value)
+        return value
+
+
+def _takes(model: type[BaseModel], field: str, kind: type) -> bool:
+    """Is `kind` one of the field's types (int for `Annotated[int, ...] | None`)?"""
+    annotation = model.model_fields[field].annotation
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    # __origin__: int for Annotated[int, ...], tuple for tuple[str, ...]
+    return any(getattr(option, "__origin__", option) is kind for option in options or [annotation])
+
+
+class RunRequest(RunConfig, JsonTypes):
     """POST /api/runs: a run config. Unset fields take the preset's values, if one is named,
     else RunConfig's defaults."""
 
@@ -86,7 +128,7 @@ class RunRequest(RunConfig):
         return RunConfig.model_validate(values)
 
 
-class RunPatch(BaseModel):
+class RunPatch(JsonTypes):
     """PATCH /api/runs/{id}: live controls; each takes effect at the run's next step."""
 
     model_config = ConfigDict(

@@ -22,6 +22,18 @@ SECURITY_HEADERS = [
 ]
 
 
+# uvicorn closes a websocket (1009) on a message over its own size limit before the app
+# sees it, so no error could be sent. Its limit is set above max_body_bytes: the app reads
+# a message up to this many times over the limit and answers it with an error first; only
+# a larger one is cut off unread (memory stays bounded either way).
+WS_TRANSPORT_FACTOR = 4
+
+
+def ws_transport_limit(max_body_bytes: int) -> int:
+    """uvicorn's ws_max_size for a server whose messages are limited to max_body_bytes."""
+    return WS_TRANSPORT_FACTOR * max_body_bytes
+
+
 class BodyTooLarge(HTTPException):
     """413; an HTTPException so that FastAPI's body parsing passes it through unchanged."""
 

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .config import describe
+from .security import ws_transport_limit
 from .settings import Settings
 from .store import RunStore, StoreError
 
@@ -73,7 +74,8 @@ def serve(args: argparse.Namespace) -> int:
             create_app(settings),
             host=settings.host,
             port=settings.port,
-            ws_max_size=settings.max_body_bytes,  # the body limit applies to websocket messages too
+            # Above max_body_bytes, so the app can answer an oversized message (ws.py).
+            ws_max_size=ws_transport_limit(settings.max_body_bytes),
             ws_per_message_deflate=settings.ws_compression,
             server_header=False,
             log_level="info",

@@ -3,6 +3,9 @@
 One task sends (the only writer to the socket), draining the client's bounded queue;
 the handler itself reads. Replies go through the same queue, so a client sees the
 events of its change before the ack, and everything in the order it happened.
+
+Every message a client sends is answered, a bad one with an `error`, and the connection
+stays open; only a message over max_body_bytes closes it (an error, then code 1009).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -26,9 +30,12 @@ from .schemas import ControlMessage
 from .security import origin_allowed
 from .worker import encode
 
+log = logging.getLogger(__name__)
+
 router = APIRouter()
 
 POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
 UNKNOWN_RUN = 4404  # application close code (4000-4999): no run with this id
 
 
@@ -50,12 +57,17 @@ async def run_socket(websocket: WebSocket, run_id: str, manager: Manager) -> Non
     hello, history = await run.attach(client)
     sender = asyncio.create_task(_send(websocket, client, hello, history))
     try:
-        await _receive(websocket, run, client, manager)
+        refusal = await _receive(websocket, run, client, manager)
     finally:
         run.detach(client)
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
+    if refusal is not None:
+        # The sender is gone, so this is the only writer now.
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await websocket.send_text(encode(message("error", id=None, message=refusal)))
+            await websocket.close(code=MESSAGE_TOO_BIG, reason="message too big")
 
 
 async def _send(
@@ -76,34 +88,44 @@ async def _send(
 
 async def _receive(
     websocket: WebSocket, run: Run, client: ClientQueue, manager: RunManager
-) -> None:
+) -> str | None:
+    """Answer the client's messages until it leaves (None) or sends one too large to
+    take (the error to send before closing)."""
+    limit = manager.settings.max_body_bytes
     while True:
         received = await websocket.receive()
         if received["type"] == "websocket.disconnect":
-            return
+            return None
         text = received.get("text")
+        size = len(text.encode()) if text is not None else len(received.get("bytes") or b"")
+        if size > limit:
+            return f"message of {size} bytes is over the limit of {limit} bytes; closing"
         if text is None:
             _reply_error(client, None, "binary messages are not supported; send JSON text")
             continue
-        await _handle(text, run, client, manager)
+        try:
+            await _handle(text, run, client, manager)
+        except Exception:  # a server bug must cost one message, not the connection
+            log.exception("run %s: a websocket message could not be handled", run.id)
+            _reply_error(client, None, "the server failed on this message (see its log)")
 
 
 async def _handle(text: str, run: Run, client: ClientQueue, manager: RunManager) -> None:
     try:
         data: Any = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         _reply_error(client, None, f"malformed JSON: {exc}")
         return
     if not isinstance(data, dict):
         _reply_error(client, None, 'a message must be a JSON object with a "type"')
         return
-    client_id = data.get("id") if isinstance(data.get("id"), (str, int)) else None
+    client_id = data.get("id")
+    if isinstance(client_id, float) and client_id.is_integer():
+        client_id = int(client_id)  # JSON Schema's "integer", as ControlMessage reads it
+    if not isinstance(client_id, (str, int)) or isinstance(client_id, bool):
+        client_id = None  # echo only what the message's `id` field may be
     if data.get("type") != "control":
-        _reply_error(
-            client,
-            client_id,
-            f"type: unknown message type {data.get('type')!r}; expected 'control'",
-        )
+        _reply_error(client, client_id, f"type: {_unknown_type(data.get('type'))}")
         return
     try:
         control = ControlMessage.model_validate(data)
@@ -115,6 +137,17 @@ async def _handle(text: str, run: Run, client: ClientQueue, manager: RunManager)
         _reply_error(client, client_id, str(exc))
         return
     client.put(encode(message("ack", id=control.id, run=info.model_dump(mode="json"))), False)
+
+
+def _unknown_type(value: object) -> str:
+    if isinstance(value, str):
+        shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+        return f"unknown message type {shown}; expected 'control'"
+    if value is None:
+        return "missing; expected 'control'"
+    # Not repr: a deeply nested value would recurse, a long one would be echoed whole.
+    kind = {bool: "a boolean", int: "a number", float: "a number", list: "an array"}
+    return f"must be the string 'control', not {kind.get(type(value), 'an object')}"
 
 
 def _reply_error(client: ClientQueue, client_id: str | int | None, text: str) -> None:
