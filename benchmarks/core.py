@@ -125,50 +125,51 @@ def every_step_floor(repeats: int) -> dict[str, float]:
 
 
 def probe_vs_tensorboard(repeats: int) -> dict[str, float]:
-    """One probe (all layers, all stats, one frame) against add_histogram on the same tensors.
+    """One probe (all layers, all stats, one frame) against add_histogram on the same
+    tensors, each taken where it is used: after 20 training steps, on the tensors of the
+    step at hand.
 
-    Two comparisons, each side by side: the measurement alone (probe -> frame dict against
-    the add_histogram calls, TensorBoard's writer flushed outside the timing), and the
-    measurement recorded on disk (the frame written as a JSON line against add_histogram
-    plus the flush that writes its events). The second is what a user of either gets.
+    Two comparisons: the measurement alone (probe -> frame dict against the add_histogram
+    calls; TensorBoard's writer thread is flushed outside the timing), and the measurement
+    recorded on disk (the frame written as a JSON line against add_histogram plus the
+    flush that writes its events).
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    trainer = Trainer(RunConfig())
-    x, _ = trainer.next_batch()
-    captured = {}
-    for variant, model in trainer.models.items():
-        with capture(model) as layers:
-            model(x)
-        captured[variant] = layers
+    trainer = Trainer(RunConfig(steps=10_000_000, test_every=1_000_000))
+    train = bare_loop(trainer)
 
-    def probe() -> dict[str, object]:
+    def taps_now() -> dict[str, list[dict[str, torch.Tensor]]]:
+        x, _ = trainer.next_batch()
+        values = {}
+        for variant, model in trainer.models.items():
+            with capture(model) as layers:
+                model(x)
+            values[variant] = tap_values(model, layers)
+        return values
+
+    def probe(values: dict[str, list[dict[str, torch.Tensor]]]) -> dict[str, object]:
         packer = Packer()
-        values = {v: tap_values(trainer.models[v], layers) for v, layers in captured.items()}
         frame: dict[str, object] = packer.resolve(
             trainer.probe.reduce(values, trainer.models, packer)
         )
         return frame
 
-    tensors = [
-        (f"{v}/{layer}/{tap}", tensor)
-        for v, layers in captured.items()
-        for layer, taps in enumerate(tap_values(trainer.models[v], layers))
-        for tap, tensor in taps.items()
-    ]
     with tempfile.TemporaryDirectory() as logdir, open(Path(logdir) / "frames.jsonl", "a") as out:
         writer = SummaryWriter(logdir)
 
-        def probe_recorded() -> None:
-            out.write(json.dumps(probe(), allow_nan=False) + "\n")
+        def probe_recorded(values: dict[str, list[dict[str, torch.Tensor]]]) -> None:
+            out.write(json.dumps(probe(values), allow_nan=False) + "\n")
             out.flush()
 
-        def tensorboard() -> None:
-            for name, tensor in tensors:
-                writer.add_histogram(name, tensor, 0)
+        def tensorboard(values: dict[str, list[dict[str, torch.Tensor]]]) -> None:
+            for variant, layers in values.items():
+                for layer, taps in enumerate(layers):
+                    for tap, tensor in taps.items():
+                        writer.add_histogram(f"{variant}/{layer}/{tap}", tensor, 0)
 
-        def tensorboard_recorded() -> None:
-            tensorboard()
+        def tensorboard_recorded(values: dict[str, list[dict[str, torch.Tensor]]]) -> None:
+            tensorboard(values)
             writer.flush()
 
         cases = {
@@ -178,19 +179,20 @@ def probe_vs_tensorboard(repeats: int) -> dict[str, float]:
             "tensorboard_recorded": tensorboard_recorded,
         }
         timings: dict[str, list[float]] = {name: [] for name in cases}
-        for fn in cases.values():
-            fn()
-        writer.flush()
-        for _ in range(repeats):
+        tensors = sum(len(taps) for layers in taps_now().values() for taps in layers)
+        for round_ in range(repeats + 1):
             for name, fn in cases.items():
+                train(20)
+                values = taps_now()
+                writer.flush()  # nothing of TensorBoard's left to run during the timing
                 started = time.perf_counter()
-                fn()
-                timings[name].append(time.perf_counter() - started)
-                writer.flush()  # outside the timing: nothing left to run during the next one
+                fn(values)
+                if round_:  # the first round warms up
+                    timings[name].append(time.perf_counter() - started)
         writer.close()
     ms = {name: statistics.median(times) * 1e3 for name, times in timings.items()}
     return {
-        "tensors": len(tensors),
+        "tensors": tensors,
         "probe_ms": ms["probe"],
         "tensorboard_ms": ms["tensorboard"],
         "tensorboard_over_probe": ms["tensorboard"] / ms["probe"],

@@ -151,3 +151,41 @@ def test_windowed_drift_of_one_frame_is_the_frame_to_frame_drift() -> None:
     drifts = [f["variants"][v]["layers"][0]["drift"] for f in frames[1:] for v in config.variants]
     assert all(d["w1_window"] == d["w1"] for d in drifts)
     assert any(d["w1"] > 0 for d in drifts)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_saturated_and_dead_fractions_match_a_direct_count(activation: str) -> None:
+    """Counted in the sorted rows; the oracle compares the float32 tensor directly, on
+    values placed exactly at, just inside and just outside the thresholds, and NaN."""
+    from covshift.frames import Packer
+
+    trainer = Trainer(RunConfig(activation=activation, depth=2, width=10, batch_size=12))
+    x, _ = trainer.next_batch()
+    values = {}
+    for variant, model in trainer.models.items():
+        with capture(model) as layers:
+            model(x)
+        values[variant] = tap_values(model, layers)
+    low, high = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "relu": (0.0, 0.0)}[activation]
+    f32 = np.float32
+    edges = [f32(low + 0.01), f32(high - 0.01), f32(0.0), f32(-0.0)]
+    around = [v for e in edges for v in (np.nextafter(e, f32(-1)), e, np.nextafter(e, f32(1)))]
+    crafted = values["plain"][0]["act_output"].clone()
+    flat = crafted.view(-1)
+    flat[: len(around)] = torch.tensor(around, dtype=torch.float32)
+    flat[len(around)] = float("nan")
+    crafted[:, 3] = 0.0  # one unit dead for the whole batch (ReLU)
+    values["plain"][0]["act_output"] = crafted
+    packer = Packer()
+    frame = packer.resolve({"layers": trainer.probe.reduce(values, trainer.models, packer)})
+    for variant, layers in values.items():
+        for layer, taps in enumerate(layers):
+            out = taps["act_output"]
+            got = frame["layers"][variant][layer]
+            if activation == "relu":
+                assert got["dead"] == int((out <= 0).sum()) / out.numel()
+                dead_units = (out <= 0).all(0).double().mean().item()
+                assert got["dead_units"] == pytest.approx(dead_units, rel=1e-7)
+            else:
+                hit = (out < low + 0.01) | (out > high - 0.01)
+                assert got["saturated"] == int(hit.sum()) / out.numel()

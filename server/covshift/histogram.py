@@ -31,10 +31,19 @@ class RowStats:
     std: torch.Tensor  # population std (ddof=0)
     min: torch.Tensor
     max: torch.Tensor
+    ordered: np.ndarray  # (unique rows, n) each values row sorted, non-finite ones as +inf last
+    source: list[int]  # result row i describes ordered[source[i]]
 
     def full_counts(self) -> torch.Tensor:
         """Counts with underflow and overflow as outer cells: (rows, bins + 2)."""
         return torch.cat([self.underflow[:, None], self.counts, self.overflow[:, None]], dim=1)
+
+    def count_below(self, row: int, thresholds: np.ndarray) -> np.ndarray:
+        """How many values of result row `row` are below each float32 threshold (a binary
+        search in the sorted row; +inf stands for the non-finite ones, so keep
+        thresholds finite)."""
+        found: np.ndarray = np.searchsorted(self.ordered[self.source[row]], thresholds)
+        return found
 
 
 def nice_ceil(value: float) -> float:
@@ -70,39 +79,43 @@ def reduce_rows(
     unique, n = values.shape
     rows = list(range(unique)) if source is None else source
     array = values.detach().float().cpu().numpy()  # sync point on CUDA: once per frame
-    finite = np.isfinite(array)
-    if finite.all():
+    zeroed = array.astype(np.float64)
+    sums = zeroed.sum(axis=1)
+    if np.isfinite(sums).all():  # a NaN or infinity anywhere in a row makes its sum one
         n_finite = np.full(unique, n)
-        zeroed = array.astype(np.float64)
     else:
         # Non-finite values sort to the end of each row, so the finite ones are a prefix.
+        finite = np.isfinite(array)
         n_finite = finite.sum(axis=1)
-        zeroed = np.where(finite, array.astype(np.float64), 0.0)
+        zeroed = np.where(finite, zeroed, 0.0)
+        sums = zeroed.sum(axis=1)
         array = np.where(finite, array, np.float32(np.inf))
     ordered = np.sort(array, axis=1)
 
-    sorted_rows = torch.from_numpy(ordered if source is None else ordered[rows])
-    edge_rows = edges.detach().float().cpu()
     # Float32 values below the float32 just above the last edge are those <= the last edge,
-    # so one binary search gives both sides of the closed last bin.
-    beyond = torch.nextafter(edge_rows[:, -1:], torch.tensor(math.inf))
-    below = torch.searchsorted(sorted_rows, torch.cat([edge_rows, beyond], 1)).numpy()
+    # so one binary search per row gives both sides of the closed last bin.
+    edge_rows = edges.detach().float().cpu().numpy()
+    beyond = np.nextafter(edge_rows[:, -1:], np.float32(np.inf))
+    targets = np.concatenate([edge_rows, beyond], axis=1)
+    below = np.stack([np.searchsorted(ordered[u], targets[i]) for i, u in enumerate(rows)])
     at_or_below_last = below[:, -1]
     below = below[:, :-1]  # values < edge[k]
     # Bin k holds edge[k] <= v < edge[k+1]; the last bin also holds v == edge[-1], as numpy.
     counts = np.concatenate([below[:, 1:-1], at_or_below_last[:, None]], axis=1) - below[:, :-1]
-    stats = _stats_from_sorted(ordered, zeroed, n_finite)
+    stats = _stats_from_sorted(ordered, zeroed, sums, n_finite)
     return RowStats(
         counts=torch.from_numpy(counts),
         underflow=torch.from_numpy(below[:, 0].copy()),
         overflow=torch.from_numpy(n_finite[rows] - at_or_below_last),
         nonfinite=torch.from_numpy(n - n_finite[rows]),
         **{name: torch.from_numpy(column[rows]) for name, column in stats.items()},
+        ordered=ordered,
+        source=rows,
     )
 
 
 def _stats_from_sorted(
-    ordered: np.ndarray, zeroed: np.ndarray, n_finite: np.ndarray
+    ordered: np.ndarray, zeroed: np.ndarray, sums: np.ndarray, n_finite: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Percentiles and moments of each sorted row; NaN for rows with no finite value."""
     n = ordered.shape[1]
@@ -117,7 +130,7 @@ def _stats_from_sorted(
     # Rows with no finite value do arithmetic on inf here; they are replaced by NaN below.
     with np.errstate(invalid="ignore", divide="ignore"):
         percentiles = low_value + (high_value - low_value) * (position - low_index)
-        mean = zeroed.sum(axis=1) / n_finite
+        mean = sums / n_finite
         centred = zeroed - mean[:, None]
         # Each zeroed non-finite entry added mean^2 to the sum of squares; take it back out.
         squares = np.einsum("ij,ij->i", centred, centred) - (n - n_finite) * mean * mean

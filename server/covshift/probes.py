@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .frames import Filled, Json, Packer, Slot
+from .frames import Filled, Json, Packer
 from .histogram import RowStats, make_edges, nice_ceil, reduce_rows, wasserstein1
 from .models import MLP
 from .norms import normalized
@@ -185,8 +185,8 @@ class Probe:
         packer.unpacked_nonfinite |= bool((stats.nonfinite > 0).any())
 
         layer_keys = [(v, layer) for v, layer, tap in rows if tap == "act_input"]
-        outputs = stacked[[source[index[v, layer, "act_output"]] for v, layer in layer_keys]]
-        activation = self._activation_stats(outputs, values, layer_keys, packer)
+        output_rows = [index[v, layer, "act_output"] for v, layer in layer_keys]
+        activation = self._activation_stats(stats, output_rows, values, layer_keys, packer)
         drift = self._drift(
             layer_keys, [index[v, layer, "act_input"] for v, layer in layer_keys], stats, packer
         )
@@ -198,7 +198,7 @@ class Probe:
             entry: dict[str, Json] = {
                 "taps": {tap: taps[index[variant, layer, tap]] for tap in names}
             }
-            entry.update({name: slot.row(k) for name, slot in activation.items()})
+            entry.update({name: per_layer[k] for name, per_layer in activation.items()})
             entry["drift"] = drift.get((variant, layer))
             entry.update(norm_templates(block, names, packer))
             result[variant].append(entry)
@@ -206,23 +206,32 @@ class Probe:
 
     def _activation_stats(
         self,
-        outputs: torch.Tensor,
+        stats: RowStats,
+        output_rows: list[int],
         values: dict[str, list[dict[str, torch.Tensor]]],
         layer_keys: list[tuple[str, int]],
         packer: Packer,
-    ) -> dict[str, Slot]:
-        """Saturation (sigmoid, tanh) or dead fractions (relu) per layer, from its output."""
+    ) -> dict[str, list[Json]]:
+        """Saturation (sigmoid, tanh) or dead fractions (relu) per layer, from its output:
+        counted in the sorted rows, compared in float32 as the tensors are."""
+        n = values[layer_keys[0][0]][layer_keys[0][1]]["act_output"].numel()
+        finite = n - stats.nonfinite.numpy()
         if self.activation == "relu":
-            dead = outputs <= 0
-            width = values[layer_keys[0][0]][layer_keys[0][1]]["act_output"].shape[1]
-            per_unit = dead.reshape(len(layer_keys), -1, width).all(dim=1)
-            return {
-                "dead": packer.add(dead.float().mean(dim=1)),
-                "dead_units": packer.add(per_unit.float().mean(dim=1)),
-            }
+            at_most_zero = np.nextafter(np.float32(0), np.float32(1))  # below it: v <= 0
+            dead = [int(stats.count_below(row, at_most_zero)) / n for row in output_rows]
+            outputs = torch.stack([values[v][layer]["act_output"] for v, layer in layer_keys])
+            per_unit = (outputs <= 0).all(dim=1)  # (layers, units): dead for the whole batch
+            dead_units = packer.add(per_unit.float().mean(dim=1))
+            return {"dead": dead, "dead_units": [dead_units.row(k) for k in range(len(dead))]}
         low, high = (0.0, 1.0) if self.activation == "sigmoid" else (-1.0, 1.0)
-        saturated = (outputs < low + SATURATION_MARGIN) | (outputs > high - SATURATION_MARGIN)
-        return {"saturated": packer.add(saturated.float().mean(dim=1))}
+        # v < low + margin, and v <= high - margin (everything else finite is above it)
+        bounds = np.array([low + SATURATION_MARGIN, high - SATURATION_MARGIN], np.float32)
+        thresholds = np.array([bounds[0], np.nextafter(bounds[1], np.float32(np.inf))])
+        saturated = []
+        for row in output_rows:
+            below_low, up_to_high = stats.count_below(row, thresholds).tolist()
+            saturated.append((below_low + int(finite[row]) - up_to_high) / n)
+        return {"saturated": saturated}
 
     def _drift(
         self,
