@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from covshift.settings import Settings
 from starlette.testclient import WebSocketTestSession
 
@@ -50,6 +51,18 @@ def deadline(seconds: int) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def per_test_deadline(seconds: int) -> Any:
+    """An autouse fixture giving each test of a module `seconds` before it fails:
+    `_deadline = serverkit.per_test_deadline(60)` at module level."""
+
+    @pytest.fixture(autouse=True)
+    def _deadline() -> Iterator[None]:
+        with deadline(seconds):
+            yield
+
+    return _deadline
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, every: float = 0.02) -> Any:

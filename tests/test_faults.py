@@ -37,10 +37,7 @@ CLIENT_QUEUE = 32
 DIVERGING = {**SMALL, "depth": 4, "width": 64, "activation": "relu", "init": "default", "lr": 10}
 
 
-@pytest.fixture(autouse=True)
-def _deadline() -> Iterator[None]:
-    with serverkit.deadline(60):
-        yield
+_deadline = serverkit.per_test_deadline(60)
 
 
 @pytest.fixture(scope="module")

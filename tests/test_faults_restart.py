@@ -8,7 +8,6 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,10 +25,7 @@ from serverkit import SMALL, wait_for
 COVSHIFT = str(Path(sys.executable).parent / "covshift")
 
 
-@pytest.fixture(autouse=True)
-def _deadline() -> Iterator[None]:
-    with serverkit.deadline(90):
-        yield
+_deadline = serverkit.per_test_deadline(90)
 
 
 def environment() -> dict[str, str]:

@@ -60,10 +60,7 @@ OPERATIONS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _deadline() -> Iterator[None]:
-    with serverkit.deadline(120):
-        yield
+_deadline = serverkit.per_test_deadline(120)
 
 
 @pytest.fixture(scope="module")

@@ -46,10 +46,7 @@ FUZZ = settings(
 REPLY_TIMEOUT_S = 30.0  # a control waits for the worker's next step; generous for CI
 
 
-@pytest.fixture(autouse=True)
-def _deadline() -> Iterator[None]:
-    with serverkit.deadline(240):
-        yield
+_deadline = serverkit.per_test_deadline(240)
 
 
 @pytest.fixture(scope="module")

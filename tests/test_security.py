@@ -42,10 +42,7 @@ SECRETS = (b"[project]", b"root:x:0:0")
 SECURITY_MD = (Path(__file__).resolve().parent.parent / "SECURITY.md").read_text()
 
 
-@pytest.fixture(autouse=True)
-def _deadline() -> Iterator[None]:
-    with serverkit.deadline(60):
-        yield
+_deadline = serverkit.per_test_deadline(60)
 
 
 @pytest.fixture(scope="module")

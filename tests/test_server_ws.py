@@ -20,10 +20,7 @@ from starlette.websockets import WebSocketDisconnect
 pytestmark = pytest.mark.slow  # the module's client trains real runs in worker processes
 
 
-@pytest.fixture(autouse=True)
-def _deadline() -> Iterator[None]:
-    with serverkit.deadline(60):
-        yield
+_deadline = serverkit.per_test_deadline(60)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import asyncio
 import csv
 import io
 import json
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,7 @@ from covshift.store import RunStore, message_type
 from fastapi.testclient import TestClient
 from serverkit import SMALL, receive_until
 
-
-@pytest.fixture(autouse=True)
-def _deadline() -> Iterator[None]:
-    with serverkit.deadline(60):
-        yield
+_deadline = serverkit.per_test_deadline(60)
 
 
 def frame(number: int) -> str:

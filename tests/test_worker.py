@@ -16,11 +16,7 @@ from covshift.handle import WorkerHandle
 from covshift.worker import Command, Output, encode
 from serverkit import SMALL
 
-
-@pytest.fixture(autouse=True)
-def _deadline() -> Iterator[None]:
-    with serverkit.deadline(60):
-        yield
+_deadline = serverkit.per_test_deadline(60)
 
 
 def start(**overrides: Any) -> WorkerHandle:

@@ -109,6 +109,7 @@ class Probe:
         self.bins = bins
         self.drift_window = drift_window
         self.edges: dict[tuple[int, str], torch.Tensor] = {}
+        self._widths: dict[int, float] = {}
         # (variant, layer) -> act_input (full counts, [mean, std]) at the previous probe
         self._previous: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         # (variant, layer) -> act_input full counts at its first probe (step 0 unless skipped)
@@ -129,6 +130,12 @@ class Probe:
         for (layer, tap), largest in extent.items():
             lo, hi = self._range(tap, largest)
             self.edges[layer, tap] = make_edges(lo, hi, self.bins)
+        # each layer's act_input bin width, for the drift's W1
+        self._widths = {
+            layer: float(edges[1] - edges[0])
+            for (layer, tap), edges in self.edges.items()
+            if tap == "act_input"
+        }
 
     def _range(self, tap: str, largest: float) -> tuple[float, float]:
         if tap == "bn_xhat":
@@ -248,7 +255,7 @@ class Probe:
         result: dict[tuple[str, int], Json] = {}
         if seen:
             keys = [layer_keys[k] for k in seen]
-            widths = np.array([self._bin_width(layer) for _, layer in keys])
+            widths = np.array([self._widths[layer] for _, layer in keys])
             # One call for all three comparisons: against the previous probe, the first probe
             # and the probe drift_window frames back (or the oldest kept while fewer exist).
             w1 = wasserstein1(
@@ -276,10 +283,6 @@ class Probe:
             self._first.setdefault(key, full[k])
             self._window.setdefault(key, deque(maxlen=self.drift_window)).append(full[k])
         return result
-
-    def _bin_width(self, layer: int) -> float:
-        edges = self.edges[layer, "act_input"]
-        return float(edges[1] - edges[0])
 
 
 def _tap_dicts(stats: RowStats) -> list[dict[str, Json]]:
