@@ -10,8 +10,7 @@ import statistics
 from pathlib import Path
 
 import torch
-
-from . import browser, core, server, soak
+from covshift import browser, core, server, soak
 
 TARGETS = {
     ("throughput", "ratio_default"): (">=", 0.90),

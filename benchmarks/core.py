@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from covshift.config import ICS_EVERY_WHEN_ON, RunConfig
-from covshift.frames import Packer
-from covshift.probes import capture, tap_values
-from covshift.trainer import Trainer
+from covshift.train.packing import Packer
+from covshift.train.probes import capture, tap_values
+from covshift.train.trainer import Trainer
 
 
 def bare_loop(trainer: Trainer) -> Callable[[int], None]:

@@ -34,8 +34,8 @@ def _serve(port: int, stamps: str | None, logdir: str) -> None:
     """Server process: the real app, with the worker's send time of each frame recorded
     (when `stamps` names a file)."""
     import uvicorn
-    from covshift.app import create_app
     from covshift.settings import Settings
+    from covshift.web.app import create_app
 
     if stamps is not None:
         _record_send_times(stamps)
@@ -47,7 +47,7 @@ def _serve(port: int, stamps: str | None, logdir: str) -> None:
 
 
 def _record_send_times(stamps: str) -> None:
-    from covshift import run as run_module
+    from covshift.web import run as run_module
 
     log = Path(stamps).open("a", encoding="utf-8")  # noqa: SIM115 (open for the process)
     apply = run_module.Run._apply
@@ -179,7 +179,7 @@ def _headless_steps_per_s(seconds: float) -> float:
     """The same run config trained with no server at all, one torch thread like the worker."""
     import torch
     from covshift.config import RunConfig
-    from covshift.trainer import Trainer
+    from covshift.train.trainer import Trainer
 
     torch.set_num_threads(1)
     trainer = Trainer(RunConfig.model_validate(RUN))

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from covshift.app import create_app
 from covshift.config import RunConfig
 from covshift.settings import Settings
+from covshift.web.app import create_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Playwright's own browser download does not work here; Debian's Chromium does with these.

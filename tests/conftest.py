@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from covshift.config import RunConfig
-from covshift.data import Dataset, load_dataset
+from covshift.train.data import Dataset, load_dataset
 
 
 @pytest.fixture(autouse=True)

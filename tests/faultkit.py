@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from covshift.app import create_app
-from covshift.runs import RunManager
 from covshift.settings import Settings
+from covshift.web.app import create_app
+from covshift.web.manager import RunManager
 from websockets.sync.client import ClientConnection, connect
 
 

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from covshift.config import (
-    BATCH_SIZE,
-    BN_MOMENTUM,
-    LEARNING_RATE,
-    RunConfig,
-    check,
-    describe,
-)
+from covshift.config import BATCH_SIZE, BN_MOMENTUM, LEARNING_RATE, RunConfig, check, describe
 from covshift.errors import ConfigError
 from pydantic import ValidationError
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from covshift.config import RunConfig
-from covshift.trainer import Trainer
+from covshift.train.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from covshift.data import load_dataset, load_mnist
 from covshift.errors import DataError
-from covshift.idx import read_idx
+from covshift.train.data import load_dataset, load_mnist
+from covshift.train.idx import read_idx
 
 
 def _write_idx(path: Path, array: np.ndarray, type_byte: int = 0x08) -> None:

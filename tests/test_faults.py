@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import serverkit
 from covshift.config import RunConfig
-from covshift.worker import EVERY_VARIANT_DIVERGED
+from covshift.runtime.worker import EVERY_VARIANT_DIVERGED
 from faultkit import (
     ThreadedServer,
     fill,

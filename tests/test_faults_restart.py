@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 import serverkit
-from covshift import store
-from covshift.lifecycle import RunInfo, RunState
-from covshift.store import RunStore
-from covshift.worker import encode, state_event
+from covshift.web import store
+from covshift.web.lifecycle import RunInfo, RunState
+from covshift.web.store import RunStore
+from covshift.wire import encode, state_event
 from faultkit import fill, strict_json, tmpfs
 from liveserver import serve
 from serverkit import SMALL, wait_for

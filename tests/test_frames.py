@@ -6,7 +6,8 @@ import json
 import math
 
 import torch
-from covshift.frames import SCHEMA_VERSION, Packer, json_safe, message
+from covshift.train.packing import Packer
+from covshift.wire import SCHEMA_VERSION, json_safe, message
 
 
 def test_packer_returns_the_exact_values_in_place() -> None:

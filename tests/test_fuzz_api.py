@@ -19,8 +19,8 @@ import pytest
 import requests
 import schemathesis
 import serverkit
-from covshift.app import create_app
 from covshift.settings import Settings
+from covshift.web.app import create_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from liveserver import LiveServer, serve

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 import serverkit
-from covshift.security import ws_transport_limit
 from covshift.settings import Settings
+from covshift.web.security import ws_transport_limit
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from liveserver import LiveServer, serve

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from covshift.histogram import PERCENTILES, make_edges, nice_ceil, reduce_rows, wasserstein1
+from covshift.train.histogram import PERCENTILES, make_edges, nice_ceil, reduce_rows, wasserstein1
 from scipy.stats import wasserstein_distance
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from covshift import ics
 from covshift.config import RunConfig
-from covshift.data import Dataset
-from covshift.models import MLP, build_variants
-from covshift.trainer import Trainer
+from covshift.train import ics
+from covshift.train.data import Dataset
+from covshift.train.models import MLP, build_variants
+from covshift.train.trainer import Trainer
 
 
 def _two_layer(variant: str = "plain") -> MLP:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 from covshift.config import RunConfig
-from covshift.data import Dataset
-from covshift.inference import evaluate, population_statistics, running_stat_norms
-from covshift.models import MLP, build_variants
-from covshift.trainer import Trainer
+from covshift.train.data import Dataset
+from covshift.train.inference import evaluate, population_statistics, running_stat_norms
+from covshift.train.models import MLP, build_variants
+from covshift.train.trainer import Trainer
 
 EPS = 1e-5
 

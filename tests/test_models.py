@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from covshift.config import RunConfig
-from covshift.models import build_variants
+from covshift.train.models import build_variants
 from torch import nn
 
 

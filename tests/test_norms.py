@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 from covshift.config import RunConfig
-from covshift.models import build_variants
-from covshift.norms import (
+from covshift.train.models import build_variants
+from covshift.train.norms import (
     NOISE_JITTER,
     BatchRenorm1d,
     GhostBatchNorm1d,
     NoisyBatchNorm1d,
     restoring_state,
 )
-from covshift.probes import capture, tap_values
+from covshift.train.probes import capture, tap_values
 from pydantic import ValidationError
 from torch import nn
 from torch.nn import functional as F

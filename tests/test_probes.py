@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from covshift.config import RunConfig
-from covshift.models import build_variants
-from covshift.probes import capture, tap_values
-from covshift.trainer import Trainer
+from covshift.train.models import build_variants
+from covshift.train.probes import capture, tap_values
+from covshift.train.trainer import Trainer
 from scipy.stats import wasserstein_distance
 
 
@@ -157,7 +157,7 @@ def test_windowed_drift_of_one_frame_is_the_frame_to_frame_drift() -> None:
 def test_saturated_and_dead_fractions_match_a_direct_count(activation: str) -> None:
     """Counted in the sorted rows; the oracle compares the float32 tensor directly, on
     values placed exactly at, just inside and just outside the thresholds, and NaN."""
-    from covshift.frames import Packer
+    from covshift.train.packing import Packer
 
     trainer = Trainer(RunConfig(activation=activation, depth=2, width=10, batch_size=12))
     x, _ = trainer.next_batch()

@@ -8,11 +8,11 @@ import re
 
 import pytest
 from covshift.config import RunConfig
-from covshift.data import Dataset
-from covshift.report import RunSeries, render_run_report
-from covshift.sweep import run_sweep
-from covshift.sweep_report import render_sweep_report
-from covshift.trainer import Trainer
+from covshift.reports.run import RunSeries, render_run_report
+from covshift.reports.sweep import render_sweep_report
+from covshift.train.data import Dataset
+from covshift.train.sweep import run_sweep
+from covshift.train.trainer import Trainer
 
 
 def _records(config: RunConfig, digits: Dataset) -> tuple[dict, list[dict]]:

@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 import serverkit
-from covshift.app import create_app
-from covshift.security import CONTENT_SECURITY_POLICY
 from covshift.settings import Settings
+from covshift.web.app import create_app
+from covshift.web.security import CONTENT_SECURITY_POLICY
 from fastapi.testclient import TestClient
 from liveserver import LiveServer, raw_request, serve
 from serverkit import SMALL

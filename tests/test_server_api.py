@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 import serverkit
-from covshift.app import create_app
 from covshift.cli import _default_to_serve, build_parser, main
-from covshift.runs import RunManager
-from covshift.security import CONTENT_SECURITY_POLICY
-from covshift.serve import page_url, settings_from
+from covshift.web.app import create_app
+from covshift.web.manager import RunManager
+from covshift.web.security import CONTENT_SECURITY_POLICY
+from covshift.web.serve import page_url, settings_from
 from fastapi.testclient import TestClient
 from serverkit import SMALL, wait_for
 

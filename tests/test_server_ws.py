@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import serverkit
-from covshift.app import create_app
 from covshift.config import RunConfig
-from covshift.runs import RunManager
+from covshift.web.app import create_app
+from covshift.web.manager import RunManager
 from fastapi.testclient import TestClient
 from serverkit import SMALL, is_type, receive_until, wait_for
 from starlette.websockets import WebSocketDisconnect

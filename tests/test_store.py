@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 import serverkit
-from covshift.app import create_app
-from covshift.export import columns, csv_lines
-from covshift.fanout import ClientClosed, ClientQueue
-from covshift.history import History
-from covshift.lifecycle import RunInfo, RunState
-from covshift.store import RunStore, message_type
+from covshift.reports.export import columns, csv_lines
+from covshift.web.app import create_app
+from covshift.web.fanout import ClientClosed, ClientQueue
+from covshift.web.history import History
+from covshift.web.lifecycle import RunInfo, RunState
+from covshift.web.store import RunStore, message_type
 from fastapi.testclient import TestClient
 from serverkit import SMALL, receive_until
 

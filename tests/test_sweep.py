@@ -8,9 +8,9 @@ import json
 import numpy as np
 import torch
 from covshift.config import RunConfig
-from covshift.data import Dataset
-from covshift.models import build_variants
-from covshift.sweep import NOISE_BATCHES, batch_statistics_noise, run_sweep
+from covshift.train.data import Dataset
+from covshift.train.models import build_variants
+from covshift.train.sweep import NOISE_BATCHES, batch_statistics_noise, run_sweep
 
 
 def _base(**values: object) -> RunConfig:

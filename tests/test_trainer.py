@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 from covshift.config import RunConfig
-from covshift.data import Dataset
 from covshift.errors import ConfigError
-from covshift.trainer import Trainer
+from covshift.train.data import Dataset
+from covshift.train.trainer import Trainer
 
 
 def _run(trainer: Trainer, steps: int | None = None) -> list[dict]:

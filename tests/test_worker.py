@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import serverkit
 from covshift.config import RunConfig
-from covshift.handle import WorkerHandle
-from covshift.worker import Command, Output, encode
+from covshift.runtime.handle import WorkerHandle
+from covshift.runtime.messages import Command, Output
+from covshift.wire import encode
 from serverkit import SMALL
 
 _deadline = serverkit.per_test_deadline(60)

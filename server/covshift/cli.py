@@ -10,16 +10,15 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import ValidationError
+
+from covshift.web.serve import add_serve_flags, serve
 
 from . import __version__
 from .config import BATCH_SIZE_ONE_REASON, RunConfig, describe
 from .errors import CovshiftError
-from .frames import Json
-from .headless import run_headless, run_preset
 from .presets import PRESETS, dataset_note, preset_config
-from .serve import add_serve_flags, serve
+from .wire import Json
 
 # Fields whose command-line spelling differs from a plain value.
 LIST_FIELDS = {"variants"}
@@ -173,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "run":
         parser.print_help()
         return 0
+    # The training core (and torch) is imported for `run` only: `serve` never needs it.
+    import torch
+
+    from .headless import run_headless
+
     try:
         config = _config_from(args)
         torch.set_num_threads(max(1, args.threads))
@@ -218,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run_preset(
     args: argparse.Namespace, config: RunConfig, progress: ProgressBar | None
 ) -> dict[str, Json]:
+    from .headless import run_preset
+
     if args.preset == "paper-fig1":
         print(f"covshift run: paper-fig1 trains {dataset_note(config)}", file=sys.stderr)
 

@@ -8,14 +8,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from covshift.reports.page import ReportError
+from covshift.reports.run import render_run_report
+from covshift.reports.sweep import render_sweep_report
+from covshift.train.sweep import PointDone, run_sweep
+from covshift.train.trainer import Trainer
+
 from .config import RunConfig
-from .frames import Json
-from .page import ReportError
 from .presets import PRESETS, dataset_note
-from .report import render_run_report
-from .sweep import PointDone, run_sweep
-from .sweep_report import render_sweep_report
-from .trainer import Trainer
+from .wire import Json
 
 Progress = Callable[[int, int, dict[str, Json]], None]
 logger = logging.getLogger(__name__)

@@ -24,9 +24,10 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
+from covshift.wire import encode, state_event
+
 from .history import History
 from .lifecycle import RunInfo, RunState
-from .worker import encode, state_event
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,16 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from .config import describe
+from covshift.config import describe
+from covshift.errors import ConfigError
+from covshift.wire import encode, message
+
 from .deps import Manager
-from .errors import ConfigError
 from .fanout import ClientClosed, ClientQueue
-from .frames import message
+from .manager import RunManager, UnknownRun
 from .run import Run, RunNotActive, WorkerTimeout
-from .runs import RunManager, UnknownRun
 from .schemas import ControlMessage
 from .security import origin_allowed
-from .worker import encode
 
 log = logging.getLogger(__name__)
 

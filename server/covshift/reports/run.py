@@ -13,7 +13,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .frames import Json
+from covshift.errors import CovshiftError
+from covshift.wire import Json
+
 from .page import COLORS, Figure, columns, config_text, figure, line, page, table, thin
 
 BAND = (15, 50, 85)  # Ioffe & Szegedy's Figure 1 percentiles
@@ -209,3 +211,26 @@ def _last(data: dict[str, list[Any]], name: str) -> str:
     if not values or values[-1][1] is None:
         return "–"
     return f"{values[-1][1]:.4g}"
+
+
+def report_html(run_id: str, lines: Iterable[str]) -> str:
+    """The self-contained report of a run's message lines, as frames.jsonl holds them."""
+    hello: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = []
+    for text in lines:
+        record = json.loads(text)
+        if record.get("type") == "hello":
+            hello = record
+        elif hello is not None:
+            records.append(record)
+    if hello is None:
+        raise NoDataYet(f"run {run_id} has no data yet (its worker is still loading)")
+    return render_run_report(hello, records, title=f"covshift run {run_id}")
+
+
+def report_filename(run_id: str) -> str:
+    return f"covshift-{run_id}-report.html"
+
+
+class NoDataYet(CovshiftError):
+    """The run's hello has not arrived: nothing to report yet."""

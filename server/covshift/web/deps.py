@@ -7,8 +7,8 @@ from typing import Annotated, cast
 from fastapi import Depends, Path
 from starlette.requests import HTTPConnection
 
+from .manager import RunManager
 from .run import Run
-from .runs import RunManager
 
 
 def get_manager(connection: HTTPConnection) -> RunManager:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from .frames import Json
+from covshift.wire import Json
+
 from .page import COLORS, Figure, config_text, figure, line, page, table
 
 

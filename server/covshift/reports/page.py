@@ -8,8 +8,8 @@ import json
 import math
 from typing import Any
 
-from .errors import CovshiftError
-from .frames import Json
+from covshift.errors import CovshiftError
+from covshift.wire import Json
 
 # Points per plotted series: evenly strided, always keeping the first and the last.
 MAX_POINTS = 600

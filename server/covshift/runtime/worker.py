@@ -12,91 +12,29 @@ and forwards the same text to every client without parsing it.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from .errors import CovshiftError
+from covshift.errors import CovshiftError
+from covshift.wire import encode, state_event
+
+from .messages import Command, Output, Reply, Status
 
 if TYPE_CHECKING:
-    from .trainer import Trainer
+    from covshift.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 # A run's step counter reaches the server at least this often, even between frames.
 STATUS_EVERY_S = 0.5
 
-Action = Literal["control", "stop"]
-
 EVERY_VARIANT_DIVERGED = (
     "every variant diverged (its loss became NaN or infinite); nothing is left to train. "
     "Try a lower learning rate in a new run"
 )
-
-
-@dataclass(frozen=True)
-class Status:
-    """Where the trainer is: what GET /api/runs/{id} shows between frames."""
-
-    step: int
-    epoch: float
-    lr: float
-    batch_size: int
-    bn_momentum: float | None
-
-
-@dataclass(frozen=True)
-class Command:
-    """A request from the server. `changes` holds validated values: batch_size, bn_momentum,
-    lr, paused, step (one training step while paused)."""
-
-    id: int
-    action: Action
-    changes: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Reply:
-    """The answer to command `id`: error is None when every change was applied."""
-
-    id: int
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Output:
-    """One batch from the worker. Messages are (type, JSON text) in the order produced;
-    state is set when the run's state changed (with error for "failed")."""
-
-    messages: tuple[tuple[str, str], ...] = ()
-    status: Status | None = None
-    state: str | None = None
-    error: str | None = None
-    reply: Reply | None = None
-    # CLOCK_MONOTONIC is one clock for every process on the machine: latency benchmarks
-    # compare it with the time a client receives the messages.
-    sent_at: float = field(default_factory=time.monotonic)
-
-
-def encode(record: dict[str, Any]) -> str:
-    """Compact JSON; a non-finite float the producer missed becomes null plus a flag."""
-    try:
-        return json.dumps(record, allow_nan=False, separators=(",", ":"))
-    except ValueError:
-        from .frames import json_safe
-
-        return json.dumps(json_safe(record), allow_nan=False, separators=(",", ":"))
-
-
-def state_event(step: int, state: str, **fields: Any) -> dict[str, Any]:
-    """The event that tells every client a run's state changed (kind "state")."""
-    from .frames import message
-
-    return message("event", step=step, kind="state", state=state, **fields)
 
 
 def worker_main(config_json: str, commands: Connection, outputs: Connection) -> None:
@@ -123,8 +61,8 @@ class _Worker:
     def run(self, config_json: str) -> None:
         import torch
 
-        from .config import RunConfig
-        from .trainer import Trainer
+        from covshift.config import RunConfig
+        from covshift.train.trainer import Trainer
 
         torch.set_num_threads(1)  # small nets: one thread is fastest and leaves cores free
         try:

@@ -13,9 +13,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .config import describe
+from covshift.config import describe
+from covshift.settings import Settings
+
 from .security import ws_transport_limit
-from .settings import Settings
 from .store import RunStore, StoreError
 
 

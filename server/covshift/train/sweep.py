@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from .config import RunConfig
+from covshift.config import RunConfig
+from covshift.wire import Json
+
 from .data import Dataset, load_dataset
-from .frames import Json
 from .inference import norm_inputs, running_stat_norms
 from .models import MLP
 from .norms import restoring_state

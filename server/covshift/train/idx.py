@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from covshift.errors import DataError
 
 # IDX type byte -> big-endian NumPy dtype (the format's own table).
 _IDX_DTYPES: dict[int, np.dtype[Any]] = {

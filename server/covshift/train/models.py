@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from .config import RunConfig
+from covshift.config import RunConfig
+
 from .norms import BatchRenorm1d, GhostBatchNorm1d, NoisyBatchNorm1d
 
 Placement = Literal["none", "before", "after"]

@@ -8,11 +8,12 @@ import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from .config import RunConfig
-from .errors import ConfigError
+from covshift.config import RunConfig
+from covshift.errors import ConfigError
+from covshift.settings import Settings
+
 from .lifecycle import ACTIVE, RunInfo, RunState
 from .run import Run, RunNotActive, WorkerTimeout
-from .settings import Settings
 from .store import RunStore, StoreError
 
 log = logging.getLogger(__name__)

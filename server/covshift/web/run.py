@@ -15,13 +15,15 @@ from concurrent.futures import Executor
 from datetime import datetime, timezone
 from typing import Any
 
-from .config import RunConfig
+from covshift.config import RunConfig
+from covshift.runtime.handle import WorkerGone, WorkerHandle
+from covshift.runtime.messages import Command, Output, Status
+from covshift.wire import encode, state_event
+
 from .fanout import ClientQueue
-from .handle import WorkerGone, WorkerHandle
 from .history import History
 from .lifecycle import RunInfo, RunState
 from .store import FramesLog, RunStore, public_config
-from .worker import Command, Output, Status, encode, state_event
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .frames import Filled, Json, Packer
+from covshift.wire import Json
+
 from .histogram import RowStats, make_edges, nice_ceil, reduce_rows, wasserstein1
 from .models import MLP
 from .norms import normalized
 from .normstats import norm_templates
+from .packing import Filled, Packer
 
 # What a layer exposes, in forward order. x̂ is derived from the norm's input at reduction.
 TAPS = ("linear_out", "bn_xhat", "bn_out", "act_input", "act_output")

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError
+from covshift.errors import DataError
+
 from .idx import find_idx, read_idx
 
 # The split and the synthetic data use their own fixed seed, not the run's seed,

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import ics
-from .config import (
+from covshift.config import (
     BATCH_SIZE,
     BATCH_SIZE_ONE_REASON,
     BN_MOMENTUM,
@@ -21,14 +20,17 @@ from .config import (
     RunConfig,
     check,
 )
+from covshift.errors import ConfigError
+from covshift.wire import Json, message
+
+from . import ics
 from .cumulative import CumulativeAverages
 from .data import Dataset, load_dataset
-from .errors import ConfigError
-from .frames import Json, Packer, message
 from .histogram import PERCENTILES
 from .inference import evaluate, running_stat_norms
 from .models import MLP, VARIANTS, build_variants, layer_weights
 from .norms import restoring_state
+from .packing import Packer
 from .probes import Captured, Probe, capture, tap_values, taps_of
 
 Metrics = dict[str, torch.Tensor]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .frames import Json, Packer
+from covshift.wire import Json
+
 from .models import Block
 from .norms import BatchRenorm1d, has_running_stats
+from .packing import Packer
 
 
 def norm_templates(block: Block, taps: dict[str, torch.Tensor], packer: Packer) -> dict[str, Json]:

@@ -1,17 +1,13 @@
-"""The wire records (hello, frame, event, error): schema version, one-sync packing, JSON safety."""
+"""Frame assembly: a frame's tensors gathered, then converted to Python in one sync point."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-# Adding a field keeps the version; renaming or removing one bumps it (docs/protocol.md).
-SCHEMA_VERSION = 1
-
-Json = Any
+from covshift.wire import Json, json_safe
 
 
 @dataclass(frozen=True)
@@ -142,41 +138,3 @@ def _fill(template: Json, parts: list[Json]) -> Json:
             return template  # already plain numbers (e.g. histogram counts): nothing to fill
         return [_fill(value, parts) for value in template]
     return template
-
-
-def _describe(value: float) -> str:
-    if math.isnan(value):
-        return "nan"
-    return "inf" if value > 0 else "-inf"
-
-
-def json_safe(record: dict[str, Json]) -> dict[str, Json]:
-    """Copy of record with each non-finite float replaced by None and flagged in "nonfinite"."""
-    flags: dict[str, str] = dict(record.get("nonfinite") or {})
-
-    def clean(value: Json, pointer: str) -> Json:
-        if isinstance(value, float) and not math.isfinite(value):
-            flags[pointer] = _describe(value)
-            return None
-        if isinstance(value, dict):
-            return {
-                k: clean(v, f"{pointer}/{_escape(k)}") for k, v in value.items() if k != "nonfinite"
-            }
-        if isinstance(value, list):
-            return [clean(v, f"{pointer}/{i}") for i, v in enumerate(value)]
-        return value
-
-    cleaned: dict[str, Json] = clean(record, "")
-    if flags:
-        cleaned["nonfinite"] = flags
-    return cleaned
-
-
-def message(message_type: str, **fields: Json) -> dict[str, Json]:
-    """A versioned wire message of the given type (fields may still hold Slots to resolve)."""
-    return {"v": SCHEMA_VERSION, "type": message_type, **fields}
-
-
-def _escape(key: str) -> str:
-    """JSON-pointer escaping (RFC 6901) of one key."""
-    return key.replace("~", "~0").replace("/", "~1")

@@ -19,13 +19,15 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from . import __version__, api, ws
-from .errors import ConfigError
+from covshift import __version__
+from covshift.errors import ConfigError
+from covshift.reports.run import NoDataYet
+from covshift.settings import Settings
+
+from . import api, ws
+from .manager import RunManager, TooManyRuns, UnknownRun
 from .run import RunNotActive, WorkerTimeout
-from .run_report import NoDataYet
-from .runs import RunManager, TooManyRuns, UnknownRun
 from .security import BodyLimitMiddleware, SecurityHeadersMiddleware
-from .settings import Settings
 from .store import StoreError
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ FAVICON = (
 def frontend_dir() -> Path | None:
     """The page's files: frontend/ at the repository root (source tree), else the copy
     packaged as covshift/frontend (installed wheel); None when neither exists."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # covshift/
     for candidate in (package.parent.parent / "frontend", package / "frontend"):
         if (candidate / "index.html").is_file():
             return candidate

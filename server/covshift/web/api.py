@@ -12,12 +12,13 @@ from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
-from .config import describe
+from covshift.config import describe
+from covshift.errors import ConfigError
+from covshift.reports.export import csv_lines
+from covshift.reports.run import report_filename, report_html
+
 from .deps import Manager, RunDep
-from .errors import ConfigError
-from .export import csv_lines
 from .lifecycle import RunInfo
-from .run_report import report_filename, report_html
 from .schemas import RunPatch, RunRequest
 
 router = APIRouter()

@@ -12,7 +12,8 @@ import signal
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 
-from .worker import Command, Output, worker_main
+from .messages import Command, Output
+from .worker import worker_main
 
 # One read hands the server at most this many outputs, so a burst is cut into batches.
 READ_BATCH = 256

@@ -20,8 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from .config import BatchSize, BnMomentum, LearningRate, RunConfig
-from .presets import PRESETS, preset_config
+from covshift.config import BatchSize, BnMomentum, LearningRate, RunConfig
+from covshift.presets import PRESETS, preset_config
 
 RUN_PRESETS = tuple(name for name, preset in PRESETS.items() if preset.sweep is None)
 

@@ -24,9 +24,11 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .frames import Json, Packer
+from covshift.wire import Json
+
 from .models import MLP, layer_weights
 from .norms import restoring_state
+from .packing import Packer
 
 # Multiples of the learning rate at which the landscape is probed along -g.
 LANDSCAPE_STEPS = (0.25, 0.5, 1.0, 2.0, 4.0)

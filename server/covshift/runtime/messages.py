@@ -1,0 +1,57 @@
+"""The typed messages between the server and a worker process: commands in, outputs out.
+
+Torch-free, so the server side (runtime.handle, the web layer) can use them without
+importing the training core.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Action = Literal["control", "stop"]
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where the trainer is: what GET /api/runs/{id} shows between frames."""
+
+    step: int
+    epoch: float
+    lr: float
+    batch_size: int
+    bn_momentum: float | None
+
+
+@dataclass(frozen=True)
+class Command:
+    """A request from the server. `changes` holds validated values: batch_size, bn_momentum,
+    lr, paused, step (one training step while paused)."""
+
+    id: int
+    action: Action
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to command `id`: error is None when every change was applied."""
+
+    id: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    """One batch from the worker. Messages are (type, JSON text) in the order produced;
+    state is set when the run's state changed (with error for "failed")."""
+
+    messages: tuple[tuple[str, str], ...] = ()
+    status: Status | None = None
+    state: str | None = None
+    error: str | None = None
+    reply: Reply | None = None
+    # CLOCK_MONOTONIC is one clock for every process on the machine: latency benchmarks
+    # compare it with the time a client receives the messages.
+    sent_at: float = field(default_factory=time.monotonic)
