@@ -85,8 +85,12 @@ class LiveServer:
         self._thread = None
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=5) as response:
-            return json.loads(response.read())
+        return json.loads(self.get_text(path))
+
+    def get_text(self, path: str) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            text: str = response.read().decode()
+            return text
 
     def runs(self) -> list[dict[str, Any]]:
         runs: list[dict[str, Any]] = self.get("/api/runs")

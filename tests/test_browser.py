@@ -6,13 +6,16 @@ One server for the module (its demo run is small); each test opens a fresh page.
 
 from __future__ import annotations
 
+import html
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from browser_support import CHROMIUM, CHROMIUM_ARGS, LiveServer, wait_for
+from covshift.web import rules as rules_module
 
 # scripts/test sets COVSHIFT_REQUIRE_BROWSER=1: there a missing browser is a failure,
 # never a skip. Elsewhere (a bare `pytest`) the tests skip with the reason.
@@ -180,6 +183,87 @@ def test_language_switch_is_remembered(dashboard: Page) -> None:
     assert "은닉층" in dashboard.page.inner_text("#layer-1 .layer-title")
     dashboard.page.click("[data-lang=en]")
     assert "Hidden layer" in dashboard.page.inner_text("#layer-1 .layer-title")
+
+
+def test_one_typed_change_is_one_event_one_marker_and_one_report_row(
+    dashboard: Page, server: LiveServer
+) -> None:
+    dashboard.wait_frames()
+    run_id = dashboard.run_id()
+    values = [0.031, 0.032, 0.033]
+    # Count what the page sends: each typed value must leave the page once.
+    dashboard.js(
+        """() => {
+          window.sentLr = [];
+          const send = WebSocket.prototype.send;
+          WebSocket.prototype.send = function (data) {
+            const msg = JSON.parse(data);
+            if (msg.type === "control" && "lr" in msg) window.sentLr.push(msg.lr);
+            return send.call(this, data);
+          };
+        }"""
+    )
+    for value in values:
+        # Enter sends it; leaving the box (Tab) fires "change" too, which must not resend.
+        dashboard.enter("#control-lr", str(value))
+        dashboard.page.press("#control-lr", "Tab")
+        dashboard.page.wait_for_selector("[data-field=lr] .msg.ok")
+        wait_for(lambda value=value: server.run(run_id)["lr"] == pytest.approx(value))
+    # Typing the value the run already has changes nothing and records nothing.
+    dashboard.enter("#control-lr", str(values[-1]))
+    dashboard.page.press("#control-lr", "Tab")
+    dashboard.page.wait_for_timeout(500)
+    assert dashboard.js("() => window.sentLr") == values
+    ours = f"(e) => e.kind === 'lr' && {values}.includes(e.value)"
+    dashboard.wait_js(f"() => window.covshift.state.events.filter({ours}).length >= 3")
+    dashboard.page.wait_for_timeout(300)
+    events = dashboard.js(f"() => window.covshift.state.events.filter({ours})")
+    assert [e["value"] for e in events] == values
+    steps = [e["step"] for e in events]
+    # One marker per change on every time axis of the loss chart.
+    per_axis = dashboard.js(
+        f"""() => {{
+          const plot = document.querySelector('#overview .plot');
+          const counts = {{}};
+          for (const shape of plot.layout.shapes ?? []) {{
+            if ({steps}.includes(shape.x0)) counts[shape.xref] = (counts[shape.xref] ?? 0) + 1;
+          }}
+          return counts;
+        }}"""
+    )
+    assert per_axis and all(count == 3 for count in per_axis.values()), per_axis
+    report = server.get_text(f"/api/runs/{run_id}/report")
+    rows = [
+        html.unescape(row) for row in re.findall(r"<tr>(.*?)</tr>", report, re.S) if ">lr<" in row
+    ]
+    for value in values:  # each change once ("previous" may name the value of the one before)
+        pattern = re.compile(r"value\W+" + re.escape(str(value)) + r"(?![\d.])")
+        assert sum(1 for row in rows if pattern.search(row)) == 1, (value, rows)
+    assert dashboard.errors == []
+
+
+def test_the_page_enforces_the_bound_the_server_states(
+    chromium: Any, server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The page holds no copy of a bound: change the server's rule and the page follows it.
+    stricter = rules_module.rules().model_copy(deep=True)
+    stricter.bounds["batch_size"].max = 100
+    monkeypatch.setattr(rules_module, "rules", lambda: stricter)
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    page = Page(context.new_page(), server)
+    try:
+        page.page.goto(server.url + "/")
+        page.wait_frames()
+        run_id = page.run_id()
+        before = server.run(run_id)["batch_size"]
+        page.enter("#control-batch_size", "200")
+        message = page.page.inner_text("[data-field=batch_size] .msg")
+        assert "100" in message
+        assert page.page.get_attribute("#control-batch_size", "aria-invalid") == "true"
+        assert "[1, 100]" in page.page.inner_text("[data-field=batch_size] .bounds")
+        assert server.run(run_id)["batch_size"] == before
+    finally:
+        context.close()
 
 
 def test_page_reconnects_after_the_server_restarts(dashboard: Page, server: LiveServer) -> None:

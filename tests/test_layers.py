@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import covshift
+import pytest
 
 PACKAGE = Path(covshift.__file__).resolve().parent
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from covshift.config import RunConfig
 from covshift.train.models import build_variants
+from covshift.variants import BATCH_STAT_VARIANTS, VARIANTS
 from torch import nn
 
 
@@ -55,3 +56,26 @@ def test_forward_order_puts_bn_before_or_after_the_activation() -> None:
             handle.remove()
         order[name] = seen
     assert order == {"bn": ["linear", "norm", "act"], "bn_after": ["linear", "act", "norm"]}
+
+
+def test_every_registered_variant_builds_and_only_batch_normalizers_drop_the_bias() -> None:
+    # A batch normalizer before the activation subtracts the batch mean, cancelling any
+    # Linear bias; a per-example one (LayerNorm, GroupNorm, RMSNorm) does not, so it keeps it.
+    config = RunConfig(variants=tuple(VARIANTS), depth=2, width=8, gn_groups=2)
+    models = build_variants(config, 4, 3, torch.device("cpu"))
+    for name, model in models.items():
+        biased = [block.linear.bias is not None for block in model.hidden()]
+        drops = name in BATCH_STAT_VARIANTS and VARIANTS[name].placement == "before"
+        assert biased == [not drops] * 2, name
+        assert model(torch.randn(6, 4)).shape == (6, 3)
+    assert {"bn", "brn", "noisy_bn", "ghost_bn"} <= {
+        n for n, m in models.items() if m.hidden()[0].linear.bias is None
+    }
+    assert all(models[n].hidden()[0].linear.bias is not None for n in ("ln", "gn", "rms"))
+
+
+def test_the_config_bounds_follow_the_registry() -> None:
+    assert RunConfig(variants=tuple(VARIANTS)).variants == tuple(VARIANTS)
+    schema = RunConfig.model_json_schema()["properties"]["variants"]
+    assert schema["maxItems"] == len(VARIANTS)
+    assert schema["items"]["enum"] == list(VARIANTS)

@@ -166,9 +166,33 @@ def test_layer_and_group_norm_xhat_is_standardised_per_example(variant: str) -> 
     groups = 1 if variant == "ln" else 3
     pre = layers[0]["norm_input"].double().numpy().reshape(10, groups, -1)
     expected = (pre - pre.mean(2, keepdims=True)) / np.sqrt(pre.var(2, keepdims=True) + EPS)
-    xhat = taps["bn_xhat"].double().numpy()
+    xhat = taps["norm_xhat"].double().numpy()
     np.testing.assert_allclose(xhat, expected.reshape(10, 12), rtol=1e-4, atol=1e-5)
     assert np.abs(xhat.reshape(10, groups, -1).mean(2)).max() < 1e-5
+
+
+def test_rms_norm_matches_torch_functional_and_numpy() -> None:
+    # RMSNorm (the normalizer of most current language models): x / sqrt(mean(x^2) + eps) · γ,
+    # per example, with no mean subtraction and no β.
+    config = RunConfig(variants=("rms",), depth=1, width=8, init="default", seed=2)
+    model = build_variants(config, 5, 3, torch.device("cpu"))["rms"]
+    block = model.hidden()[0]
+    assert isinstance(block.norm, nn.RMSNorm) and not hasattr(block.norm, "bias")
+    with torch.no_grad():
+        block.norm.weight.copy_(torch.linspace(0.5, 2.0, 8))
+    x = torch.randn(7, 5) * 3 + 2
+    with capture(model) as layers:
+        model(x)
+    (taps,) = tap_values(model, layers)
+    pre = layers[0]["norm_input"]
+    oracle = F.rms_norm(pre, (8,), weight=block.norm.weight, eps=EPS)
+    torch.testing.assert_close(taps["norm_out"], oracle)
+    p = pre.double().numpy()
+    xhat = p / np.sqrt((p**2).mean(1, keepdims=True) + EPS)
+    np.testing.assert_allclose(taps["norm_xhat"].double().numpy(), xhat, rtol=1e-5, atol=1e-6)
+    # Not centred (unlike LayerNorm): an input shifted by a constant keeps part of it in x̂.
+    shifted = nn.RMSNorm(5, eps=EPS, elementwise_affine=False)(x)
+    assert float(shifted.mean()) > 0.3
 
 
 def test_noisy_bn_is_bn_times_and_plus_seeded_noise_in_training_only() -> None:

@@ -25,7 +25,7 @@ def test_capture_removes_its_hooks_even_when_the_forward_fails() -> None:
         model(torch.randn(6, 64))
         assert _hook_count(model) > 0
     assert _hook_count(model) == 0
-    assert set(layers[0]) == {"linear_out", "norm_input", "bn_out", "act_input", "act_output"}
+    assert set(layers[0]) == {"linear_out", "norm_input", "norm_out", "act_input", "act_output"}
     with pytest.raises(RuntimeError), capture(model):
         model(torch.randn(6, 3))  # wrong input width
     assert _hook_count(model) == 0
@@ -37,7 +37,7 @@ def test_xhat_has_zero_mean_and_unit_variance_per_feature_in_training() -> None:
     with capture(model) as layers:
         model(x)
     for store, taps in zip(layers, tap_values(model, layers), strict=True):
-        xhat = taps["bn_xhat"].double()
+        xhat = taps["norm_xhat"].double()
         assert xhat.mean(0).abs().max() < 1e-5  # float32 arithmetic
         # Variance 1 up to BN's eps: var(x̂) = var(x) / (var(x) + eps), exactly.
         var = store["norm_input"].double().var(0, unbiased=False)
@@ -45,7 +45,7 @@ def test_xhat_has_zero_mean_and_unit_variance_per_feature_in_training() -> None:
         assert (xhat.var(0, unbiased=False) - expected).abs().max() < 1e-5
         assert (expected > 0.99).all()
         # and gamma x̂ + beta is what BN output (gamma=1, beta=0 at init)
-        assert torch.allclose(taps["bn_out"], taps["bn_xhat"], atol=1e-5)
+        assert torch.allclose(taps["norm_out"], taps["norm_xhat"], atol=1e-5)
 
 
 @pytest.mark.parametrize("momentum", [0.1, 0.5, None])
@@ -86,7 +86,7 @@ def test_frame_batch_statistics_match_a_numpy_recomputation() -> None:
     taps = frame["variants"]["bn"]["layers"][0]["taps"]
     xhat = (pre - pre.mean(0)) / np.sqrt(pre.var(0) + 1e-5)
     np.testing.assert_allclose(
-        taps["bn_xhat"]["percentiles"],
+        taps["norm_xhat"]["percentiles"],
         np.percentile(xhat, [1, 15, 50, 85, 99]),
         rtol=1e-4,
         atol=1e-5,

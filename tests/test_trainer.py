@@ -74,8 +74,8 @@ def test_frames_are_versioned_json_and_describe_every_layer(small_config: RunCon
     bn = frame["variants"]["bn"]
     assert set(bn["layers"][0]["taps"]) == {
         "linear_out",
-        "bn_xhat",
-        "bn_out",
+        "norm_xhat",
+        "norm_out",
         "act_input",
         "act_output",
     }
@@ -119,20 +119,29 @@ def test_learning_rate_and_batch_size_changes_are_events_at_their_step(
 ) -> None:
     trainer = Trainer(small_config)
     _run(trainer, 3)
-    trainer.set_lr(0.05)
-    trainer.set_batch_size(8)
-    messages = _run(trainer, 2)
-    events = [m for m in messages if m["type"] == "event"]
-    assert [(e["kind"], e["step"], e["value"]) for e in events] == [
-        ("lr", 3, 0.05),
-        ("batch_size", 3, 8),
+    # Each change returns its event once; the step's messages do not repeat it.
+    events = trainer.set_lr(0.05) + trainer.set_batch_size(8)
+    assert [(e["kind"], e["step"], e["value"], e["previous"]) for e in events] == [
+        ("lr", 3, 0.05, small_config.lr),
+        ("batch_size", 3, 8, small_config.batch_size),
     ]
+    messages = _run(trainer, 2)
+    assert [m for m in messages if m["type"] == "event"] == []
     frames = [m for m in messages if m["type"] == "frame"]
     assert frames[0]["lr"] == 0.05 and frames[0]["batch_size"] == 8
     assert all(g["lr"] == 0.05 for opt in trainer.optimizers.values() for g in opt.param_groups)
     assert (
         sum(frames[0]["variants"]["plain"]["layers"][0]["taps"]["act_output"]["counts"]) == 8 * 16
     )
+
+
+def test_a_control_that_changes_nothing_records_nothing(small_config: RunConfig) -> None:
+    trainer = Trainer(small_config)
+    assert trainer.set_lr(small_config.lr) == []
+    assert trainer.set_batch_size(small_config.batch_size) == []
+    assert trainer.set_bn_momentum(small_config.bn_momentum) == []
+    assert [e["kind"] for e in trainer.set_lr(small_config.lr / 2)] == ["lr"]
+    assert trainer.set_lr(small_config.lr / 2) == []
 
 
 def test_bn_momentum_change_reaches_every_bn_layer(small_config: RunConfig) -> None:
@@ -221,12 +230,12 @@ def test_every_variant_trains_in_lockstep_and_reports_its_normalizer(digits: Dat
     last = frames[-1]["variants"]
     for variant in ALL_VARIANTS:
         assert last[variant]["status"] == "training" and math.isfinite(last[variant]["loss"])
-    assert "bn_xhat" not in last["wn"]["layers"][0]["taps"]
+    assert "norm_xhat" not in last["wn"]["layers"][0]["taps"]
     assert len(last["wn"]["layers"][0]["weight_norm"]["g"]) == 8
     for variant in ("ln", "gn"):
         layer = last[variant]["layers"][0]
         assert layer["bn"] is None and len(layer["affine"]["gamma"]) == 8
-        assert "bn_xhat" in layer["taps"]
+        assert "norm_xhat" in layer["taps"]
     brn = last["brn"]["layers"][1]["bn"]
     assert len(brn["r"]) == len(brn["d"]) == 8 and brn["r_max"] >= 1 and brn["d_max"] >= 0
     for variant in ("bn", "brn", "noisy_bn", "ghost_bn"):

@@ -1,28 +1,22 @@
-/** Control bounds mirrored from the server's RunConfig (the server stays the authority) and pure validation. */
+/** Checking typed values against the server's bounds (GET /api/rules), and slider scales. */
 
-// min/max with `minOpen`/`maxOpen` for strict bounds, as server/covshift/config.py has them.
-export const BOUNDS = {
-  lr: { min: 0, minOpen: true, max: 10, log: true, sliderMin: 1e-4 },
-  batch_size: { min: 1, max: 4096, integer: true, log: true },
-  bn_momentum: { min: 0, minOpen: true, max: 1, nullable: true },
-  depth: { min: 1, max: 8, integer: true },
-  width: { min: 1, max: 1024, integer: true },
-  init_std: { min: 0, minOpen: true, max: 10 },
-  sgd_momentum: { min: 0, max: 1, maxOpen: true },
-  bn_eps: { min: 0, minOpen: true, max: 1 },
-  steps: { min: 1, max: 10_000_000, integer: true },
-  probe_every: { min: 1, max: 100_000, integer: true },
-  test_every: { min: 1, max: 1_000_000, integer: true },
-  bins: { min: 8, max: 512, integer: true },
-  seed: { min: 0, max: 2 ** 31 - 1, integer: true },
+import { boundOf as serverBound, usesBatchStats } from "./rules.js";
+
+// How the page draws a field's slider: presentation, not a bound (bounds come from the server).
+const SLIDERS = {
+  lr: { log: true, sliderMin: 1e-4 },
+  batch_size: { log: true },
 };
 
-// The normalisers that need batch statistics: batch size 1 cannot train them.
-export const BATCH_STAT_VARIANTS = new Set(["bn", "bn_after", "brn", "noisy_bn", "ghost_bn"]);
+/** A field's bound from the server's rules, with the page's slider hints. */
+export function boundOf(field) {
+  const bound = serverBound(field);
+  return bound ? { ...bound, ...SLIDERS[field] } : undefined;
+}
 
 /** The bounds as interval notation, e.g. "(0, 10]" or "[1, 4096]". */
 export function boundsText(field) {
-  const b = BOUNDS[field];
+  const b = boundOf(field);
   if (!b) return "";
   return `${b.minOpen ? "(" : "["}${formatNumber(b.min)}, ${formatNumber(b.max)}${b.maxOpen ? ")" : "]"}`;
 }
@@ -33,7 +27,7 @@ export function boundsText(field) {
  * `context` may hold {nTrain, variants} to check batch size against the run's data.
  */
 export function validate(field, raw, context = {}) {
-  const b = BOUNDS[field];
+  const b = boundOf(field);
   if (!b) return { ok: false, key: "err.unknownField", params: { field } };
   const text = typeof raw === "string" ? raw.trim() : raw;
   if (b.nullable && (text === null || text === "")) return { ok: true, value: null };
@@ -47,7 +41,7 @@ export function validate(field, raw, context = {}) {
   if (field === "batch_size") {
     if (context.nTrain && value > context.nTrain) return { ok: false, key: "err.batchData", params: { n: context.nTrain } };
     const variants = context.variants ?? [];
-    if (value === 1 && variants.length > 0 && variants.every((v) => BATCH_STAT_VARIANTS.has(v))) {
+    if (value === 1 && variants.length > 0 && variants.every(usesBatchStats)) {
       return { ok: false, key: "err.batchOneBnOnly", params: {} };
     }
   }
@@ -56,7 +50,7 @@ export function validate(field, raw, context = {}) {
 
 /** The variants a batch size leaves untrained (BN at batch size 1), for the in-place note. */
 export function skippedAt(batchSize, variants) {
-  return batchSize === 1 ? variants.filter((v) => BATCH_STAT_VARIANTS.has(v)) : [];
+  return batchSize === 1 ? variants.filter(usesBatchStats) : [];
 }
 
 /** A number typed by a person: plain decimals and exponents ("1e-3"); anything else is null. */
@@ -71,7 +65,7 @@ export function parseNumber(text) {
 export const SLIDER_STEPS = 1000;
 
 export function sliderRange(field) {
-  const b = BOUNDS[field];
+  const b = boundOf(field);
   return { low: b.sliderMin ?? b.min, high: b.max };
 }
 
@@ -86,7 +80,7 @@ export function toSlider(field, value) {
 export function fromSlider(field, position) {
   const { low, high } = sliderRange(field);
   const v = low * Math.exp((Number(position) / SLIDER_STEPS) * Math.log(high / low));
-  if (BOUNDS[field].integer) return Math.min(high, Math.max(low, Math.round(v)));
+  if (boundOf(field).integer) return Math.min(high, Math.max(low, Math.round(v)));
   return Math.min(high, Math.max(low, roundSignificant(v, 2)));
 }
 

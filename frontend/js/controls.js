@@ -1,9 +1,10 @@
 /** Live controls of the viewed run: learning rate, batch size, BN momentum, pause / step / stop. */
 
-import { BOUNDS, boundsText, formatNumber, fromSlider, skippedAt, SLIDER_STEPS, toSlider, validate } from "./bounds.js";
+import { boundOf, boundsText, formatNumber, fromSlider, skippedAt, SLIDER_STEPS, toSlider, validate } from "./bounds.js";
 import { t } from "./i18n.js";
 import { variantName } from "./charts/plot.js";
 import { el } from "./dom.js";
+import { batchStatVariants } from "./state.js";
 
 const ACTIVE = new Set(["created", "running", "paused"]);
 // After a person touches a control, the stream does not overwrite it for this long.
@@ -33,6 +34,8 @@ class NumberControl {
     this.isActive = isActive;
     this.heldUntil = 0;
     this.shown = undefined;
+    this.current = undefined; // the run's setting, as the stream last said
+    this.inFlight = undefined; // the value sent and not yet answered
     this.box = el("div", "control", { "data-field": field });
     const head = el("div", "control-head");
     const now = el("span", "now");
@@ -101,15 +104,27 @@ class NumberControl {
     this.submit(result.value);
   }
 
-  /** Send a value; the control shows it at once as pending, then the server's answer. */
+  /**
+   * Send a value; the control shows it at once as pending, then the server's answer.
+   * Enter and the change that follows (leaving the box) would both send it: a value already
+   * on its way, or the one the run already has, sends nothing, so one change is one event.
+   */
   async submit(value) {
     if (!this.isActive()) return;
+    if (value === this.inFlight) return;
+    if (this.inFlight === undefined && value === this.current) {
+      this.clear();
+      return;
+    }
     this.hold();
     this.clear();
     say(this.message, t("controls.sending"), "pending");
     this.nowValue.textContent = value === null ? t("event.cumulative") : formatValue(this.field, value);
     this.nowValue.classList.add("pending");
+    this.inFlight = value;
     const reply = await this.send({ [this.field]: value });
+    this.inFlight = undefined;
+    if (reply.ok) this.current = value;
     this.nowValue.classList.remove("pending");
     if (!reply.ok) {
       say(this.message, reply.message, "error");
@@ -129,10 +144,11 @@ class NumberControl {
 
   /** Show the run's value (unless a person is editing) and the bounds. */
   show(value, { disabled, note = null }) {
-    const log = BOUNDS[this.field].log ? ` · ${t("controls.logScale")}` : "";
+    const log = boundOf(this.field).log ? ` · ${t("controls.logScale")}` : "";
     this.bounds.textContent = note ?? `${t("controls.allowed", { bounds: boundsText(this.field) })}${log}`;
     this.entry.disabled = disabled || (this.field === "bn_momentum" && value === null);
     if (this.range) this.range.disabled = disabled;
+    if (value !== undefined) this.current = value;
     if (!this.pending) this.nowValue.textContent = value === null ? t("event.cumulative") : formatValue(this.field, value);
     const editing = document.activeElement === this.entry || performance.now() < this.heldUntil;
     if (!editing && value !== undefined && this.shown !== value) {
@@ -244,7 +260,7 @@ export function createLiveControls(root, { send, stop }) {
     context = { nTrain: state.hello?.dataset?.n_train ?? null, variants: state.variants };
     noRun.hidden = hasRun && active;
     noRun.textContent = hasRun ? t("controls.ended", { state: t(`runstate.${runState}`) }) : t("controls.noRun");
-    const hasBn = state.variants.some((v) => (state.hello?.variants?.[v]?.taps ?? []).includes("bn_xhat"));
+    const hasBn = batchStatVariants(state).length > 0;
     lr.show(state.settings.lr, { disabled: !active });
     batch.show(state.settings.batch_size, { disabled: !active });
     momentum.show(state.settings.bn_momentum, { disabled: !active || !hasBn, note: hasBn ? null : t("controls.noBn") });

@@ -10,11 +10,8 @@ import { createHeatmap } from "./charts/heatmap.js";
 import { createIcsChart } from "./charts/ics.js";
 import { createLossChart } from "./charts/loss.js";
 import { purge } from "./charts/plot.js";
+import { normalizedVariants } from "./state.js";
 
-/** The variants that have a normalizer to look inside (their taps include x̂). */
-export function normalizedVariants(state) {
-  return state.variants.filter((v) => (state.hello?.variants?.[v]?.taps ?? []).includes("bn_xhat"));
-}
 
 export function createDashboard({ overview, layersRoot, scheduler, view, cursor, runKey }) {
   let shape = null;

@@ -8,7 +8,8 @@ import { createDashboard } from "./dashboard.js";
 import { getLang, onLangChange, setLang, t, translatePage } from "./i18n.js";
 import { createRunsList, pickRun } from "./runs.js";
 import { createScheduler } from "./scheduler.js";
-import { createSetupForm, schemaChoices } from "./setup.js";
+import { loadRules } from "./rules.js";
+import { createSetupForm } from "./setup.js";
 import { applyMessage, createState } from "./state.js";
 import { createStatusBar, RateMeter, stepsPerSecond } from "./status.js";
 import { createViewPanel } from "./view.js";
@@ -17,6 +18,9 @@ const RUNS_POLL_MS = 2000;
 const CONTROL_TIMEOUT_MS = 10_000;
 
 const $ = (id) => document.getElementById(id);
+
+// Bounds, defaults, choices and the variants come from the server: nothing is built before them.
+await loadRules();
 
 // What the charts show beyond the stream itself: the person's choices.
 const view = { tap: "act_input", channel: 0, bnVariant: null };
@@ -232,16 +236,6 @@ onLangChange(() => {
 
 showLang();
 pollRuns();
-// The server's schema lists every variant and default it accepts; read it once, off the critical path.
-setTimeout(async () => {
-  try {
-    const response = await fetch("/openapi.json");
-    if (response.ok) setup.useSchema(schemaChoices(await response.json()));
-  } catch {
-    // the built-in choices stay
-  }
-}, 1500);
-
 // For tests and benchmarks: read-only views of the page's state and render statistics.
 window.covshift = {
   get state() {

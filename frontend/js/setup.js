@@ -4,84 +4,16 @@ import { createRun, fieldErrors } from "./api.js";
 import { boundsText, formatNumber, validate } from "./bounds.js";
 import { t, translatePage } from "./i18n.js";
 import { el } from "./dom.js";
+import { choicesOf, defaultsOf, presetsOf, variantsOf } from "./rules.js";
 
-// Choices as server/covshift/config.py lists them; the server's OpenAPI schema, when it
-// can be read, replaces them (so a variant added on the server shows up here).
-export const CHOICES = {
-  dataset: ["digits", "moons", "spirals", "mnist1d", "mnist"],
-  variants: ["plain", "bn", "bn_after", "ln", "gn", "wn", "brn", "noisy_bn", "ghost_bn"],
-  activation: ["sigmoid", "tanh", "relu"],
-  init: ["gaussian", "default"],
-  optimizer: ["sgd", "momentum", "adam"],
-};
-
-export const DEFAULTS = {
-  dataset: "digits",
-  variants: ["plain", "bn"],
-  depth: 3,
-  width: 100,
-  activation: "sigmoid",
-  init: "gaussian",
-  init_std: 0.1,
-  optimizer: "sgd",
-  lr: 0.5,
-  batch_size: 60,
-  bn_momentum: 0.1,
-  steps: 2000,
-  probe_every: 50,
-  test_every: 100,
-  bins: 64,
-  seed: 0,
-};
-
-// The run presets of server/covshift/presets.py (sweeps run from the CLI), as the form's
-// fields: choosing one fills them; the POST also names it, so the server applies the values
-// the form has no field for (e.g. ics_every).
-const FIGURE_1 = { dataset: "digits", variants: ["plain", "bn"], depth: 3, width: 100, activation: "sigmoid", init: "gaussian", init_std: 0.1, lr: 0.5, batch_size: 60 };
-export const PRESETS = {
-  "paper-fig1": { ...FIGURE_1, steps: 50000, probe_every: 100, test_every: 500 },
-  "noisy-bn": { ...FIGURE_1, variants: ["plain", "bn", "noisy_bn"], steps: 5000, probe_every: 50 },
-};
-
-/** The form's values for a preset ("" = none): the defaults, then the preset's values (pure). */
-export function presetValues(name, defaults = DEFAULTS) {
-  if (!PRESETS[name]) return { ...defaults, preset: "" };
-  return { ...defaults, ...PRESETS[name], preset: name };
+/** A preset's form values ("" = none): the server's defaults, then the preset's values (pure). */
+export function presetValues(name, defaults = defaultsOf(), presets = presetsOf()) {
+  if (!presets[name]) return { ...defaults, preset: "" };
+  return { ...defaults, ...presets[name].values, preset: name };
 }
 
 const NUMBER_FIELDS = ["depth", "width", "init_std", "lr", "batch_size", "bn_momentum", "steps", "probe_every", "test_every", "bins", "seed"];
 const SELECT_FIELDS = ["dataset", "activation", "init", "optimizer"];
-
-/** Enum choices and defaults of RunRequest from the server's OpenAPI document (pure). */
-export function schemaChoices(openapi) {
-  const schemas = openapi?.components?.schemas ?? {};
-  const request = schemas.RunRequest ?? schemas.RunConfig;
-  const props = request?.properties;
-  if (!props) return null;
-  const resolve = (schema) => {
-    if (!schema) return null;
-    if (schema.$ref) return resolve(schemas[schema.$ref.split("/").pop()]);
-    if (Array.isArray(schema.enum)) return schema.enum;
-    if (schema.const !== undefined) return [schema.const];
-    for (const key of ["anyOf", "oneOf"]) {
-      if (Array.isArray(schema[key])) {
-        const all = schema[key].flatMap((s) => resolve(s) ?? []);
-        if (all.length) return all;
-      }
-    }
-    if (schema.items) return resolve(schema.items);
-    if (Array.isArray(schema.prefixItems)) return resolve(schema.prefixItems[0]);
-    return null;
-  };
-  const choices = {};
-  for (const field of Object.keys(CHOICES)) {
-    const values = resolve(props[field]);
-    if (values?.length) choices[field] = values.filter((v) => typeof v === "string");
-  }
-  const defaults = {};
-  for (const [field, schema] of Object.entries(props)) if ("default" in schema) defaults[field] = schema.default;
-  return { choices, defaults };
-}
 
 /** The config to POST, from the form's raw values; {config} or {errors: {field: message}}. */
 export function buildConfig(raw, { cumulative }) {
@@ -108,8 +40,9 @@ export function buildConfig(raw, { cumulative }) {
  * getCurrentConfig() gives the viewed run's config, to start from.
  */
 export function createSetupForm(root, { onCreated, getCurrentConfig }) {
-  let choices = { ...CHOICES };
-  let defaults = { ...DEFAULTS };
+  const choices = choicesOf();
+  const defaults = defaultsOf();
+  const presets = presetsOf();
   const inputs = {};
   const messages = {};
   const summary = el("summary", "", { i18n: "setup.title" });
@@ -153,7 +86,7 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
   function build() {
     grid.replaceChildren();
     const preset = el("select", "", { id: "setup-preset" });
-    for (const name of ["", ...Object.keys(PRESETS)]) {
+    for (const name of ["", ...Object.keys(presets)]) {
       const opt = el("option", "", { value: name, i18n: `preset.${name || "none"}` });
       preset.append(opt);
     }
@@ -177,7 +110,7 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
       const label = el("label", "check");
       const box = el("input", "", { type: "checkbox", value: variant });
       const text = el("span", "");
-      choiceText(text, `variantLong.${variant}`, variant);
+      choiceText(text, `variantLong.${variant}`, variantsOf()[variant]?.description ?? variant);
       label.append(box, text);
       checks.append(label);
       inputs.variants.push(box);
@@ -201,7 +134,7 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
 
   function fill(config) {
     const values = { ...defaults, ...config };
-    inputs.preset.value = PRESETS[values.preset] ? values.preset : "";
+    inputs.preset.value = presets[values.preset] ? values.preset : "";
     for (const name of SELECT_FIELDS) if (choices[name].includes(values[name])) inputs[name].value = values[name];
     for (const box of inputs.variants) box.checked = (values.variants ?? []).includes(box.value);
     for (const name of NUMBER_FIELDS) inputs[name].value = values[name] === null || values[name] === undefined ? "" : formatNumber(values[name]);
@@ -280,14 +213,6 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
     event.target.classList?.remove("invalid");
   });
 
-  /** Take the server's choices and defaults (from /openapi.json) when it offers them. */
-  function useSchema(schema) {
-    if (!schema) return;
-    choices = { ...choices, ...schema.choices };
-    defaults = { ...defaults, ...Object.fromEntries(Object.entries(schema.defaults).filter(([k]) => k in DEFAULTS)) };
-    build();
-  }
-
   build();
-  return { useSchema, fill: (config) => fill(config ?? defaults) };
+  return { fill: (config) => fill(config ?? defaults) };
 }

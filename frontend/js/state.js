@@ -70,6 +70,7 @@ export function createState({ capacity = DEFAULT_CAPACITY, maxEvents = MAX_EVENT
     frames: 0, // frames applied since the hello
     nonfiniteFrames: 0, // frames that carried a "nonfinite" map
     revision: 0, // bumps whenever something a chart shows changed
+    legacyTaps: false, // a stored run with the older tap names (bn_xhat, bn_out)
   };
 }
 
@@ -94,8 +95,41 @@ export function applyMessage(state, msg) {
   return handler ? handler(state, msg) : state;
 }
 
+// Tap names runs stored before the normalizer taps were renamed still carry.
+const RENAMED_TAPS = { bn_xhat: "norm_xhat", bn_out: "norm_out" };
+
+function renameKeys(object) {
+  if (object === null || typeof object !== "object") return object;
+  return Object.fromEntries(Object.entries(object).map(([k, v]) => [RENAMED_TAPS[k] ?? k, v]));
+}
+
+/** A stored run's hello with today's tap names (true when it needed them). */
+function modernHello(msg) {
+  const variants = msg.variants ?? {};
+  if (!Object.values(variants).some((v) => (v?.taps ?? []).some((tap) => tap in RENAMED_TAPS))) return null;
+  return {
+    ...msg,
+    variants: Object.fromEntries(
+      Object.entries(variants).map(([name, v]) => [name, { ...v, taps: (v.taps ?? []).map((tap) => RENAMED_TAPS[tap] ?? tap) }]),
+    ),
+    edges: Array.isArray(msg.edges) ? msg.edges.map(renameKeys) : msg.edges,
+  };
+}
+
+function modernFrame(msg) {
+  const variants = {};
+  for (const [name, entry] of Object.entries(msg.variants ?? {})) {
+    const layers = Array.isArray(entry?.layers) ? entry.layers.map((layer) => ({ ...layer, taps: renameKeys(layer?.taps) })) : entry?.layers;
+    variants[name] = { ...entry, layers };
+  }
+  return { ...msg, variants };
+}
+
 function applyHello(state, msg) {
   const fresh = createState({ capacity: state.capacity, maxEvents: state.maxEvents });
+  const modern = modernHello(msg);
+  fresh.legacyTaps = modern !== null;
+  msg = modern ?? msg;
   const config = msg.config ?? {};
   fresh.hello = msg;
   fresh.variants = Object.keys(msg.variants ?? {});
@@ -115,6 +149,7 @@ function applyHello(state, msg) {
 
 function applyFrame(state, msg) {
   if (state.hello === null || typeof msg.step !== "number") return state;
+  if (state.legacyTaps) msg = modernFrame(msg);
   const variants = msg.variants ?? {};
   const column = {
     step: msg.step,
@@ -219,9 +254,14 @@ export function testsOf(state) {
   return seriesItems(state.tests);
 }
 
-/** Variants that normalise with batch statistics (and so have BN internals to show). */
-export function bnVariants(state) {
-  return state.variants.filter((name) => (state.hello?.variants?.[name]?.taps ?? []).includes("bn_xhat"));
+/** Variants with a normalizer to look inside (their taps include x̂): BN, LN, GN, RMSNorm, … */
+export function normalizedVariants(state) {
+  return state.variants.filter((name) => (state.hello?.variants?.[name]?.taps ?? []).includes("norm_xhat"));
+}
+
+/** Variants that normalise with batch statistics (running averages, BN momentum, batch size 1). */
+export function batchStatVariants(state) {
+  return state.variants.filter((name) => state.hello?.variants?.[name]?.batch_stats === true);
 }
 
 /**

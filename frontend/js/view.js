@@ -1,9 +1,9 @@
 /** The "Show" panel: which tap the distribution charts show, and which BN variant and channel. */
 
-import { normalizedVariants } from "./dashboard.js";
+import { normalizedVariants } from "./state.js";
 import { t } from "./i18n.js";
 
-const TAPS = ["linear_out", "bn_xhat", "bn_out", "act_input", "act_output"];
+const TAPS = ["linear_out", "norm_xhat", "norm_out", "act_input", "act_output"];
 
 function options(select, values, key) {
   select.replaceChildren(

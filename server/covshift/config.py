@@ -15,17 +15,14 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .variants import BATCH_STAT_VARIANTS, VARIANTS, Variant
 
-Variant = Literal["plain", "bn", "bn_after", "ln", "gn", "wn", "brn", "noisy_bn", "ghost_bn"]
 Activation = Literal["sigmoid", "tanh", "relu"]
 Init = Literal["gaussian", "default"]
 Optimizer = Literal["sgd", "momentum", "adam"]
 DatasetName = Literal["digits", "moons", "spirals", "mnist1d", "mnist"]
 Device = Literal["cpu", "cuda"]
 
-# Variants whose normalizer needs batch statistics, so batch size 1 cannot train them.
-# LayerNorm and GroupNorm normalise each example on its own; WeightNorm normalises weights.
-BATCH_STAT_VARIANTS: frozenset[str] = frozenset({"bn", "bn_after", "brn", "noisy_bn", "ghost_bn"})
 
 # Live controls share these types with RunConfig, so a bound is written once.
 LearningRate = Annotated[float, Field(gt=0, le=10, description="SGD/Adam step size")]
@@ -43,8 +40,10 @@ BnMomentum = Annotated[
 BATCH_SIZE_ONE_REASON = (
     "BatchNorm cannot train on batch size 1: it normalizes each feature with the batch mean "
     "and variance, and one example gives a variance of 0 and x - mean = 0, so every output "
-    "would be beta. Use batch size 2 or more for the BN variants (bn, bn_after, brn, noisy_bn, "
-    "ghost_bn); ln, gn and wn do not use batch statistics and train at any batch size."
+    "would be beta. Use batch size 2 or more for the variants that use batch statistics "
+    f"({', '.join(k for k in VARIANTS if k in BATCH_STAT_VARIANTS)}); "
+    f"{', '.join(k for k in VARIANTS if k not in BATCH_STAT_VARIANTS and k != 'plain')} "
+    "do not use batch statistics and train at any batch size."
 )
 
 
@@ -57,7 +56,7 @@ class RunConfig(BaseModel):
     data_dir: str | None = Field(
         None, description="directory with MNIST IDX files (dataset 'mnist' only)"
     )
-    variants: tuple[Variant, ...] = Field(("plain", "bn"), min_length=1, max_length=9)
+    variants: tuple[Variant, ...] = Field(("plain", "bn"), min_length=1, max_length=len(VARIANTS))
     depth: int = Field(3, ge=1, le=8, description="hidden layers")
     width: int = Field(100, ge=1, le=1024, description="units per hidden layer")
     activation: Activation = "sigmoid"

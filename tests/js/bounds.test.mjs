@@ -2,7 +2,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { BOUNDS, boundsText, formatNumber, fromSlider, parseNumber, skippedAt, toSlider, validate } from "../../frontend/js/bounds.js";
+import { setRules } from "../../frontend/js/rules.js";
+import { RULES } from "./rules.mjs";
+import { boundOf, boundsText, formatNumber, fromSlider, parseNumber, skippedAt, toSlider, validate } from "../../frontend/js/bounds.js";
 
 test("values inside the bounds pass, parsed as numbers", () => {
   assert.deepEqual(validate("lr", "0.05"), { ok: true, value: 0.05 });
@@ -89,7 +91,7 @@ test("log sliders round-trip and stay inside their range", () => {
   assert.equal(toSlider("lr", 99), 1000);
   assert.equal(fromSlider("lr", 1000), 10);
   assert.ok(Number.isInteger(fromSlider("batch_size", 333)));
-  assert.ok(BOUNDS.lr.log && BOUNDS.batch_size.log);
+  assert.ok(boundOf("lr").log && boundOf("batch_size").log);
 });
 
 test("numbers are parsed strictly and formatted briefly", () => {
@@ -103,4 +105,23 @@ test("numbers are parsed strictly and formatted briefly", () => {
   assert.equal(formatNumber(4096), "4096");
   assert.equal(formatNumber(0.123456), "0.1235");
   assert.equal(formatNumber(null), "—");
+});
+
+test("a bound changed on the server is the bound the page enforces", () => {
+  assert.equal(validate("batch_size", "200").ok, true);
+  setRules({ ...RULES, bounds: { ...RULES.bounds, batch_size: { ...RULES.bounds.batch_size, max: 100 } } });
+  try {
+    const result = validate("batch_size", "200");
+    assert.equal(result.ok, false);
+    assert.equal(result.key, "err.le");
+    assert.equal(boundsText("batch_size"), "[1, 100]");
+  } finally {
+    setRules(RULES);
+  }
+});
+
+test("batch size 1 is refused only when every variant uses batch statistics (from the registry)", () => {
+  assert.equal(validate("batch_size", "1", { variants: ["bn", "ghost_bn"] }).key, "err.batchOneBnOnly");
+  assert.equal(validate("batch_size", "1", { variants: ["bn", "rms"] }).ok, true);
+  assert.deepEqual(skippedAt(1, ["plain", "bn", "rms", "brn"]), ["bn", "brn"]);
 });

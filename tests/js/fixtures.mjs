@@ -6,9 +6,9 @@ const edges4 = [-2, -1, 0, 1, 2];
 
 export function hello({ variants = ["plain", "bn"], depth = 2, lr = 0.5, batchSize = 60, bnMomentum = 0.1 } = {}) {
   const layout = {
-    plain: { label: "no normalization", taps: ["linear_out", "act_input", "act_output"] },
-    bn: { label: "BatchNorm before the activation", taps: ["linear_out", "bn_xhat", "bn_out", "act_input", "act_output"] },
-    bn_after: { label: "BatchNorm after the activation", taps: ["linear_out", "bn_xhat", "bn_out", "act_input", "act_output"] },
+    plain: { label: "no normalization", batch_stats: false, taps: ["linear_out", "act_input", "act_output"] },
+    bn: { label: "BatchNorm before the activation", batch_stats: true, taps: ["linear_out", "norm_xhat", "norm_out", "act_input", "act_output"] },
+    bn_after: { label: "BatchNorm after the activation", batch_stats: true, taps: ["linear_out", "norm_xhat", "norm_out", "act_input", "act_output"] },
   };
   return {
     v: 1,
@@ -17,7 +17,7 @@ export function hello({ variants = ["plain", "bn"], depth = 2, lr = 0.5, batchSi
     dataset: { name: "moons", n_train: 1600, n_test: 400, n_features: 2, n_classes: 2 },
     variants: Object.fromEntries(variants.map((v) => [v, layout[v]])),
     percentiles: PERCENTILES,
-    edges: Array.from({ length: depth }, () => ({ linear_out: edges4, act_input: edges4, act_output: [0, 0.25, 0.5, 0.75, 1], bn_xhat: edges4, bn_out: edges4 })),
+    edges: Array.from({ length: depth }, () => ({ linear_out: edges4, act_input: edges4, act_output: [0, 0.25, 0.5, 0.75, 1], norm_xhat: edges4, norm_out: edges4 })),
   };
 }
 

@@ -44,7 +44,7 @@ test("percentile lines come out one array per percentile", () => {
   assert.equal(p.length, 5);
   assert.deepEqual(p[2], [0, 1]);
   assert.deepEqual(p[0], [-1.5, -0.5]);
-  const missing = percentileLines(columnsOf(state), "plain", 0, "bn_xhat", 5);
+  const missing = percentileLines(columnsOf(state), "plain", 0, "norm_xhat", 5);
   assert.deepEqual(missing[2], [null, null]);
 });
 

@@ -2,17 +2,18 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { buildConfig, CHOICES, DEFAULTS, PRESETS, presetValues } from "../../frontend/js/setup.js";
+import { buildConfig, presetValues } from "../../frontend/js/setup.js";
+import { RULES } from "./rules.mjs";
 
 test("a preset fills the form over the defaults and is named in the values", () => {
   const values = presetValues("noisy-bn");
   assert.deepEqual(values.variants, ["plain", "bn", "noisy_bn"]);
   assert.equal(values.activation, "sigmoid");
   assert.equal(values.preset, "noisy-bn");
-  assert.equal(values.seed, DEFAULTS.seed);
+  assert.equal(values.seed, RULES.defaults.seed);
   assert.equal(presetValues("paper-fig1").steps, 50000);
   assert.deepEqual(presetValues("").preset, "");
-  assert.deepEqual(Object.keys(PRESETS), ["paper-fig1", "noisy-bn"]); // no sweeps: CLI only
+  assert.deepEqual(Object.keys(RULES.presets), ["paper-fig1", "noisy-bn"]); // no sweeps: CLI only
 });
 
 test("the config names the preset only when one is chosen", () => {
@@ -24,6 +25,7 @@ test("the config names the preset only when one is chosen", () => {
   assert.equal("preset" in plain, false);
 });
 
-test("every variant is offered", () => {
-  assert.deepEqual(CHOICES.variants, ["plain", "bn", "bn_after", "ln", "gn", "wn", "brn", "noisy_bn", "ghost_bn"]);
+test("every variant of the server's registry is offered, in its order", () => {
+  assert.deepEqual(RULES.choices.variants, Object.keys(RULES.variants));
+  assert.ok(RULES.choices.variants.includes("rms"));
 });

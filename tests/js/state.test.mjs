@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { applyMessage, bnVariants, columnsOf, createSeries, createState, pushSeries, seriesItems, testsOf } from "../../frontend/js/state.js";
+import { applyMessage, batchStatVariants, normalizedVariants, columnsOf, createSeries, createState, pushSeries, seriesItems, testsOf } from "../../frontend/js/state.js";
 import { event, frame, hello } from "./fixtures.mjs";
 
 function run(messages, options) {
@@ -15,7 +15,33 @@ test("hello sets the run's layout and starts from an empty history", () => {
   assert.equal(state.depth, 3);
   assert.deepEqual(state.settings, { lr: 0.5, batch_size: 60, bn_momentum: 0.1 });
   assert.equal(columnsOf(state).length, 0);
-  assert.deepEqual(bnVariants(state), ["bn"]);
+  assert.deepEqual(normalizedVariants(state), ["bn"]);
+});
+
+test("a stored run with the older tap names (bn_xhat, bn_out) reads as today's", () => {
+  const old = hello({ depth: 1 });
+  old.variants.bn.taps = ["linear_out", "bn_xhat", "bn_out", "act_input", "act_output"];
+  old.edges = old.edges.map(({ norm_xhat, norm_out, ...rest }) => ({ ...rest, bn_xhat: norm_xhat, bn_out: norm_out }));
+  const oldFrame = frame(0);
+  for (const layer of oldFrame.variants.bn.layers) {
+    layer.taps = { ...layer.taps, bn_xhat: layer.taps.act_input };
+  }
+  const state = run([old, oldFrame]);
+  assert.deepEqual(normalizedVariants(state), ["bn"]);
+  assert.ok("norm_xhat" in state.hello.edges[0] && !("bn_xhat" in state.hello.edges[0]));
+  const taps = columnsOf(state)[0].variants.bn.layers[0].taps;
+  assert.ok("norm_xhat" in taps && !("bn_xhat" in taps));
+  // Today's runs pass through untouched.
+  const fresh = run([hello({ depth: 1 }), frame(0)]);
+  assert.equal(fresh.legacyTaps, false);
+});
+
+test("batch-statistics variants come from the hello, not from a list in the page", () => {
+  const state = run([hello({ variants: ["plain", "bn", "bn_after"] })]);
+  assert.deepEqual(batchStatVariants(state), ["bn", "bn_after"]);
+  const ln = hello();
+  ln.variants.bn.batch_stats = false; // e.g. a LayerNorm-only run: no BN momentum to change
+  assert.deepEqual(batchStatVariants(run([ln])), []);
 });
 
 test("a second hello (reconnect or new run) resets frames and events", () => {

@@ -2,25 +2,14 @@
 
 import { formatNumber } from "../bounds.js";
 import { t } from "../i18n.js";
+import { variantsOf } from "../rules.js";
 import { markedEvents } from "../series.js";
 
-// Plain is the reference (blue), BN the normaliser this page is about (orange); the rest
-// get distinct hues in the order config.py lists them.
-const VARIANT_COLORS = {
-  plain: "#4c78a8",
-  bn: "#f58518",
-  bn_after: "#54a24b",
-  ln: "#b279a2",
-  gn: "#9d755d",
-  wn: "#72b7b2",
-  brn: "#e45756",
-  noisy_bn: "#bcbd22",
-  ghost_bn: "#ff9da6",
-};
+// Each variant's colour is the server's (covshift/variants.py), the same in the reports.
 const EXTRA_COLORS = ["#17becf", "#7f7f7f", "#8c564b", "#e377c2"];
 
 export function variantColor(name, index = 0) {
-  return VARIANT_COLORS[name] ?? EXTRA_COLORS[index % EXTRA_COLORS.length];
+  return variantsOf()[name]?.color ?? EXTRA_COLORS[index % EXTRA_COLORS.length];
 }
 
 /** rgba() of a #rrggbb colour. */
@@ -33,7 +22,7 @@ export function withAlpha(hex, alpha) {
 export function variantName(name) {
   const key = `variant.${name}`;
   const text = t(key);
-  return text === key ? name : text;
+  return text === key ? (variantsOf()[name]?.label ?? name) : text;
 }
 
 const EVENT_COLORS = { lr: "#7b3294", batch_size: "#008080", bn_momentum: "#666666", diverged: "#d62728", skipped: "#b15928" };

@@ -53,9 +53,6 @@ class _Worker:
         self.commands = commands
         self.outputs = outputs
         self.paused = False
-        # Control events sent at once (so a paused run shows them too); the trainer emits
-        # them again at its next step, where they are skipped.
-        self.sent_early: list[dict[str, Any]] = []
         self.status_sent_at = 0.0
 
     def run(self, config_json: str) -> None:
@@ -100,11 +97,7 @@ class _Worker:
     def train_step(self, trainer: Trainer) -> tuple[tuple[str, str], ...]:
         produced = []
         for record in trainer.train_step():
-            if record in self.sent_early:
-                self.sent_early.remove(record)
-                continue
             produced.append((str(record["type"]), encode(record)))
-        self.sent_early.clear()
         return tuple(produced)
 
     def obey(self, trainer: Trainer, command: Command) -> bool:
@@ -133,13 +126,13 @@ class _Worker:
         events: list[dict[str, Any]] = []
         # batch_size first: the only change the trainer can still refuse (e.g. larger
         # than the data), so a refused command changes nothing.
+        # Sent at once, so a paused run shows them too; the trainer emits each only here.
         if "batch_size" in changes:
-            events.append(trainer.set_batch_size(changes["batch_size"]))
+            events += trainer.set_batch_size(changes["batch_size"])
         if "bn_momentum" in changes:
-            events.append(trainer.set_bn_momentum(changes["bn_momentum"]))
+            events += trainer.set_bn_momentum(changes["bn_momentum"])
         if "lr" in changes:
-            events.append(trainer.set_lr(changes["lr"]))
-        self.sent_early.extend(events)
+            events += trainer.set_lr(changes["lr"])
         produced = [("event", encode(event)) for event in events]
         state = None
         if paused != self.paused:

@@ -2,46 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from covshift.config import RunConfig
+from covshift.variants import VARIANTS, Placement
 
-from .norms import BatchRenorm1d, GhostBatchNorm1d, NoisyBatchNorm1d
-
-Placement = Literal["none", "before", "after"]
-NormKind = Literal["none", "bn", "ln", "gn", "brn", "noisy_bn", "ghost_bn"]
-
-
-@dataclass(frozen=True)
-class VariantSpec:
-    """Which normalizer a variant uses, where it sits, and what the user reads about it."""
-
-    placement: Placement
-    label: str
-    norm: NormKind = "none"
-    weight_norm: bool = False
-
-
-# A normalizer before the activation replaces the Linear bias by its own shift beta
-# (Ioffe & Szegedy, Sec. 3.2), so those variants' Linear layers have no bias.
-VARIANTS: dict[str, VariantSpec] = {
-    "plain": VariantSpec("none", "no normalization"),
-    "bn": VariantSpec("before", "BatchNorm before the activation", "bn"),
-    "bn_after": VariantSpec("after", "BatchNorm after the activation", "bn"),
-    "ln": VariantSpec("before", "LayerNorm before the activation", "ln"),
-    "gn": VariantSpec("before", "GroupNorm before the activation", "gn"),
-    "wn": VariantSpec("none", "WeightNorm on every hidden Linear layer", weight_norm=True),
-    "brn": VariantSpec("before", "Batch Renorm before the activation", "brn"),
-    "noisy_bn": VariantSpec(
-        "before", "BatchNorm plus shifting noise (Santurkar et al.)", "noisy_bn"
-    ),
-    "ghost_bn": VariantSpec("before", "BatchNorm over ghost batches", "ghost_bn"),
-}
+from .norms import NORMS
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -60,10 +28,11 @@ class Block(nn.Module):
         activation: str,
         placement: Placement,
         norm: nn.Module | None,
+        bias: bool,
     ) -> None:
         super().__init__()
         self.placement = placement
-        self.linear = nn.Linear(n_in, width, bias=placement != "before")
+        self.linear = nn.Linear(n_in, width, bias=bias)
         self.norm = norm
         self.act = ACTIVATIONS[activation]()
 
@@ -109,26 +78,6 @@ def layer_weights(linear: nn.Linear) -> list[nn.Parameter]:
     return [p for name, p in linear.named_parameters() if name != "bias"]
 
 
-def make_norm(kind: NormKind, config: RunConfig, layer: int) -> nn.Module | None:
-    """The normalizer of one hidden layer; every one uses config.bn_eps."""
-    width, momentum, eps = config.width, config.bn_momentum, config.bn_eps
-    if kind == "bn":
-        return nn.BatchNorm1d(width, momentum=momentum, eps=eps)
-    if kind == "ln":
-        return nn.LayerNorm(width, eps=eps)
-    if kind == "gn":
-        return nn.GroupNorm(config.gn_groups, width, eps=eps)
-    if kind == "brn":
-        ramp = config.brn_ramp * config.steps
-        return BatchRenorm1d(width, momentum, eps, config.brn_r_max, config.brn_d_max, ramp)
-    if kind == "noisy_bn":
-        # Its own stream per layer, derived from the run's seed: reproducible, independent.
-        return NoisyBatchNorm1d(width, momentum, eps, seed=config.seed * 1009 + layer + 1)
-    if kind == "ghost_bn":
-        return GhostBatchNorm1d(width, momentum, eps, config.ghost_batch_size)
-    return None
-
-
 def build_mlp(config: RunConfig, variant: str, n_in: int, n_classes: int) -> MLP:
     """An MLP for one variant with PyTorch's default initial weights (no WeightNorm yet)."""
     spec = VARIANTS[variant]
@@ -138,7 +87,8 @@ def build_mlp(config: RunConfig, variant: str, n_in: int, n_classes: int) -> MLP
             config.width,
             config.activation,
             spec.placement,
-            make_norm(spec.norm, config, layer),
+            NORMS[spec.norm](config, layer) if spec.norm else None,
+            spec.linear_bias,
         )
         for layer in range(config.depth)
     ]

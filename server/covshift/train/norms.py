@@ -9,12 +9,14 @@ like BN. Each one's x̂, as it computed it, passes through an `nn.Identity` name
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from covshift.config import RunConfig
 
 # Santurkar et al. (2018), App. A.2.1, as issue 6 summarises it: per unit and step, a mean
 # from U(-0.5, 0.5) and a scale from U(1, 1.25); per element, jitter of std 0.1. Applying
@@ -85,6 +87,8 @@ def normalized(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, norm.normalized_shape, eps=norm.eps)
     if isinstance(norm, nn.GroupNorm):
         return F.group_norm(x, norm.num_groups, eps=norm.eps)
+    if isinstance(norm, nn.RMSNorm):
+        return F.rms_norm(x, norm.normalized_shape, eps=norm.eps)
     if isinstance(norm, nn.BatchNorm1d):
         # Training-mode batch norm without affine or running buffers is exactly x̂.
         return F.batch_norm(x, None, None, training=True, eps=norm.eps)
@@ -211,3 +215,27 @@ def restoring_state(model: nn.Module) -> Iterator[None]:
                 buffer.copy_(buffers[name])
         for module, state in generators:
             module.generator.set_state(state)
+
+
+# A hidden layer's normalizer, from the run's config and the layer's index: the torch side of
+# covshift.variants (whose entries name these keys). Every one uses config.bn_eps.
+NormFactory = Callable[[RunConfig, int], nn.Module]
+
+
+def _noisy_bn(config: RunConfig, layer: int) -> nn.Module:
+    # Its own stream per layer, derived from the run's seed: reproducible, independent.
+    seed = config.seed * 1009 + layer + 1
+    return NoisyBatchNorm1d(config.width, config.bn_momentum, config.bn_eps, seed=seed)
+
+
+NORMS: dict[str, NormFactory] = {
+    "bn": lambda c, _: nn.BatchNorm1d(c.width, momentum=c.bn_momentum, eps=c.bn_eps),
+    "ln": lambda c, _: nn.LayerNorm(c.width, eps=c.bn_eps),
+    "gn": lambda c, _: nn.GroupNorm(c.gn_groups, c.width, eps=c.bn_eps),
+    "rms": lambda c, _: nn.RMSNorm(c.width, eps=c.bn_eps),
+    "brn": lambda c, _: BatchRenorm1d(
+        c.width, c.bn_momentum, c.bn_eps, c.brn_r_max, c.brn_d_max, c.brn_ramp * c.steps
+    ),
+    "noisy_bn": _noisy_bn,
+    "ghost_bn": lambda c, _: GhostBatchNorm1d(c.width, c.bn_momentum, c.bn_eps, c.ghost_batch_size),
+}

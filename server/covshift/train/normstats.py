@@ -14,7 +14,7 @@ from .packing import Packer
 
 def norm_templates(block: Block, taps: dict[str, torch.Tensor], packer: Packer) -> dict[str, Json]:
     """The layer's "bn" entry (null without running statistics) and, where it applies,
-    "affine" (LayerNorm, GroupNorm) or "weight_norm" (WeightNorm's per-unit g)."""
+    "affine" (LayerNorm, GroupNorm, RMSNorm) or "weight_norm" (WeightNorm's per-unit g)."""
     norm = block.norm
     result: dict[str, Json] = {"bn": None}
     if isinstance(norm, nn.BatchNorm1d):
@@ -29,8 +29,11 @@ def norm_templates(block: Block, taps: dict[str, torch.Tensor], packer: Packer) 
 
 
 def _affine_template(norm: nn.Module, packer: Packer) -> dict[str, Json]:
-    weight, bias = norm.weight, norm.bias
-    assert isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor)
+    """γ and β of a per-example normalizer; β is null for one without a shift (RMSNorm)."""
+    weight, bias = norm.weight, getattr(norm, "bias", None)
+    assert isinstance(weight, torch.Tensor)
+    if not isinstance(bias, torch.Tensor):
+        return {"gamma": packer.add(weight.detach()), "beta": None}
     rows = packer.add(torch.stack([weight.detach(), bias.detach()]))
     return {"gamma": rows.row(0), "beta": rows.row(1)}
 

@@ -24,8 +24,8 @@ from .normstats import norm_templates
 from .packing import Filled, Packer
 
 # What a layer exposes, in forward order. x̂ is derived from the norm's input at reduction.
-TAPS = ("linear_out", "bn_xhat", "bn_out", "act_input", "act_output")
-NORM_TAPS = frozenset({"bn_xhat", "bn_out"})
+TAPS = ("linear_out", "norm_xhat", "norm_out", "act_input", "act_output")
+NORM_TAPS = frozenset({"norm_xhat", "norm_out"})
 # Sigmoid/tanh outputs this close to their bounds pass almost no gradient.
 SATURATION_MARGIN = 0.01
 # x̂ is standardised by construction, so its histogram range is fixed.
@@ -64,7 +64,7 @@ def _keep_output(store: dict[str, torch.Tensor], name: str) -> Any:
 def _keep_norm(store: dict[str, torch.Tensor]) -> Any:
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         store["norm_input"] = inputs[0].detach()
-        store["bn_out"] = output.detach()
+        store["norm_out"] = output.detach()
 
     return hook
 
@@ -97,8 +97,10 @@ def tap_values(model: MLP, layers: Captured) -> list[dict[str, torch.Tensor]]:
         }
         if block.norm is not None:
             xhat = store.get("xhat")
-            taps["bn_xhat"] = normalized(block.norm, store["norm_input"]) if xhat is None else xhat
-            taps["bn_out"] = store["bn_out"]
+            taps["norm_xhat"] = (
+                normalized(block.norm, store["norm_input"]) if xhat is None else xhat
+            )
+            taps["norm_out"] = store["norm_out"]
         result.append(taps)
     return result
 
@@ -140,7 +142,7 @@ class Probe:
         }
 
     def _range(self, tap: str, largest: float) -> tuple[float, float]:
-        if tap == "bn_xhat":
+        if tap == "norm_xhat":
             return -XHAT_RANGE, XHAT_RANGE
         if tap == "act_output" and self.activation == "sigmoid":
             return 0.0, 1.0
@@ -176,7 +178,7 @@ class Probe:
             return {}
         index = {row: i for i, row in enumerate(rows)}
         # One tensor can sit behind several taps (plain's act_input is its linear_out, BN's
-        # is bn_out): each distinct tensor is stacked and sorted once.
+        # is norm_out): each distinct tensor is stacked and sorted once.
         unique: dict[tuple[object, ...], int] = {}
         tensors: list[torch.Tensor] = []
         source = []

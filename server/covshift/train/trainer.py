@@ -21,6 +21,7 @@ from covshift.config import (
     check,
 )
 from covshift.errors import ConfigError
+from covshift.variants import VARIANTS
 from covshift.wire import Json, message
 
 from . import ics
@@ -28,7 +29,7 @@ from .cumulative import CumulativeAverages
 from .data import Dataset, load_dataset
 from .histogram import PERCENTILES
 from .inference import evaluate, running_stat_norms
-from .models import MLP, VARIANTS, build_variants, layer_weights
+from .models import MLP, build_variants, layer_weights
 from .norms import restoring_state
 from .packing import Packer
 from .probes import Captured, Probe, capture, tap_values, taps_of
@@ -84,7 +85,6 @@ class Trainer:
         self._order = torch.randperm(self.n_train, generator=self._generator)
         self._cursor = 0
         self._epochs_done = 0
-        self._pending: list[dict[str, Json]] = []
         self.probe = Probe(config.activation, config.bins, config.drift_window)
         self.cumulative = (
             {v: CumulativeAverages(m) for v, m in self.models.items() if running_stat_norms(m)}
@@ -92,33 +92,40 @@ class Trainer:
             else {}
         )
         self._calibrate()
-        self._note_skipped(config.batch_size)
+        # A run that starts at batch size 1 says so with its first step's messages.
+        self._pending: list[dict[str, Json]] = self._skipped(config.batch_size)
 
-    # ---- controls: each takes effect at the next step and is recorded as an event ----
+    # ---- controls: each takes effect at the next step. A change returns the events it
+    # caused, once, for the caller to send; a value equal to the current one changes nothing
+    # and records nothing. ----
 
-    def set_lr(self, lr: object) -> dict[str, Json]:
+    def set_lr(self, lr: object) -> list[dict[str, Json]]:
         value = check(LEARNING_RATE, "lr", lr)
+        if value == self.lr:
+            return []
         for optimizer in self.optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] = value
         previous, self.lr = self.lr, value
-        return self._event("lr", value=value, previous=previous)
+        return [self._event("lr", value=value, previous=previous)]
 
-    def set_batch_size(self, batch_size: object) -> dict[str, Json]:
+    def set_batch_size(self, batch_size: object) -> list[dict[str, Json]]:
         value = check(BATCH_SIZE, "batch_size", batch_size)
         self._check_batch_size(value)
+        if value == self.batch_size:
+            return []
         previous, self.batch_size = self.batch_size, value
-        event = self._event("batch_size", value=value, previous=previous)
-        self._note_skipped(value)
-        return event
+        return [self._event("batch_size", value=value, previous=previous), *self._skipped(value)]
 
-    def set_bn_momentum(self, momentum: object) -> dict[str, Json]:
+    def set_bn_momentum(self, momentum: object) -> list[dict[str, Json]]:
         value = check(BN_MOMENTUM, "bn_momentum", momentum)
+        if value == self.bn_momentum:
+            return []
         for model in self.models.values():
             for norm in running_stat_norms(model):
                 norm.momentum = value
         previous, self.bn_momentum = self.bn_momentum, value
-        return self._event("bn_momentum", value=value, previous=previous)
+        return [self._event("bn_momentum", value=value, previous=previous)]
 
     def _check_batch_size(self, batch_size: int) -> None:
         if batch_size > self.n_train:
@@ -129,15 +136,15 @@ class Trainer:
         if not self.config.trainable_at(batch_size):
             raise ConfigError(f"batch_size: {BATCH_SIZE_ONE_REASON}")
 
-    def _note_skipped(self, batch_size: int) -> None:
+    def _skipped(self, batch_size: int) -> list[dict[str, Json]]:
+        """The event saying which variants batch size 1 leaves untrained, if any."""
         skipped = [v for v in self.config.variants if v not in self.config.trainable_at(batch_size)]
-        if skipped:
-            self._event("skipped", variants=skipped, reason=BATCH_SIZE_ONE_REASON)
+        if not skipped:
+            return []
+        return [self._event("skipped", variants=skipped, reason=BATCH_SIZE_ONE_REASON)]
 
     def _event(self, kind: str, **fields: Json) -> dict[str, Json]:
-        event = message("event", step=self.step, kind=kind, **fields)
-        self._pending.append(event)
-        return event
+        return message("event", step=self.step, kind=kind, **fields)
 
     # ---- training ----
 
@@ -167,7 +174,14 @@ class Trainer:
                 "n_classes": self.data.n_classes,
             },
             variants={
-                v: {"label": VARIANTS[v].label, "taps": list(taps_of(m))}
+                v: {
+                    "label": VARIANTS[v].description,
+                    "name": VARIANTS[v].label,
+                    "color": VARIANTS[v].color,
+                    "normalizer": VARIANTS[v].normalizer,
+                    "batch_stats": VARIANTS[v].batch_stats,
+                    "taps": list(taps_of(m)),
+                }
                 for v, m in self.models.items()
             },
             percentiles=list(PERCENTILES),

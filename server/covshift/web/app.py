@@ -24,7 +24,7 @@ from covshift.errors import ConfigError
 from covshift.reports.run import NoDataYet
 from covshift.settings import Settings
 
-from . import api, ws
+from . import api, rules, ws
 from .manager import RunManager, TooManyRuns, UnknownRun
 from .run import RunNotActive, WorkerTimeout
 from .security import BodyLimitMiddleware, SecurityHeadersMiddleware
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(api.router)
+    app.include_router(rules.router)
     app.include_router(ws.router)
     _add_errors(app)
     _add_assets(app)

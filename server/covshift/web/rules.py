@@ -1,0 +1,97 @@
+"""GET /api/rules: every bound, default, choice, preset and variant the page needs, from the
+one place each is declared (the config model, the presets, the variant registry).
+
+The page holds no copy of these: it fetches them once at start, so a bound changed on the
+server is the bound the page enforces.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from covshift.config import RunConfig
+from covshift.presets import PRESETS
+from covshift.variants import variant_table
+
+from .schemas import RunPatch
+
+router = APIRouter(tags=["rules"])
+
+
+class Bound(BaseModel):
+    """A numeric field's interval; minOpen/maxOpen mark strict bounds."""
+
+    min: float | None = None
+    minOpen: bool = False
+    max: float | None = None
+    maxOpen: bool = False
+    integer: bool = False
+    nullable: bool = False
+
+
+class Rules(BaseModel):
+    """What the page checks and offers; the server validates every request again."""
+
+    bounds: dict[str, Bound]
+    defaults: dict[str, Any]
+    choices: dict[str, list[str]]
+    presets: dict[str, dict[str, Any]]
+    variants: dict[str, dict[str, Any]]
+    live_controls: list[str]
+
+
+def _numeric(schema: dict[str, Any]) -> Bound | None:
+    """The bound of one field's JSON schema (an X | None field is nullable)."""
+    options = schema.get("anyOf", [schema])
+    nullable = any(option.get("type") == "null" for option in options)
+    for option in options:
+        if option.get("type") not in ("integer", "number"):
+            continue
+        bound = Bound(integer=option["type"] == "integer", nullable=nullable)
+        if "exclusiveMinimum" in option:
+            bound.min, bound.minOpen = option["exclusiveMinimum"], True
+        elif "minimum" in option:
+            bound.min = option["minimum"]
+        if "exclusiveMaximum" in option:
+            bound.max, bound.maxOpen = option["exclusiveMaximum"], True
+        elif "maximum" in option:
+            bound.max = option["maximum"]
+        return bound
+    return None
+
+
+def _choices(schema: dict[str, Any]) -> list[str] | None:
+    for option in schema.get("anyOf", [schema]):
+        target = option.get("items", option)
+        if "enum" in target:
+            return [str(value) for value in target["enum"]]
+    return None
+
+
+@functools.cache
+def rules() -> Rules:
+    """Built once: everything in it is fixed when the server starts."""
+    properties = RunConfig.model_json_schema()["properties"]
+    bounds = {name: b for name, schema in properties.items() if (b := _numeric(schema))}
+    choices = {name: c for name, schema in properties.items() if (c := _choices(schema))}
+    return Rules(
+        bounds=bounds,
+        defaults=RunConfig.model_validate({}).model_dump(mode="json", exclude={"data_dir"}),
+        choices=choices,
+        presets={
+            name: {"title": p.title, "description": p.description, "values": p.values}
+            for name, p in PRESETS.items()
+            if p.sweep is None  # sweeps run from the command line
+        },
+        variants=variant_table(),
+        live_controls=[name for name in RunPatch.model_fields if name != "paused"],
+    )
+
+
+@router.get("/api/rules", response_model=Rules)
+async def get_rules() -> Rules:
+    return rules()
