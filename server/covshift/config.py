@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from .errors import ConfigError
 from .variants import BATCH_STAT_VARIANTS, VARIANTS, Variant
 
 Activation = Literal["sigmoid", "tanh", "relu"]
@@ -140,18 +138,6 @@ class RunConfig(BaseModel):
 
 
 ICS_EVERY_WHEN_ON = 100
-
-LEARNING_RATE: TypeAdapter[float] = TypeAdapter(LearningRate)
-BATCH_SIZE: TypeAdapter[int] = TypeAdapter(BatchSize)
-BN_MOMENTUM: TypeAdapter[float | None] = TypeAdapter(BnMomentum)
-
-
-def check(adapter: TypeAdapter[Any], field: str, value: object) -> Any:
-    """Validate one live control; a ConfigError names the field, as the run config's errors do."""
-    try:
-        return adapter.validate_python(value, strict=False)
-    except ValidationError as exc:
-        raise ConfigError(f"{field}: {exc.errors()[0]['msg']} (got {value!r})") from None
 
 
 def describe(exc: ValidationError) -> str:

@@ -12,14 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from covshift.config import (
-    BATCH_SIZE,
-    BATCH_SIZE_ONE_REASON,
-    BN_MOMENTUM,
-    LEARNING_RATE,
-    RunConfig,
-    check,
-)
+from covshift.config import BATCH_SIZE_ONE_REASON, RunConfig
 from covshift.errors import ConfigError
 from covshift.variants import VARIANTS
 from covshift.wire import Json, message
@@ -95,12 +88,12 @@ class Trainer:
         # A run that starts at batch size 1 says so with its first step's messages.
         self._pending: list[dict[str, Json]] = self._skipped(config.batch_size)
 
-    # ---- controls: each takes effect at the next step. A change returns the events it
-    # caused, once, for the caller to send; a value equal to the current one changes nothing
-    # and records nothing. ----
+    # ---- controls: each takes effect at the next step. Values arrive validated against the
+    # config's bounds where they entered (the API, the websocket); only what depends on the
+    # data is checked here. A change returns the events it caused, once, for the caller to
+    # send; a value equal to the current one changes nothing and records nothing. ----
 
-    def set_lr(self, lr: object) -> list[dict[str, Json]]:
-        value = check(LEARNING_RATE, "lr", lr)
+    def set_lr(self, value: float) -> list[dict[str, Json]]:
         if value == self.lr:
             return []
         for optimizer in self.optimizers.values():
@@ -109,16 +102,14 @@ class Trainer:
         previous, self.lr = self.lr, value
         return [self._event("lr", value=value, previous=previous)]
 
-    def set_batch_size(self, batch_size: object) -> list[dict[str, Json]]:
-        value = check(BATCH_SIZE, "batch_size", batch_size)
+    def set_batch_size(self, value: int) -> list[dict[str, Json]]:
         self._check_batch_size(value)
         if value == self.batch_size:
             return []
         previous, self.batch_size = self.batch_size, value
         return [self._event("batch_size", value=value, previous=previous), *self._skipped(value)]
 
-    def set_bn_momentum(self, momentum: object) -> list[dict[str, Json]]:
-        value = check(BN_MOMENTUM, "bn_momentum", momentum)
+    def set_bn_momentum(self, value: float | None) -> list[dict[str, Json]]:
         if value == self.bn_momentum:
             return []
         for model in self.models.values():
