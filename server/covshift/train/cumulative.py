@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .hooks import hooked
 from .inference import running_stat_norms
 from .models import MLP
 from .norms import batch_moments
@@ -38,12 +39,8 @@ class CumulativeAverages:
             if len(seen) == 1:
                 self.batches += mean.shape[0]
 
-        handles = [norm.register_forward_hook(keep) for norm in self.norms]
-        try:
+        with hooked((norm, keep) for norm in self.norms):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
         if seen:
             self.sums = (
                 seen

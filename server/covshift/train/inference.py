@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .data import Dataset
+from .hooks import hooked
 from .models import MLP
 from .norms import batch_moments, restoring_state
 
@@ -114,12 +115,8 @@ def norm_inputs(norms: list[nn.BatchNorm1d]) -> Iterator[list[torch.Tensor]]:
     def keep(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         seen.append(inputs[0].detach())
 
-    handles = [norm.register_forward_hook(keep) for norm in norms]
-    try:
+    with hooked((norm, keep) for norm in norms):
         yield seen
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _eval_logits(

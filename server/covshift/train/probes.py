@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from torch import nn
 from covshift.wire import Json
 
 from .histogram import RowStats, make_edges, nice_ceil, reduce_rows, wasserstein1
+from .hooks import Hook, hooked
 from .models import MLP
 from .norms import normalized
 from .normstats import norm_templates
@@ -38,30 +38,27 @@ Captured = list[dict[str, torch.Tensor]]  # per hidden layer: name -> tensor
 def capture(model: MLP) -> Iterator[Captured]:
     """Record every hidden layer's tensors during the forward passes run inside the block."""
     captured: Captured = [{} for _ in model.hidden()]
-    handles = []
-    try:
-        for store, block in zip(captured, model.hidden(), strict=True):
-            handles.append(block.linear.register_forward_hook(_keep_output(store, "linear_out")))
-            if block.norm is not None:
-                handles.append(block.norm.register_forward_hook(_keep_norm(store)))
-                xhat = getattr(block.norm, "xhat", None)
-                if isinstance(xhat, nn.Module):  # our normalizers hand out x̂ as computed
-                    handles.append(xhat.register_forward_hook(_keep_output(store, "xhat")))
-            handles.append(block.act.register_forward_hook(_keep_act(store)))
+    hooks: list[tuple[nn.Module, Hook]] = []
+    for store, block in zip(captured, model.hidden(), strict=True):
+        hooks.append((block.linear, _keep_output(store, "linear_out")))
+        if block.norm is not None:
+            hooks.append((block.norm, _keep_norm(store)))
+            xhat = getattr(block.norm, "xhat", None)
+            if isinstance(xhat, nn.Module):  # our normalizers hand out x̂ as computed
+                hooks.append((xhat, _keep_output(store, "xhat")))
+        hooks.append((block.act, _keep_act(store)))
+    with hooked(hooks):
         yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
-def _keep_output(store: dict[str, torch.Tensor], name: str) -> Any:
+def _keep_output(store: dict[str, torch.Tensor], name: str) -> Hook:
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         store[name] = output.detach()
 
     return hook
 
 
-def _keep_norm(store: dict[str, torch.Tensor]) -> Any:
+def _keep_norm(store: dict[str, torch.Tensor]) -> Hook:
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         store["norm_input"] = inputs[0].detach()
         store["norm_out"] = output.detach()
@@ -69,7 +66,7 @@ def _keep_norm(store: dict[str, torch.Tensor]) -> Any:
     return hook
 
 
-def _keep_act(store: dict[str, torch.Tensor]) -> Any:
+def _keep_act(store: dict[str, torch.Tensor]) -> Hook:
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         store["act_input"] = inputs[0].detach()
         store["act_output"] = output.detach()

@@ -7,7 +7,6 @@ it produced (events, and a frame on probed steps) for whoever runs it.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,23 +19,12 @@ from covshift.wire import Json, message
 from . import ics
 from .cumulative import CumulativeAverages
 from .data import Dataset, load_dataset
+from .frames import Metrics, Pass, StepView, build_frame
 from .histogram import PERCENTILES
 from .inference import evaluate, running_stat_norms
-from .models import MLP, build_variants, layer_weights
+from .models import MLP, build_variants
 from .norms import restoring_state
-from .packing import Packer
-from .probes import Captured, Probe, capture, tap_values, taps_of
-
-Metrics = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Pass:
-    """One variant's training forward and backward: captured taps (when probed), loss, accuracy."""
-
-    layers: Captured | None
-    loss: torch.Tensor
-    accuracy: torch.Tensor | None
+from .probes import Probe, capture, tap_values, taps_of
 
 
 def resolve_device(name: str) -> torch.device:
@@ -263,43 +251,20 @@ class Trainer:
     def _frame(
         self, passes: dict[str, Pass], tests: dict[str, Metrics], shifts: dict[str, Metrics]
     ) -> dict[str, Json]:
-        step = self.step
-        packer = Packer()
         active = list(passes)
-        values = {v: tap_values(self.models[v], p.layers or []) for v, p in passes.items()}
-        layers = self.probe.reduce(values, self.models, packer)
-        variants: dict[str, Json] = {}
-        for variant, model in self.models.items():
-            entry: dict[str, Json] = {"status": self._status(variant, active)}
-            if self.diverged_at[variant] is not None:
-                entry["diverged_at"] = self.diverged_at[variant]
-            if variant in active:
-                norms = torch.stack([_grad_norm(layer_weights(b.linear)) for b in model.hidden()])
-                for layer, norm in zip(layers[variant], norms, strict=True):
-                    layer["grad_norm"] = packer.add(norm)
-                entry["loss"] = packer.add(passes[variant].loss)
-                accuracy = passes[variant].accuracy
-                assert accuracy is not None  # computed on every probed step
-                entry["acc"] = packer.add(accuracy)
-                recent = torch.stack(self._recent_losses[variant])
-                self._recent_losses[variant] = []
-                entry["nonfinite_losses"] = packer.add(~torch.isfinite(recent))
-                entry["layers"] = layers[variant]
-            if variant in tests:
-                entry["test"] = {name: packer.add(value) for name, value in tests[variant].items()}
-            if variant in shifts:
-                entry["ics"] = ics.template(shifts[variant], self.lr, packer)
-            variants[variant] = entry
-        frame = message(
-            "frame",
-            step=step,
+        recent = {v: torch.stack(self._recent_losses[v]) for v in active}
+        for variant in active:
+            self._recent_losses[variant] = []
+        view = StepView(
+            step=self.step,
             epoch=self.epoch,
             lr=self.lr,
             batch_size=self.batch_size,
-            variants=variants,
+            statuses={v: self._status(v, active) for v in self.models},
+            diverged_at=dict(self.diverged_at),
+            recent_losses=recent,
         )
-        resolved: dict[str, Json] = packer.resolve(frame)
-        return resolved
+        return build_frame(view, self.models, self.probe, passes, tests, shifts)
 
     def _status(self, variant: str, active: list[str]) -> str:
         if self.diverged_at[variant] is not None:
@@ -328,12 +293,6 @@ class Trainer:
                 )
             )
         return events
-
-
-def _grad_norm(parameters: list[torch.nn.Parameter]) -> torch.Tensor:
-    """L2 norm of the gradients of these parameters together (WeightNorm: g and v)."""
-    grads = [p.grad.reshape(-1) for p in parameters if p.grad is not None]
-    return torch.linalg.vector_norm(torch.cat(grads)) if grads else torch.tensor(float("nan"))
 
 
 def _gradients(model: nn.Module) -> list[torch.Tensor | None]:

@@ -1,0 +1,94 @@
+"""Frame assembly: one probed step's measurements of every variant as a `frame` wire record.
+
+The trainer decides what happened (which variants trained, their passes, tests and ICS);
+this module only lays it out as docs/protocol.md specifies, through one Packer so the
+whole frame costs one sync point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from covshift.wire import Json, message
+
+from . import ics
+from .models import MLP, layer_weights
+from .packing import Packer
+from .probes import Captured, Probe, tap_values
+
+Metrics = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One variant's training forward and backward: captured taps (when probed), loss, accuracy."""
+
+    layers: Captured | None
+    loss: torch.Tensor
+    accuracy: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class StepView:
+    """What the trainer did at the frame's step, for the frame to show."""
+
+    step: int
+    epoch: float
+    lr: float
+    batch_size: int
+    statuses: dict[str, str]  # variant -> "training" | "skipped" | "diverged"
+    diverged_at: dict[str, int | None]
+    # Each trained variant's losses since the previous frame (to find the first non-finite).
+    recent_losses: dict[str, torch.Tensor]
+
+
+def build_frame(
+    view: StepView,
+    models: dict[str, MLP],
+    probe: Probe,
+    passes: dict[str, Pass],
+    tests: dict[str, Metrics],
+    shifts: dict[str, Metrics],
+) -> dict[str, Json]:
+    """The frame record: every variant's status, losses, layers, tests and ICS, resolved."""
+    packer = Packer()
+    values = {v: tap_values(models[v], p.layers or []) for v, p in passes.items()}
+    layers = probe.reduce(values, models, packer)
+    variants: dict[str, Json] = {}
+    for variant, model in models.items():
+        entry: dict[str, Json] = {"status": view.statuses[variant]}
+        if view.diverged_at[variant] is not None:
+            entry["diverged_at"] = view.diverged_at[variant]
+        if variant in passes:
+            norms = torch.stack([_grad_norm(layer_weights(b.linear)) for b in model.hidden()])
+            for layer, norm in zip(layers[variant], norms, strict=True):
+                layer["grad_norm"] = packer.add(norm)
+            entry["loss"] = packer.add(passes[variant].loss)
+            accuracy = passes[variant].accuracy
+            assert accuracy is not None  # computed on every probed step
+            entry["acc"] = packer.add(accuracy)
+            entry["nonfinite_losses"] = packer.add(~torch.isfinite(view.recent_losses[variant]))
+            entry["layers"] = layers[variant]
+        if variant in tests:
+            entry["test"] = {name: packer.add(value) for name, value in tests[variant].items()}
+        if variant in shifts:
+            entry["ics"] = ics.template(shifts[variant], view.lr, packer)
+        variants[variant] = entry
+    frame = message(
+        "frame",
+        step=view.step,
+        epoch=view.epoch,
+        lr=view.lr,
+        batch_size=view.batch_size,
+        variants=variants,
+    )
+    resolved: dict[str, Json] = packer.resolve(frame)
+    return resolved
+
+
+def _grad_norm(parameters: list[torch.nn.Parameter]) -> torch.Tensor:
+    """L2 norm of the gradients of these parameters together (WeightNorm: g and v)."""
+    grads = [p.grad.reshape(-1) for p in parameters if p.grad is not None]
+    return torch.linalg.vector_norm(torch.cat(grads)) if grads else torch.tensor(float("nan"))
