@@ -27,18 +27,22 @@ const view = { tap: "act_input", channel: 0, bnVariant: null };
 // What the page knows besides the message stream: connection, server-side run info, rates.
 const live = { connection: { state: "idle" }, runInfo: null, stepsPerSecond: null, frames: new RateMeter(), everOpen: false, noRuns: false };
 
-let state = createState();
-let runId = null;
-let connection = null;
-let runs = [];
-let lastReading = null;
-let nextControlId = 1;
-let liveAfterStep = Number.POSITIVE_INFINITY;
-const pending = new Map(); // control id -> resolve
+// The page's one mutable object. `state` (what the run's messages say) changes only through
+// the reducer, applyMessage; the rest is which run is viewed and how the page talks to it.
+const session = {
+  state: createState(),
+  runId: null,
+  connection: null,
+  runs: [], // the server's run list, as last polled
+  lastReading: null, // {step, time} of the viewed run at the last poll, for steps/s
+  nextControlId: 1,
+  liveAfterStep: Number.POSITIVE_INFINITY, // frames after this step arrived live (not history)
+  pending: new Map(), // control id -> resolve
+};
 
 const cursor = createCursorBus();
-const scheduler = createScheduler({ getState: () => state });
-const dashboard = createDashboard({ overview: $("overview"), layersRoot: $("layers"), scheduler, view, cursor, runKey: () => runId ?? "none" });
+const scheduler = createScheduler({ getState: () => session.state });
+const dashboard = createDashboard({ overview: $("overview"), layersRoot: $("layers"), scheduler, view, cursor, runKey: () => session.runId ?? "none" });
 const statusBar = scheduler.add(
   createStatusBar(
     { connection: $("conn"), runState: $("st-state"), step: $("st-step"), epoch: $("st-epoch"), sps: $("st-sps"), fps: $("st-fps"), banners: $("banners") },
@@ -49,7 +53,7 @@ const controls = createLiveControls($("live-controls"), { send: sendControl, sto
 scheduler.add({ name: "controls", intervalMs: 150, update: (s) => controls.update(s) });
 const runsList = createRunsList($("runs"), { onSelect: (id) => selectRun(id) });
 const setup = createSetupForm($("new-run"), {
-  getCurrentConfig: () => state.hello?.config ?? null,
+  getCurrentConfig: () => session.state.hello?.config ?? null,
   onCreated: (run) => {
     $("new-run").open = false;
     refreshRuns().then(() => selectRun(run.id));
@@ -77,52 +81,52 @@ function take(text) {
   } catch {
     return; // not JSON: nothing a reader could use
   }
-  state = applyMessage(state, msg);
+  session.state = applyMessage(session.state, msg);
   const type = msg?.type;
   if (type === "frame") {
     // After a hello the server sends the run's history in one burst; rates count only frames
     // newer than the run's step when the hello came (history has none).
-    if (msg.step > liveAfterStep) live.frames.add(performance.now(), msg.step);
+    if (msg.step > session.liveAfterStep) live.frames.add(performance.now(), msg.step);
   } else if (type === "hello") {
     live.frames.reset();
-    markLiveFrom(runId);
+    markLiveFrom(session.runId);
     onHello();
   }
-  else if ((type === "ack" || type === "error") && pending.has(msg.id)) {
-    const resolve = pending.get(msg.id);
-    pending.delete(msg.id);
+  else if ((type === "ack" || type === "error") && session.pending.has(msg.id)) {
+    const resolve = session.pending.get(msg.id);
+    session.pending.delete(msg.id);
     resolve(type === "ack" ? { ok: true, run: msg.run } : { ok: false, message: msg.message });
   }
   scheduler.invalidate();
 }
 
 function onHello() {
-  dashboard.build(state);
-  viewPanel.fill(state);
+  dashboard.build(session.state);
+  viewPanel.fill(session.state);
 }
 
 /** Frames after the run's current step are live; until the server says which step that is, none are. */
 function markLiveFrom(id) {
-  liveAfterStep = Number.POSITIVE_INFINITY;
+  session.liveAfterStep = Number.POSITIVE_INFINITY;
   getRun(id).then((answer) => {
-    if (id === runId && answer.ok) liveAfterStep = answer.body.step;
+    if (id === session.runId && answer.ok) session.liveAfterStep = answer.body.step;
   });
 }
 
 function selectRun(id) {
-  if (!id || id === runId) return;
-  connection?.close();
-  for (const resolve of pending.values()) resolve({ ok: false, message: t("controls.noRun") });
-  pending.clear();
-  runId = id;
+  if (!id || id === session.runId) return;
+  session.connection?.close();
+  for (const resolve of session.pending.values()) resolve({ ok: false, message: t("controls.noRun") });
+  session.pending.clear();
+  session.runId = id;
   history.replaceState(null, "", `#run=${encodeURIComponent(id)}`);
-  state = createState();
+  session.state = createState();
   live.frames.reset();
-  live.runInfo = runs.find((run) => run.id === id) ?? null;
-  lastReading = null;
+  live.runInfo = session.runs.find((run) => run.id === id) ?? null;
+  session.lastReading = null;
   live.stepsPerSecond = null;
-  connection = new Connection({ url: runSocketUrl(location, id), onMessage: onText, onStatus: onConnectionStatus }).open();
-  runsList.render(runs, runId);
+  session.connection = new Connection({ url: runSocketUrl(location, id), onMessage: onText, onStatus: onConnectionStatus }).open();
+  runsList.render(session.runs, session.runId);
   scheduler.urgent();
 }
 
@@ -131,9 +135,9 @@ function onConnectionStatus(status) {
   if (status.state === "open") live.everOpen = true;
   if (status.state === "unknown-run") {
     // The server no longer has this run (e.g. a demo run from before a restart): show another.
-    const gone = runId;
+    const gone = session.runId;
     refreshRuns().then(() => {
-      const next = pickRun(runs.filter((run) => run.id !== gone));
+      const next = pickRun(session.runs.filter((run) => run.id !== gone));
       if (next) selectRun(next);
     });
   }
@@ -150,19 +154,19 @@ function wantedRun() {
 async function refreshRuns() {
   const answer = await listRuns();
   if (!answer.ok || !Array.isArray(answer.body)) return;
-  runs = answer.body;
-  live.noRuns = runs.length === 0;
-  live.runInfo = runs.find((run) => run.id === runId) ?? null;
+  session.runs = answer.body;
+  live.noRuns = session.runs.length === 0;
+  live.runInfo = session.runs.find((run) => run.id === session.runId) ?? null;
   if (live.runInfo) {
     const reading = { step: live.runInfo.step, time: performance.now() };
-    const rate = stepsPerSecond(lastReading, reading);
+    const rate = stepsPerSecond(session.lastReading, reading);
     if (rate !== null) live.stepsPerSecond = rate;
-    lastReading = reading;
-    if (state.runState === null) state.runState = live.runInfo.state;
+    session.lastReading = reading;
+    session.state = applyMessage(session.state, { type: "runinfo", run: live.runInfo });
   }
-  runsList.render(runs, runId);
-  if (runId === null) {
-    const first = pickRun(runs, wantedRun());
+  runsList.render(session.runs, session.runId);
+  if (session.runId === null) {
+    const first = pickRun(session.runs, wantedRun());
     if (first) selectRun(first);
   }
   scheduler.invalidate(statusBar);
@@ -180,20 +184,20 @@ async function pollRuns() {
 
 /** Send live changes over the websocket (answered by ack or error), or by PATCH when it is down. */
 function sendControl(changes) {
-  if (!runId) return Promise.resolve({ ok: false, message: t("controls.noRun") });
-  const id = nextControlId++;
-  if (connection?.send({ type: "control", id, ...changes })) {
+  if (!session.runId) return Promise.resolve({ ok: false, message: t("controls.noRun") });
+  const id = session.nextControlId++;
+  if (session.connection?.send({ type: "control", id, ...changes })) {
     return new Promise((resolve) => {
-      pending.set(id, resolve);
+      session.pending.set(id, resolve);
       setTimeout(() => {
-        if (pending.delete(id)) resolve({ ok: false, message: t("controls.noAnswer") });
+        if (session.pending.delete(id)) resolve({ ok: false, message: t("controls.noAnswer") });
       }, CONTROL_TIMEOUT_MS);
     });
   }
   if ("step" in changes) return Promise.resolve({ ok: false, message: t("controls.needsLive") });
-  return changeRun(runId, changes).then((answer) => {
+  return changeRun(session.runId, changes).then((answer) => {
     if (answer.ok) {
-      state = applyMessage(state, { type: "ack", id, run: answer.body });
+      session.state = applyMessage(session.state, { type: "ack", id, run: answer.body });
       scheduler.invalidate();
       return { ok: true, run: answer.body };
     }
@@ -202,8 +206,8 @@ function sendControl(changes) {
 }
 
 async function stopViewedRun() {
-  if (!runId) return { ok: false, message: t("controls.noRun") };
-  const answer = await stopRun(runId);
+  if (!session.runId) return { ok: false, message: t("controls.noRun") };
+  const answer = await stopRun(session.runId);
   await refreshRuns();
   return answer.ok ? { ok: true } : { ok: false, message: String(answer.body?.detail ?? t("err.network")) };
 }
@@ -212,7 +216,7 @@ async function stopViewedRun() {
 
 const viewPanel = createViewPanel(view, {
   $,
-  getState: () => state,
+  getState: () => session.state,
   onChange: (kind) => {
     const prefixes = kind === "tap" ? ["dist", "heatmap", "bands"] : ["bn"];
     for (const widget of dashboard.widgetsShowing(prefixes)) scheduler.urgent(widget);
@@ -228,7 +232,7 @@ function showLang() {
 for (const button of document.querySelectorAll("[data-lang]")) button.addEventListener("click", () => setLang(button.dataset.lang));
 onLangChange(() => {
   showLang();
-  runsList.render(runs, runId);
+  runsList.render(session.runs, session.runId);
   scheduler.urgent(); // axis titles, legends and stats lines are text too
 });
 
@@ -239,10 +243,10 @@ pollRuns();
 // For tests and benchmarks: read-only views of the page's state and render statistics.
 window.covshift = {
   get state() {
-    return state;
+    return session.state;
   },
   get runId() {
-    return runId;
+    return session.runId;
   },
   get connection() {
     return live.connection;

@@ -80,6 +80,9 @@ const HANDLERS = {
   event: applyEvent,
   ack: applyAck,
   error: applyError,
+  // Not from the stream: the page's poll of GET /api/runs, for a run whose stream has not
+  // said its state yet.
+  runinfo: applyRunInfo,
 };
 
 /**
@@ -224,6 +227,13 @@ function applyAck(state, msg) {
       bn_momentum: "bn_momentum" in run ? run.bn_momentum : state.settings.bn_momentum,
     };
   }
+  state.revision += 1;
+  return state;
+}
+
+function applyRunInfo(state, msg) {
+  if (state.runState !== null || typeof msg.run?.state !== "string") return state;
+  state.runState = msg.run.state;
   state.revision += 1;
   return state;
 }

@@ -44,6 +44,13 @@ test("batch-statistics variants come from the hello, not from a list in the page
   assert.deepEqual(batchStatVariants(run([ln])), []);
 });
 
+test("the polled run info gives the state only until the stream says it", () => {
+  const polled = run([{ type: "runinfo", run: { state: "paused" } }]);
+  assert.equal(polled.runState, "paused");
+  const streamed = run([hello(), frame(0), { type: "runinfo", run: { state: "paused" } }]);
+  assert.equal(streamed.runState, "running");
+});
+
 test("a second hello (reconnect or new run) resets frames and events", () => {
   const state = run([hello(), frame(0), frame(5), event(5, "lr", { value: 0.1, previous: 0.5 }), hello({ lr: 0.2 })]);
   assert.equal(columnsOf(state).length, 0);

@@ -1,14 +1,9 @@
 /** Drift per layer over time: how far each layer's activation input moved between frames. */
 
 import { formatNumber } from "../bounds.js";
-import { t } from "../i18n.js";
 import { columnsOf } from "../state.js";
 import { layerOf, stepsOf } from "../series.js";
-import { setLegend } from "./card.js";
-import { followHover } from "./cursor.js";
-import { baseLayout, eventShapes, placeCursor, react, stepAxis, valueAxis, variantColor, variantName } from "./plot.js";
-
-const DASHES = ["solid", "dot", "dash", "longdash", "dashdot", "longdashdot", "solid", "dot"];
+import { createLayerLinesChart } from "./layerlines.js";
 
 /**
  * W₁ is in the units of the tap, and BN's activation input is normalized while plain's is
@@ -30,49 +25,27 @@ export function relativeDrift(columns, variant, layer) {
   return { y, raw };
 }
 
-export function createDriftChart(card, { cursor, runKey }) {
-  let hooked = false;
-  return {
-    name: "drift",
-    element: card.root,
-    reset() {},
-    update(state) {
-      const columns = columnsOf(state);
-      const x = stepsOf(columns);
-      const traces = [];
-      state.variants.forEach((variant, i) => {
-        for (let layer = 0; layer < state.depth; layer += 1) {
-          const { y, raw } = relativeDrift(columns, variant, layer);
-          traces.push({
-            type: "scatter",
-            mode: "lines",
-            x,
-            y,
-            customdata: raw,
-            name: `${variantName(variant)} · ${t("legend.layer", { n: layer + 1 })}`,
-            line: { color: variantColor(variant, i), width: 1.2, dash: DASHES[layer % DASHES.length] },
-            hovertemplate: "%{y:.3f} (W₁ %{customdata})",
-          });
-        }
-      });
-      const layout = {
-        ...baseLayout({ uirevision: runKey(), revision: state.revision, height: 250 }),
-        xaxis: stepAxis(),
-        yaxis: valueAxis(t("axis.w1"), { rangemode: "tozero" }),
-        shapes: eventShapes(state.events, [["x", "y"]]),
-      };
-      react(card.plot, traces, layout, "covshift-drift");
-      setLegend(card, [
-        ...state.variants.map((variant, i) => ({ label: variantName(variant), color: variantColor(variant, i), width: 3 })),
-        ...Array.from({ length: state.depth }, (_, layer) => ({ label: t("legend.layer", { n: layer + 1 }), color: "#666", width: 1.4, dash: DASHES[layer % DASHES.length] })),
-      ]);
-      if (!hooked && card.plot.on) {
-        followHover(card.plot, cursor);
-        hooked = true;
-      }
+export function createDriftChart(card, context) {
+  return createLayerLinesChart(
+    card,
+    {
+      name: "drift",
+      filename: "covshift-drift",
+      yTitle: "axis.w1",
+      hovertemplate: "%{y:.3f} (W₁ %{customdata})",
+      empty: null,
+      read(state) {
+        const columns = columnsOf(state);
+        const x = stepsOf(columns);
+        return {
+          layers: state.depth,
+          line(variant, layer) {
+            const { y, raw } = relativeDrift(columns, variant, layer);
+            return { x, y, customdata: raw };
+          },
+        };
+      },
     },
-    showCursor(step) {
-      placeCursor(card.plot, card.overlay, step, ["x"]);
-    },
-  };
+    context,
+  );
 }
