@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from covshift.cli import build_parser, main
+from covshift.cli import ProgressBar, build_parser, main
 from covshift.config import RunConfig
 
 
@@ -87,8 +87,12 @@ def test_batch_size_one_explains_and_trains_plain(
     )
     assert "bn is skipped. BatchNorm cannot train on batch size 1" in capsys.readouterr().err
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["state"] == "finished"
     assert summary["variants"]["bn"]["status"] == "skipped"
-    assert summary["variants"]["plain"]["status"] == "training"
+    assert summary["variants"]["plain"]["status"] == "trained"
+    # A variant that never trained reports no test numbers (its weights say nothing).
+    assert summary["variants"]["bn"]["test"] is None
+    assert summary["variants"]["plain"]["test"]["acc"] is not None
 
 
 def test_cumulative_bn_momentum_flag(tmp_path: Path) -> None:
@@ -137,3 +141,18 @@ def test_a_run_whose_every_variant_diverged_stops_there(tmp_path: Path) -> None:
     diverged_at = summary["variants"]["plain"]["diverged_at"]
     assert diverged_at is not None
     assert diverged_at < summary["steps"] < 5000
+
+
+def test_the_progress_bar_names_accuracy_and_says_how_long_is_left(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bar = ProgressBar()
+    bar.started -= 2.0  # two seconds in
+    bar(100, 400, {"plain": {"test": {"acc": 0.9125}}, "bn": {"test": None}})
+    line = capsys.readouterr().err
+    assert "100/400" in line and "test accuracy: plain 91.2%" in line and "bn" not in line
+    # 100 steps in 2 s: 300 steps left take about 6 s.
+    assert "ETA 0:05" in line or "ETA 0:06" in line
+    bar.drawn = 0.0
+    bar(400, 400, {"plain": {"test": {"acc": 0.95}}})
+    assert "done" in capsys.readouterr().err

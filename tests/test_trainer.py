@@ -176,6 +176,10 @@ def test_batch_size_one_skips_bn_with_a_reason_and_trains_the_rest(small_config:
         frame["variants"]["bn"]["status"] == "skipped" and "layers" not in frame["variants"]["bn"]
     )
     assert frame["variants"]["plain"]["status"] == "training"
+    # On a test step the skipped variant is not scored: "test" is null, never its frozen weights.
+    first = next(m for m in messages if m["type"] == "frame")
+    assert first["variants"]["bn"]["test"] is None
+    assert first["variants"]["plain"]["test"]["acc"] is not None
     with pytest.raises(ConfigError, match="^batch_size: BatchNorm cannot train on batch size 1"):
         Trainer(small_config.model_copy(update={"batch_size": 1, "variants": ("bn",)}))
 

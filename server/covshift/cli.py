@@ -97,12 +97,17 @@ class ProgressBar:
         filled = int(width * step / total)
         rate = step / max(now - self.started, 1e-9)
         tests = "  ".join(
-            f"{name} test {v['test']['acc']:.3f}"
+            f"{name} {v['test']['acc']:.1%}"
             for name, v in variants.items()
             if v["test"] and v["test"]["acc"] is not None
         )
+        left = (total - step) / rate if rate > 0 else 0.0
+        eta = f"ETA {int(left // 60)}:{int(left % 60):02d}" if step < total else "done"
         bar = "#" * filled + "." * (width - filled)
-        sys.stderr.write(f"\r[{bar}] {step}/{total} {rate:,.0f} steps/s  {tests}\033[K")
+        line = f"[{bar}] {step}/{total} {rate:,.0f} steps/s {eta}"
+        if tests:
+            line += f"  test accuracy: {tests}"
+        sys.stderr.write(f"\r{line}\033[K")
         if step >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()

@@ -47,18 +47,25 @@ class Summary:
                     "loss": entry["loss"],
                     "acc": entry["acc"],
                 }
-            if "test" in entry:
-                latest["test"] = {"step": record["step"], **entry["test"]}
+            if "test" in entry:  # null: not scored at this step (skipped or diverged)
+                test = entry["test"]
+                latest["test"] = None if test is None else {"step": record["step"], **test}
 
     def to_json(self, trainer: Trainer, seconds: float) -> dict[str, Json]:
+        # Said for the run as it ended: a variant still training at the last step trained.
+        variants = {
+            v: {**entry, "status": "trained" if entry["status"] == "training" else entry["status"]}
+            for v, entry in self.variants.items()
+        }
         return {
+            "state": "finished" if trainer.done else "stopped",
             "config": trainer.config.model_dump(mode="json"),
             "steps": trainer.step,
             "epochs": trainer.epoch,
             "seconds": seconds,
             "steps_per_second": trainer.step / seconds if seconds > 0 else None,
             "events": self.events,
-            "variants": self.variants,
+            "variants": variants,
         }
 
 

@@ -42,6 +42,7 @@ class StepView:
     diverged_at: dict[str, int | None]
     # Each trained variant's losses since the previous frame (to find the first non-finite).
     recent_losses: dict[str, torch.Tensor]
+    tested: bool  # a test step: every variant gets "test", null where it was not scored
 
 
 def build_frame(
@@ -73,6 +74,8 @@ def build_frame(
             entry["layers"] = layers[variant]
         if variant in tests:
             entry["test"] = {name: packer.add(value) for name, value in tests[variant].items()}
+        elif view.tested:
+            entry["test"] = None
         if variant in shifts:
             entry["ics"] = ics.template(shifts[variant], view.lr, packer)
         variants[variant] = entry

@@ -179,10 +179,13 @@ class Trainer:
             v for v in config.trainable_at(self.batch_size) if self.diverged_at[v] is None
         ]
         # Test before the training forward, which moves BN's running statistics.
+        # A variant that cannot train at this batch size (or diverged) is not scored: its
+        # frozen weights would report numbers that say nothing about the normalizer.
+        trainable = config.trainable_at(self.batch_size)
         tests = {
             v: evaluate(m, self.data, self.batch_size, self.loss_fn, self._cumulative_of(v))
             for v, m in self.models.items()
-            if tested and self.diverged_at[v] is None
+            if tested and self.diverged_at[v] is None and v in trainable
         }
         # ICS is measured on copies taken before the forward: the state training starts from.
         twins = {v: ics.snapshot(self.models[v]) for v in active} if measured else {}
@@ -193,7 +196,7 @@ class Trainer:
             )
             for v, twin in twins.items()
         }
-        frame = self._frame(passes, tests, shifts) if probed else None
+        frame = self._frame(passes, tests, shifts, tested) if probed else None
         for variant in active:
             self.optimizers[variant].step()  # after the probe, so gamma/beta match the forward
         self.step += 1
@@ -249,7 +252,11 @@ class Trainer:
         self.probe.calibrate(values)
 
     def _frame(
-        self, passes: dict[str, Pass], tests: dict[str, Metrics], shifts: dict[str, Metrics]
+        self,
+        passes: dict[str, Pass],
+        tests: dict[str, Metrics],
+        shifts: dict[str, Metrics],
+        tested: bool,
     ) -> dict[str, Json]:
         active = list(passes)
         recent = {v: torch.stack(self._recent_losses[v]) for v in active}
@@ -263,6 +270,7 @@ class Trainer:
             statuses={v: self._status(v, active) for v in self.models},
             diverged_at=dict(self.diverged_at),
             recent_losses=recent,
+            tested=tested,
         )
         return build_frame(view, self.models, self.probe, passes, tests, shifts)
 
