@@ -181,7 +181,7 @@ const en = {
   "note.loss":
     "Solid lines: this batch's training loss and accuracy; dots: the held-out test set (eval mode, running statistics). BN usually learns sooner and stands a larger learning rate. Dashed vertical lines mark your changes and divergences.",
   "note.ics":
-    "Santurkar et al.'s gradient view of internal covariate shift: ‖G − G′‖₂ is how much a layer's weight gradient G changes when only the layers before it take their SGD step on the same batch (G′). The first layer's is always 0. Look for whether BN's lines sit below plain's: if normalization really removed ICS they would, but the paper found BN often does not shrink it — BN helps by making the loss smoother, not by freezing the inputs.",
+    "Santurkar et al.'s gradient view of internal covariate shift: ‖G − G′‖₂ is how much a layer's weight gradient G changes when only the layers before it take their SGD step on the same batch (G′). The first layer's is always 0. (With momentum or Adam this is still a plain SGD step: an approximation of the paper's update.) Look for whether BN's lines sit below plain's: if normalization really removed ICS they would, but the paper found BN often does not shrink it — BN helps by making the loss smoother, not by freezing the inputs.",
   "note.drift":
     "How far each layer's activation input moved since the previous frame: the 1-Wasserstein distance between the two histograms, divided by the input's spread (std) so plain and BN compare fairly. That is internal covariate shift as a number: while it stays high, the next layer keeps chasing a moving target.",
   "note.dist":
@@ -393,7 +393,7 @@ const ko = {
   "note.loss":
     "실선: 이번 배치의 학습 손실과 정확도. 점: 따로 떼어 둔 테스트 세트(평가 모드, 이동 평균 통계 사용). BN은 보통 더 빨리 배우고 더 큰 학습률도 견딥니다. 세로 점선은 여러분이 바꾼 설정과 발산 지점입니다.",
   "note.ics":
-    "Santurkar 외가 제안한 그래디언트 관점의 내부 공변량 변화: ‖G − G′‖₂는 같은 배치에서 앞쪽 층들만 SGD 한 스텝을 밟았을 때(G′) 한 층의 가중치 그래디언트 G가 얼마나 바뀌는지입니다. 첫 층은 항상 0입니다. BN의 선이 plain보다 아래에 있는지 보세요. 정규화가 정말 ICS를 없앴다면 그래야 하지만, 논문은 BN이 이를 줄이지 못하는 경우가 많다는 것을 보였습니다 — BN은 입력을 고정해서가 아니라 손실 지형을 매끄럽게 해서 돕습니다.",
+    "Santurkar 외가 제안한 그래디언트 관점의 내부 공변량 변화: ‖G − G′‖₂는 같은 배치에서 앞쪽 층들만 SGD 한 스텝을 밟았을 때(G′) 한 층의 가중치 그래디언트 G가 얼마나 바뀌는지입니다. 첫 층은 항상 0입니다. (모멘텀이나 Adam을 써도 G′는 단순 SGD 한 스텝으로 계산하는 근사입니다.) BN의 선이 plain보다 아래에 있는지 보세요. 정규화가 정말 ICS를 없앴다면 그래야 하지만, 논문은 BN이 이를 줄이지 못하는 경우가 많다는 것을 보였습니다 — BN은 입력을 고정해서가 아니라 손실 지형을 매끄럽게 해서 돕습니다.",
   "note.drift":
     "각 층의 활성화 입력이 직전 프레임 이후 얼마나 움직였는지: 두 히스토그램 사이의 1-바서슈타인 거리를 입력의 퍼짐(표준편차)으로 나눠 plain과 BN을 공정하게 비교합니다. 내부 공변량 변화를 숫자로 본 것입니다. 이 값이 높게 유지되는 동안 다음 층은 계속 움직이는 목표를 쫓습니다.",
   "note.dist":

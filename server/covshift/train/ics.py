@@ -10,6 +10,8 @@ the parameters.
   the gradient of the loss with respect to layer i's weights at the current
   parameters, and G' the same gradient after layers 1..i-1 took their SGD update
   (θ - lr·∇) on the same batch, layers i.. unchanged. ‖G - G'‖₂ and cos(G, G').
+  Under momentum or Adam the paper's update is the optimizer's own; this plain SGD step
+  approximates it (said in docs/protocol.md and in the page's note).
 - Landscape along the gradient (their Sec. 3.1): for step sizes η = lr × LANDSCAPE_STEPS,
   the loss at θ - ηg (its range: how much the loss varies along the step), the
   gradient predictiveness max ‖g - g(θ - ηg)‖₂, and the effective β-smoothness
