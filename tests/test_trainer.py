@@ -12,6 +12,7 @@ from covshift.config import RunConfig
 from covshift.errors import ConfigError
 from covshift.train.data import Dataset
 from covshift.train.trainer import Trainer
+from covshift.variants import VARIANTS
 
 
 def _run(trainer: Trainer, steps: int | None = None) -> list[dict]:
@@ -223,7 +224,7 @@ def test_cuda_request_without_a_device_is_a_clear_error() -> None:
         Trainer(RunConfig(device="cuda"))
 
 
-ALL_VARIANTS = ("plain", "bn", "bn_after", "ln", "gn", "wn", "brn", "noisy_bn", "ghost_bn")
+ALL_VARIANTS = tuple(VARIANTS)
 
 
 def test_every_variant_trains_in_lockstep_and_reports_its_normalizer(digits: Dataset) -> None:
@@ -236,10 +237,11 @@ def test_every_variant_trains_in_lockstep_and_reports_its_normalizer(digits: Dat
         assert last[variant]["status"] == "training" and math.isfinite(last[variant]["loss"])
     assert "norm_xhat" not in last["wn"]["layers"][0]["taps"]
     assert len(last["wn"]["layers"][0]["weight_norm"]["g"]) == 8
-    for variant in ("ln", "gn"):
+    for variant in ("ln", "gn", "rms"):
         layer = last[variant]["layers"][0]
         assert layer["bn"] is None and len(layer["affine"]["gamma"]) == 8
         assert "norm_xhat" in layer["taps"]
+    assert last["rms"]["layers"][0]["affine"]["beta"] is None  # RMSNorm has no shift
     brn = last["brn"]["layers"][1]["bn"]
     assert len(brn["r"]) == len(brn["d"]) == 8 and brn["r_max"] >= 1 and brn["d_max"] >= 0
     for variant in ("bn", "brn", "noisy_bn", "ghost_bn"):
@@ -257,6 +259,34 @@ def test_batch_size_one_trains_layer_group_and_weight_norm(digits: Dataset) -> N
         "plain",
         "ln",
         "gn",
+        "rms",
         "wn",
     ]
     assert all(math.isfinite(frame[v]["loss"]) for v in ("ln", "gn", "wn"))
+
+
+def test_ghost_bn_streams_the_statistics_its_running_averages_follow(digits: Dataset) -> None:
+    # Ghost BN's running_var is an EMA of the ghost batches' mean unbiased variance, not of
+    # the whole batch's: replaying the EMA on ghost_var reproduces it exactly, on batch_var not.
+    config = RunConfig(
+        variants=("ghost_bn",),
+        depth=1,
+        width=6,
+        batch_size=40,
+        ghost_batch_size=8,
+        steps=6,
+        probe_every=1,
+        bn_momentum=0.2,
+    )
+    trainer = Trainer(config, digits)
+    start = trainer.models["ghost_bn"].hidden()[0].norm.running_var.clone().double()
+    frames = [m for m in _run(trainer) if m["type"] == "frame"]
+    layers = [f["variants"]["ghost_bn"]["layers"][0]["bn"] for f in frames]
+    ema = start
+    for layer in layers:
+        ema = 0.8 * ema + 0.2 * torch.tensor(layer["ghost_var"], dtype=torch.float64)
+        torch.testing.assert_close(ema, torch.tensor(layer["running_var"], dtype=torch.float64))
+    whole = start
+    for layer in layers:
+        whole = 0.8 * whole + 0.2 * torch.tensor(layer["batch_var"], dtype=torch.float64)
+    assert not torch.allclose(whole, torch.tensor(layers[-1]["running_var"], dtype=torch.float64))

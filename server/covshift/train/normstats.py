@@ -8,7 +8,7 @@ from torch import nn
 from covshift.wire import Json
 
 from .models import Block
-from .norms import BatchRenorm1d, has_running_stats
+from .norms import BatchRenorm1d, GhostBatchNorm1d, batch_moments, has_running_stats
 from .packing import Packer
 
 
@@ -42,7 +42,9 @@ def _bn_template(
     block: Block, norm: nn.BatchNorm1d, taps: dict[str, torch.Tensor], packer: Packer
 ) -> dict[str, Json]:
     """BN's per-channel state. batch_mean and batch_var are over the whole batch (also for
-    ghost BN); batch_var is unbiased: the series running_var averages."""
+    ghost BN); batch_var is unbiased: for BN the series running_var averages. Ghost BN adds
+    ghost_mean and ghost_var, the mean over its ghost batches of their means and unbiased
+    variances: the series its running statistics average."""
     assert has_running_stats(norm)
     assert norm.running_mean is not None and norm.running_var is not None
     norm_input = taps["linear_out"] if block.placement == "before" else taps["act_output"]
@@ -59,6 +61,12 @@ def _bn_template(
         norm.bias.detach(),
     ]
     names = ["batch_mean", "batch_var", "running_mean", "running_var", "gamma", "beta"]
+    if isinstance(norm, GhostBatchNorm1d):
+        # Ghost BN's running statistics average the ghost batches' own moments, not the whole
+        # batch's: these are exactly the values this step's update moved them towards.
+        ghost_mean, ghost_var = batch_moments(norm, norm_input)
+        rows += [ghost_mean.mean(dim=0), ghost_var.mean(dim=0)]
+        names += ["ghost_mean", "ghost_var"]
     renorm = norm if isinstance(norm, BatchRenorm1d) else None
     if renorm is not None and renorm.last_r is not None and renorm.last_d is not None:
         # r and d of this batch's forward (the calibration forward sets them before step 0).
