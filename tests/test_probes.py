@@ -77,8 +77,9 @@ def test_frame_batch_statistics_match_a_numpy_recomputation() -> None:
     handle = linear.register_forward_hook(lambda m, i, o: inputs.append(o.detach().clone()))
     frame = next(m for m in trainer.train_step() if m["type"] == "frame")
     handle.remove()
-    batch = inputs[-1]  # the test-set passes come first, the training forward last
-    assert batch.shape[0] == 20
+    # The test-set passes come first (train mode in batches of 20 too), then the training
+    # forward, then the fixed probe set's (256 rows).
+    batch = [seen for seen in inputs if seen.shape[0] == 20][-1]
     pre = batch.double().numpy()
     bn = frame["variants"]["bn"]["layers"][0]["bn"]
     np.testing.assert_allclose(bn["batch_mean"], pre.mean(0), rtol=1e-5, atol=1e-7)

@@ -27,6 +27,7 @@ const en = {
   "runstate.finished": "finished",
   "runstate.stopped": "stopped",
   "runstate.failed": "failed",
+  "runstate.damaged": "damaged",
 
   "controls.title": "Live controls",
   "controls.lr": "Learning rate",
@@ -156,7 +157,7 @@ const en = {
   "axis.loss": "loss",
   "axis.acc": "accuracy",
   "axis.share": "share of the batch",
-  "axis.w1": "drift ÷ spread (W₁ / σ)",
+  "axis.w1": "drift per unit ÷ spread (W₁ / σ)",
   "axis.mean": "mean",
   "axis.var": "variance",
   "axis.gammaBeta": "γ and β",
@@ -183,7 +184,7 @@ const en = {
   "note.ics":
     "Santurkar et al.'s gradient view of internal covariate shift: ‖G − G′‖₂ is how much a layer's weight gradient G changes when only the layers before it take their SGD step on the same batch (G′). The first layer's is always 0. (With momentum or Adam this is still a plain SGD step: an approximation of the paper's update.) Look for whether BN's lines sit below plain's: if normalization really removed ICS they would, but the paper found BN often does not shrink it — BN helps by making the loss smoother, not by freezing the inputs.",
   "note.drift":
-    "How far each layer's activation input moved since the previous frame: the 1-Wasserstein distance between the two histograms, divided by the input's spread (std) so plain and BN compare fairly. That is internal covariate shift as a number: while it stays high, the next layer keeps chasing a moving target.",
+    "How far each layer's activation input moved since the previous frame, measured on the same 256 held-out examples every frame, so the change comes from the weights alone, not from which batch was drawn: per unit, the 1-Wasserstein distance between its values then and now; the line is the median over units, divided by the layer's spread (std) so plain and BN compare fairly. Hover shows the sampling floor: how much two halves of those examples differ under the same weights, which is what a batch-to-batch comparison would add as noise. That is internal covariate shift as a number: while it stays high, the next layer keeps chasing a moving target.",
   "note.dist":
     "The activation input in the newest batch, variants overlaid on one axis. Without BN it is whatever the weights make it — often narrow or off-centre, with a sigmoid stuck in its flat ends; BN normalizes it to mean 0, variance 1, then scales by γ and shifts by β.",
   "note.heatmap":
@@ -206,6 +207,7 @@ const en = {
   "banner.diverged":
     "{variant} diverged at step {step} ({reason}): it stops, the others keep training. Lower the learning rate in a new run.",
   "banner.failed": "The run failed: {message}",
+  "banner.damaged": "This run's files are damaged, so it shows what could be read: {message}",
   "banner.ended": "This run has {state}. The charts show what it recorded.",
   "banner.waitingHello": "Waiting for the run's first data (the worker is loading its dataset)…",
   "banner.noRuns": "No run to show. Start one under “New run”.",
@@ -239,6 +241,7 @@ const ko = {
   "runstate.finished": "완료",
   "runstate.stopped": "중지됨",
   "runstate.failed": "실패",
+  "runstate.damaged": "손상됨",
 
   "controls.title": "실시간 조절",
   "controls.lr": "학습률",
@@ -368,7 +371,7 @@ const ko = {
   "axis.loss": "손실",
   "axis.acc": "정확도",
   "axis.share": "배치 내 비율",
-  "axis.w1": "이동량 ÷ 퍼짐 (W₁ / σ)",
+  "axis.w1": "유닛별 이동량 ÷ 퍼짐 (W₁ / σ)",
   "axis.mean": "평균",
   "axis.var": "분산",
   "axis.gammaBeta": "γ와 β",
@@ -395,7 +398,7 @@ const ko = {
   "note.ics":
     "Santurkar 외가 제안한 그래디언트 관점의 내부 공변량 변화: ‖G − G′‖₂는 같은 배치에서 앞쪽 층들만 SGD 한 스텝을 밟았을 때(G′) 한 층의 가중치 그래디언트 G가 얼마나 바뀌는지입니다. 첫 층은 항상 0입니다. (모멘텀이나 Adam을 써도 G′는 단순 SGD 한 스텝으로 계산하는 근사입니다.) BN의 선이 plain보다 아래에 있는지 보세요. 정규화가 정말 ICS를 없앴다면 그래야 하지만, 논문은 BN이 이를 줄이지 못하는 경우가 많다는 것을 보였습니다 — BN은 입력을 고정해서가 아니라 손실 지형을 매끄럽게 해서 돕습니다.",
   "note.drift":
-    "각 층의 활성화 입력이 직전 프레임 이후 얼마나 움직였는지: 두 히스토그램 사이의 1-바서슈타인 거리를 입력의 퍼짐(표준편차)으로 나눠 plain과 BN을 공정하게 비교합니다. 내부 공변량 변화를 숫자로 본 것입니다. 이 값이 높게 유지되는 동안 다음 층은 계속 움직이는 목표를 쫓습니다.",
+    "각 층의 활성화 입력이 직전 프레임 이후 얼마나 움직였는지를 매 프레임 같은 검증 예제 256개로 잽니다. 그래서 변화는 어떤 배치가 뽑혔는지가 아니라 가중치에서만 옵니다. 유닛마다 이전 값과 지금 값 사이의 1-바서슈타인 거리를 구하고, 선은 유닛들의 중앙값을 층의 퍼짐(표준편차)으로 나눈 것이라 plain과 BN을 공정하게 비교합니다. 마우스를 올리면 표본 잡음의 바닥값(같은 가중치에서 예제의 두 절반이 서로 다른 정도, 즉 배치끼리 비교하면 더해질 잡음)이 보입니다. 내부 공변량 변화를 숫자로 본 것입니다. 이 값이 높게 유지되는 동안 다음 층은 계속 움직이는 목표를 쫓습니다.",
   "note.dist":
     "가장 최근 배치의 활성화 입력. 변형들을 한 축에 겹쳐 그립니다. BN이 없으면 가중치가 만드는 대로 — 흔히 좁거나 한쪽으로 치우쳐 시그모이드의 평평한 끝에 머뭅니다. BN은 평균 0, 분산 1로 정규화한 뒤 γ로 늘리고 β만큼 옮깁니다.",
   "note.heatmap":
@@ -418,6 +421,7 @@ const ko = {
   "banner.diverged":
     "{variant}이(가) 스텝 {step}에서 발산했습니다({reason}). 이 변형은 멈추고 나머지는 계속 학습합니다. 새 실행에서 학습률을 낮춰 보세요.",
   "banner.failed": "실행이 실패했습니다: {message}",
+  "banner.damaged": "이 실행의 파일이 손상되어 읽을 수 있는 부분만 보여 줍니다: {message}",
   "banner.ended": "이 실행은 끝났습니다({state}). 차트는 기록된 내용을 보여 줍니다.",
   "banner.waitingHello": "실행의 첫 데이터를 기다리는 중입니다 (워커가 데이터셋을 불러오는 중)…",
   "banner.noRuns": "보여 줄 실행이 없습니다. “새 실행”에서 시작하세요.",

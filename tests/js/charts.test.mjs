@@ -46,13 +46,25 @@ test("panels share the width with gaps", () => {
   assert.ok(b[0] > a[1]);
 });
 
-test("drift is scaled by the spread, so plain and BN compare on one axis", () => {
+test("drift on fixed data: the per-unit median scaled by the spread, the floor in the hover", () => {
+  const column = (fixed) => ({ step: 0, variants: { plain: { layers: [{ drift: { w1: 9 }, drift_fixed: fixed, taps: { act_input: { std: 1 } } }] } } });
+  const first = { w1: null, unit_median: null, unit_p90: null, floor: 0.05, std: 0.5 };
+  const later = { w1: 0.1, unit_median: 0.2, unit_p90: 0.3, floor: 0.05, std: 0.5 };
+  const flat = { ...later, std: 0 };
+  const { y, raw } = relativeDrift([column(first), column(later), column(flat)], "plain", 0);
+  assert.equal(y[0], null, "nothing to compare with on the first frame");
+  assert.ok(Math.abs(y[1] - 0.4) < 1e-12, "0.2 / 0.5: the batch-based w1 is not used");
+  assert.equal(y[2], null, "no spread, no ratio");
+  assert.equal(raw[1], "0.2; floor 0.1");
+});
+
+test("runs recorded before fixed-data drift fall back to the batch-to-batch W1 and say so", () => {
   const column = (w1, std) => ({ step: 0, variants: { plain: { layers: [{ drift: w1 === null ? null : { w1 }, taps: { act_input: { std } } }] } } });
   const { y, raw } = relativeDrift([column(null, 1), column(0.02, 0.1), column(0.5, 0)], "plain", 0);
   assert.equal(y[0], null);
   assert.ok(Math.abs(y[1] - 0.2) < 1e-12);
   assert.equal(y[2], null, "no spread, no ratio");
-  assert.deepEqual(raw, ["—", "0.02", "0.5"]);
+  assert.deepEqual(raw, ["—", "0.02; batch to batch", "0.5; batch to batch"]);
 });
 
 test("log ticks: plain numbers over a few decades, powers of ten over many", () => {

@@ -14,6 +14,7 @@ import torch
 from covshift.wire import Json, message
 
 from . import ics
+from .fixed_drift import FixedDataDrift
 from .models import MLP, layer_weights
 from .packing import Packer
 from .probes import Captured, Probe, tap_values
@@ -49,6 +50,7 @@ def build_frame(
     view: StepView,
     models: dict[str, MLP],
     probe: Probe,
+    fixed: FixedDataDrift,
     passes: dict[str, Pass],
     tests: dict[str, Metrics],
     shifts: dict[str, Metrics],
@@ -57,6 +59,13 @@ def build_frame(
     packer = Packer()
     values = {v: tap_values(models[v], p.layers or []) for v, p in passes.items()}
     layers = probe.reduce(values, models, packer)
+    on_fixed_data = fixed.measure({v: models[v] for v in passes}, packer)
+    for variant in models:
+        if variant not in passes:
+            fixed.forget(variant)
+    for variant, measured in on_fixed_data.items():
+        for layer, fixed_entry in zip(layers[variant], measured, strict=True):
+            layer["drift_fixed"] = fixed_entry
     variants: dict[str, Json] = {}
     for variant, model in models.items():
         entry: dict[str, Json] = {"status": view.statuses[variant]}

@@ -19,6 +19,7 @@ from covshift.wire import Json, message
 from . import ics
 from .cumulative import CumulativeAverages
 from .data import Dataset, load_dataset
+from .fixed_drift import FixedDataDrift, probe_set
 from .frames import Metrics, Pass, StepView, build_frame
 from .histogram import PERCENTILES
 from .inference import evaluate, running_stat_norms
@@ -67,6 +68,7 @@ class Trainer:
         self._cursor = 0
         self._epochs_done = 0
         self.probe = Probe(config.activation, config.bins, config.drift_window)
+        self.fixed_drift = FixedDataDrift(probe_set(self.data.x_test, config.seed))
         self.cumulative = (
             {v: CumulativeAverages(m) for v, m in self.models.items() if running_stat_norms(m)}
             if config.compare_cumulative
@@ -272,7 +274,7 @@ class Trainer:
             recent_losses=recent,
             tested=tested,
         )
-        return build_frame(view, self.models, self.probe, passes, tests, shifts)
+        return build_frame(view, self.models, self.probe, self.fixed_drift, passes, tests, shifts)
 
     def _status(self, variant: str, active: list[str]) -> str:
         if self.diverged_at[variant] is not None:
