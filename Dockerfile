@@ -11,6 +11,8 @@ ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG OFFLINE=0
 
+# Bound to 0.0.0.0 so that the published port reaches the server; it still answers only
+# the loopback host names (DNS rebinding) unless COVSHIFT_ALLOWED_HOSTS names others.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

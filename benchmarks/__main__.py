@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 import torch
+
 from . import browser, core, server, soak
 
 TARGETS = {

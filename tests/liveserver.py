@@ -24,14 +24,20 @@ class LiveServer:
     process: subprocess.Popen[bytes]
     port: int
     log: Path
+    address: str = "127.0.0.1"  # where clients connect: the bound address, or loopback
+
+    @property
+    def netloc(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.netloc}"
 
     @property
     def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"ws://{self.netloc}"
 
     def output(self) -> str:
         """Everything the server printed so far (stdout and stderr)."""
@@ -45,18 +51,30 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(scratch: Path, *flags: str, ready_within: float = 60.0) -> Iterator[LiveServer]:
+def serve(
+    scratch: Path,
+    *flags: str,
+    ready_within: float = 60.0,
+    address: str = "127.0.0.1",
+    browser: bool = False,
+    env_overrides: dict[str, str] | None = None,
+) -> Iterator[LiveServer]:
     """`covshift serve --no-browser` on a free port with its run store in scratch/logs;
-    stopped with SIGTERM (a clean uvicorn shutdown) when the block ends."""
+    stopped with SIGTERM (a clean uvicorn shutdown) when the block ends. `address` is where
+    clients reach it (pass `--host` in flags to bind elsewhere than loopback); `browser`
+    leaves out --no-browser."""
     port = free_port()
     log = scratch / "serve.log"
     # The test's own COVSHIFT_* variables must not change the defaults under test.
     env = {name: value for name, value in os.environ.items() if not name.startswith("COVSHIFT_")}
-    command = [sys.executable, "-c", SERVE, "serve", "--no-browser", "--port", str(port)]
+    env.update(env_overrides or {})
+    command = [sys.executable, "-c", SERVE, "serve", "--port", str(port)]
+    if not browser:
+        command.append("--no-browser")
     command += ["--logdir", str(scratch / "logs"), *flags]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = LiveServer(process, port, log)
+    server = LiveServer(process, port, log, address)
     try:
         _wait_until_up(server, ready_within)
         yield server
@@ -82,12 +100,14 @@ def _wait_until_up(server: LiveServer, seconds: float) -> None:
         time.sleep(0.1)
 
 
-def raw_request(port: int, target: str, host: str | None = None) -> tuple[int, bytes, bytes]:
+def raw_request(
+    port: int, target: str, host: str | None = None, address: str = "127.0.0.1"
+) -> tuple[int, bytes, bytes]:
     """One GET with the request target sent byte for byte (no client normalises `..` or
     percent-escapes); returns (status, headers, body)."""
-    host = host or f"127.0.0.1:{port}"
+    host = host or (f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
     request = f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with socket.create_connection((address, port), timeout=10) as sock:
         sock.sendall(request.encode("latin-1"))
         chunks = []
         while chunk := sock.recv(65536):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from covshift.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -51,3 +53,29 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert ignore[ignore.index("*")] == "*", "everything is excluded unless named"
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     assert allowed == {"pyproject.toml", "README.md", "server", "frontend", "docker/wheels"}
+
+
+def _image_environment() -> dict[str, str]:
+    """The COVSHIFT_* variables set by the image's ENV instructions."""
+    found: dict[str, str] = {}
+    for block in re.findall(r"^ENV\s+((?:.*\\\n)*.*)", DOCKERFILE, flags=re.M):
+        found.update(re.findall(r"\b(COVSHIFT_[A-Z_]+)=(\S+)", block))
+    return found
+
+
+def test_the_image_answers_loopback_host_names_only_unless_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bound to 0.0.0.0 in the container, yet a page on another name (DNS rebinding) is
+    refused; others are let in only by naming them in COVSHIFT_ALLOWED_HOSTS."""
+    image = _image_environment()
+    assert image["COVSHIFT_HOST"] == "0.0.0.0"
+    assert "COVSHIFT_ALLOWED_HOSTS" not in image
+    for name in list(os.environ):
+        if name.startswith("COVSHIFT_"):
+            monkeypatch.delenv(name)
+    for name, value in image.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().trusted_hosts() == ["localhost", "127.0.0.1", "[::1]"]
+    monkeypatch.setenv("COVSHIFT_ALLOWED_HOSTS", '["covshift.example.org"]')
+    assert Settings().trusted_hosts() == ["covshift.example.org"]

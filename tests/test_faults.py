@@ -10,6 +10,7 @@ import resource
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,45 @@ def healthy(live: ThreadedServer) -> bool:
     return bool(live.http.get("/healthz").json()["status"] == "ok")
 
 
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
+    """A server whose changes time out after COMMAND_TIMEOUT_S, so a frozen worker is
+    waited out in seconds."""
+    scratch = tmp_path_factory.mktemp("strict")
+    settings = serverkit.settings(
+        scratch / "logs",
+        allowed_hosts=None,
+        command_timeout_s=COMMAND_TIMEOUT_S,
+        max_run_memory_mb=MEMORY_LIMIT_MB,
+        mnist_dir=_large_idx_dataset(scratch / "mnist"),
+    )
+    with ThreadedServer(settings) as strict:
+        yield strict
+
+
+COMMAND_TIMEOUT_S = 1.0
+# Room for an MNIST run by the estimate (which takes MNIST's 70,000 images), not for 30 times
+# as many images.
+MEMORY_LIMIT_MB = 1500
+
+
+def _large_idx_dataset(folder: Path) -> Path:
+    """IDX files in MNIST's layout holding 30 times MNIST's images (all zero, in sparse files:
+    1.5 GB that take no disk)."""
+    folder.mkdir()
+    for name, shape in (
+        ("train-images-idx3-ubyte", (1_800_000, 28, 28)),
+        ("train-labels-idx1-ubyte", (1_800_000,)),
+        ("t10k-images-idx3-ubyte", (10_000, 28, 28)),
+        ("t10k-labels-idx1-ubyte", (10_000,)),
+    ):
+        header = bytes([0, 0, 0x08, len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape)
+        with (folder / name).open("wb") as file:
+            file.write(header)
+            file.truncate(len(header) + math.prod(shape))
+    return folder
+
+
 # ---- a worker killed mid-step ----
 
 
@@ -118,6 +158,74 @@ def test_a_worker_killed_mid_step_fails_its_run_and_keeps_its_frames(live: Threa
     with live.ws(again) as ws:
         receive_until(ws, is_type("frame"))
     assert live.http.delete(f"/api/runs/{again}").json()["state"] == "stopped"
+
+
+# ---- a worker that does not answer in time, or dies with a change pending ----
+
+
+def _running(live: ThreadedServer) -> tuple[str, int]:
+    run_id = live.create(SMALL)
+    wait_for(lambda: live.run(run_id)["state"] == "running")
+    pid = live.manager.get(run_id).pid
+    assert pid is not None
+    return run_id, pid
+
+
+def test_a_change_the_worker_takes_too_late_is_504_and_never_applied(
+    strict: ThreadedServer,
+) -> None:
+    run_id, pid = _running(strict)
+    os.kill(pid, signal.SIGSTOP)  # as a step far longer than the timeout would hold it
+    try:
+        sent = time.monotonic()
+        late = strict.http.patch(f"/api/runs/{run_id}", json={"lr": 0.0777})
+        waited = time.monotonic() - sent
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert late.status_code == 504
+    assert "the change was not applied" in late.json()["detail"]
+    assert COMMAND_TIMEOUT_S <= waited < COMMAND_TIMEOUT_S + 5
+    # The worker reads the change once it runs again, and refuses it: it is past its deadline.
+    step = strict.run(run_id)["step"]
+    wait_for(lambda: strict.run(run_id)["step"] > step + 200)
+    assert strict.run(run_id)["lr"] == 0.5
+    records = [strict_json(line) for line in strict.manager.store.lines(run_id)]
+    assert not [r for r in records if r.get("kind") == "lr"]  # no event stored
+    assert {r["lr"] for r in records if r["type"] == "frame"} == {0.5}
+    # And the next change, taken in time, is applied and acknowledged.
+    changed = strict.http.patch(f"/api/runs/{run_id}", json={"lr": 0.0777})
+    assert changed.status_code == 200 and changed.json()["lr"] == 0.0777
+    strict.http.delete(f"/api/runs/{run_id}")
+
+
+def test_a_change_pending_when_the_worker_dies_is_409(strict: ThreadedServer) -> None:
+    run_id, pid = _running(strict)
+    run = strict.manager.get(run_id)
+    os.kill(pid, signal.SIGSTOP)  # the change waits for an answer ...
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(strict.http.patch, f"/api/runs/{run_id}", json={"lr": 0.0777})
+        wait_for(lambda: run.commands_pending)
+        os.kill(pid, signal.SIGKILL)  # ... that never comes
+        answer = pending.result(timeout=10)
+    assert answer.status_code == 409
+    detail = answer.json()["detail"]
+    assert detail == f"run {run_id} is failed; the change was not made"
+    assert strict.run(run_id)["state"] == "failed" and healthy(strict)
+
+
+def test_a_worker_over_its_memory_limit_fails_saying_so_and_the_others_go_on(
+    strict: ThreadedServer,
+) -> None:
+    other, _ = _running(strict)
+    run_id = strict.create({**SMALL, "dataset": "mnist"})  # its images are 1.4 GB as bytes
+    failed = wait_for(lambda: (r := strict.run(run_id))["state"] == "failed" and r, timeout=30)
+    assert failed["error"].startswith(
+        f"out of memory: the run needed more than the {MEMORY_LIMIT_MB} MB one run may use"
+    )
+    assert healthy(strict)
+    step = strict.run(other)["step"]
+    wait_for(lambda: strict.run(other)["step"] > step + 50)  # the other run trains on
+    strict.http.delete(f"/api/runs/{other}")
 
 
 # ---- clients that vanish or never read ----

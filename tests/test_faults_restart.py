@@ -136,6 +136,38 @@ def test_a_run_cut_off_by_a_killed_server_is_listed_stopped_with_its_frames(
         ]
 
 
+@pytest.mark.slow
+def test_a_second_server_on_the_same_log_directory_is_refused_and_leaves_the_live_run_alone(
+    tmp_path: Path,
+) -> None:
+    logdir = tmp_path / "logs"
+    with serve(tmp_path, "--no-demo") as server:
+        run_id = httpx.post(f"{server.base}/api/runs", json=SMALL).json()["id"]
+        frames, state = logdir / run_id / "frames.jsonl", logdir / run_id / "state.json"
+        wait_for(lambda: frames.is_file() and frames.read_text().count('"frame"') >= 5)
+        saved = state.read_text()
+
+        second = serve_refusing(logdir)
+        assert (second.returncode, second.stdout) == (2, "")
+        assert second.stderr == (
+            f"covshift serve: error: log directory {logdir} is in use by another covshift "
+            f"server (pid {server.process.pid}); stop it or choose another --logdir\n"
+        )
+        # The first server's run was not recovered under it: still running, still growing.
+        assert state.read_text() == saved
+        count = frames.read_text().count('"frame"')
+        wait_for(lambda: frames.read_text().count('"frame"') > count + 5)
+        assert '"stopped"' not in frames.read_text()
+        assert httpx.get(f"{server.base}/api/runs/{run_id}").json()["state"] == "running"
+
+        server.process.kill()  # SIGKILL: the kernel drops its lock with the process
+        server.process.wait()
+    with serve(tmp_path, "--no-demo") as server:
+        [run] = httpx.get(f"{server.base}/api/runs").json()
+        assert (run["id"], run["state"]) == (run_id, "stopped")
+        assert frames.read_text().endswith('"kind":"state","state":"stopped"}\n')
+
+
 # ---- the recovery rule, on files written by hand ----
 
 

@@ -3,16 +3,28 @@ wire records, and a table whose numbers are the run's own."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import html
 import json
 import re
+import tracemalloc
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
+import serverkit
 from covshift.config import RunConfig
-from covshift.reports.run import RunSeries, render_run_report
+from covshift.reports.run import RunSeries, render_run_report, report_html
 from covshift.reports.sweep import render_sweep_report
 from covshift.train.data import Dataset
 from covshift.train.sweep import run_sweep
 from covshift.train.trainer import Trainer
+from covshift.web.lifecycle import RunInfo, RunState
+from covshift.web.store import RunStore
+from covshift.wire import encode
+from faultkit import ThreadedServer, strict_json
 
 
 def _records(config: RunConfig, digits: Dataset) -> tuple[dict, list[dict]]:
@@ -71,3 +83,176 @@ def test_sweep_report_plots_accuracy_and_batch_noise(digits: Dataset) -> None:
     reference = figures[-1]["data"][-1]
     assert reference["name"] == "1/sqrt(B)"
     assert reference["y"] == pytest.approx([2**-0.5, 8**-0.5])
+
+
+# ---- planted values: every value escaped, scripts allowed by hash only ----
+
+PLANTED = {
+    "tag": "<img src=x onerror=alert(1)>",
+    "script": "<script>alert(2)</script>",
+    "link": '<a href="https://example.invalid/">click</a>',
+    "comment": "<!--<script>",
+}
+
+
+def _planted_run(digits: Dataset) -> tuple[dict, list[dict]]:
+    """A real run's records with a hostile value in every field a report shows."""
+    config = RunConfig(depth=1, width=8, steps=6, probe_every=2, test_every=2)
+    hello, records = _records(config, digits)
+    hostile = PLANTED["link"]
+    hello["variants"][hostile] = {**hello["variants"].pop("bn"), "label": PLANTED["tag"]}
+    hello["dataset"]["name"] = PLANTED["script"]
+    hello["config"]["activation"] = PLANTED["tag"]
+    for record in records:
+        if record["type"] == "frame":
+            record["variants"][hostile] = record["variants"].pop("bn")
+    records.append(
+        {
+            "v": 1,
+            "type": "event",
+            "step": PLANTED["tag"],
+            "kind": PLANTED["script"],
+            PLANTED["comment"]: PLANTED["link"],
+        }
+    )
+    return hello, records
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [text for item in value for text in _strings(item)] if isinstance(value, list) else []
+
+
+def _inline_scripts(page: str) -> list[str]:
+    return re.findall(r"<script>(.*?)</script>", page, flags=re.DOTALL)
+
+
+def _csp(page: str) -> dict[str, list[str]]:
+    match = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', page)
+    assert match, "the report carries its own Content-Security-Policy"
+    directives = (part.split() for part in match.group(1).split(";") if part.strip())
+    return {name: values for name, *values in directives}
+
+
+def _assert_safe(page: str) -> None:
+    for value in PLANTED.values():
+        assert value not in page, f"{value} is in the page unescaped"
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page  # shown, as text
+    assert len(re.findall(r"<script\b", page, flags=re.IGNORECASE)) == 2
+    policy = _csp(page)
+    assert policy["default-src"] == ["'none'"]
+    hashes = {
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in _inline_scripts(page)
+    }
+    assert set(policy["script-src"]) == hashes  # only the inlined scripts, no origin at all
+    assert "'unsafe-inline'" not in policy["script-src"]
+
+
+def test_a_run_report_escapes_every_planted_value_and_allows_only_its_own_scripts(
+    digits: Dataset,
+) -> None:
+    hello, records = _planted_run(digits)
+    page = render_run_report(hello, records, title=PLANTED["tag"])
+    _assert_safe(page)
+    texts = _strings(_figures(page))  # Plotly reads its text as HTML: escaped there too
+    assert not any(value in text for value in PLANTED.values() for text in texts)
+    assert any(html.escape(PLANTED["link"], quote=False) in text for text in texts)
+    lines = [json.dumps(hello), *map(json.dumps, records)]
+    assert report_html(PLANTED["tag"], lines) == render_run_report(
+        hello, records, title=f"covshift run {PLANTED['tag']}"
+    )
+
+
+def test_a_sweep_report_escapes_every_planted_value(digits: Dataset) -> None:
+    base = RunConfig(variants=("plain", "bn"), depth=1, width=8, steps=4, ics_every=0)
+    result = run_sweep(base, "lr", (0.1, 0.5), dataset=digits)
+    result["dataset"]["name"] = PLANTED["script"]
+    for point in result["points"]:
+        point["variants"]["bn"]["status"] = PLANTED["tag"]
+    page = render_sweep_report(result, title=PLANTED["link"])
+    _assert_safe(page)
+
+
+# ---- a long run's report and export, in bounded memory ----
+
+HISTORY_FRAMES = 40  # the server's history_frames: the report's bound, kept small here
+FRAMES = 150  # frames of the shorter run; the longer one has 4 times as many
+
+
+def _stored_run(root: Path, run_id: str, lines: list[str], frames: int) -> int:
+    """A finished run in the store whose frames.jsonl repeats the real frames of `lines`
+    with increasing steps; its size in bytes."""
+    hello, *rest = lines
+    real = [line for line in rest if strict_json(line)["type"] == "frame"]
+    events = [line for line in rest if strict_json(line)["type"] == "event"]
+    info = RunInfo(
+        id=run_id,
+        state=RunState.FINISHED,
+        created=datetime(2025, 1, 1, tzinfo=timezone.utc),
+        ended=datetime(2025, 1, 2, tzinfo=timezone.utc),
+        config={},
+        lr=0.5,
+        batch_size=60,
+        bn_momentum=0.1,
+    )
+    log = RunStore(root).create(info, {"dataset": "digits"})
+    log.append([hello, *events])
+    for step in range(frames):
+        text = real[step % len(real)]
+        log.append([re.sub(r'"step":\d+', f'"step":{step}', text, count=1)])
+    log.close()
+    return (root / run_id / "frames.jsonl").stat().st_size
+
+
+def _peak_bytes(fetch: Callable[[], None]) -> int:
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
+    fetch()
+    return tracemalloc.get_traced_memory()[1] - before
+
+
+@pytest.mark.slow
+def test_a_long_runs_report_and_export_take_memory_bounded_by_the_history(
+    tmp_path: Path, digits: Dataset
+) -> None:
+    config = RunConfig(depth=3, width=100, steps=40, probe_every=5, test_every=10)
+    hello, records = _records(config, digits)
+    lines = [encode(hello), *map(encode, records)]
+    short, long = "s" * 22, "l" * 22
+    sizes = {
+        run_id: _stored_run(tmp_path, run_id, lines, frames)
+        for run_id, frames in ((short, FRAMES), (long, 4 * FRAMES))
+    }
+    settings = serverkit.settings(tmp_path, allowed_hosts=None, history_frames=HISTORY_FRAMES)
+    peaks: dict[tuple[str, str], int] = {}
+    with ThreadedServer(settings) as live:
+
+        def download(path: str) -> Callable[[], None]:
+            def fetch() -> None:
+                with live.http.stream("GET", path) as answer:
+                    assert answer.status_code == 200
+                    for _ in answer.iter_bytes():
+                        pass  # read and let go, as a browser saving the file does
+
+            return fetch
+
+        download(f"/api/runs/{short}/report")()  # plotly.js read once, then cached
+        tracemalloc.start()
+        try:
+            for run_id in (short, long):
+                for kind in ("report", "export?format=csv", "export?format=jsonl"):
+                    peaks[run_id, kind] = _peak_bytes(download(f"/api/runs/{run_id}/{kind}"))
+        finally:
+            tracemalloc.stop()
+        report = live.http.get(f"/api/runs/{long}/report").text
+    assert sizes[long] > 4 * sizes[short] * 0.95 and sizes[short] > 5_000_000, sizes
+    for kind in ("report", "export?format=csv", "export?format=jsonl"):
+        # 4 times the file, about the same memory: it depends on the history, not the run.
+        assert peaks[long, kind] < 1.5 * peaks[short, kind], (kind, peaks)
+    band = _figures(report)[0]["data"][2]["x"]  # the first variant's median, by step
+    assert band[0] == 0 and band[-1] == 4 * FRAMES - 1  # first and newest frames kept
+    assert len(band) <= HISTORY_FRAMES

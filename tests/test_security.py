@@ -1,6 +1,7 @@
-"""Security defaults against a real `covshift serve`: loopback bind, Host and Origin checks,
-no path traversal, CSP everywhere, unguessable run ids, the websocket size limit; and
-SECURITY.md's reverse-proxy settings.
+"""Security defaults against a real `covshift serve`: loopback bind, Host and Origin checks
+(also bound to every interface, as in the Docker image, and on ::1), no path traversal, CSP
+everywhere, unguessable run ids, the websocket size limit; and SECURITY.md's reverse-proxy
+settings. Connection limits (header size, timeouts, the connection cap): test_connections.py.
 
 Covered elsewhere, not repeated here: every Origin case of the websocket check
 (test_server_ws.py::test_cross_origin_handshakes_are_refused), body limits on HTTP
@@ -27,6 +28,7 @@ from covshift.web.app import create_app
 from covshift.web.security import CONTENT_SECURITY_POLICY
 from fastapi.testclient import TestClient
 from liveserver import LiveServer, raw_request, serve
+from pydantic import ValidationError
 from serverkit import SMALL
 from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -219,3 +221,90 @@ def test_the_reverse_proxy_recipe_lets_the_public_page_in_and_no_one_else(
             pass
         assert refused.value.code == 1008
         assert client.get("/healthz", headers={"host": "evil.example"}).status_code == 400
+
+
+REBOUND = "rebind.evil.example"  # a name the attacker points at 127.0.0.1 (DNS rebinding)
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's sample key: any 16 bytes will do
+
+
+def handshake_status(port: int, host: str, origin: str, address: str = "127.0.0.1") -> int:
+    """The status a websocket handshake gets, with Host and Origin sent exactly as given."""
+    request = (
+        f"GET /ws/runs/none HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with socket.create_connection((address, port), timeout=10) as sock:
+        sock.sendall(request.encode("latin-1"))
+        head = b""
+        while b"\r\n" not in head and (chunk := sock.recv(4096)):
+            head += chunk
+    return int(head.split()[1])
+
+
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Served as the Docker image serves: every interface, no allowed hosts (the image's
+    environment is checked in test_dockerfile.py)."""
+    scratch = tmp_path_factory.mktemp("image")
+    with serve(scratch, "--host", "0.0.0.0", "--no-demo", "--max-runs", "1") as server:
+        yield server
+
+
+def test_bound_everywhere_a_rebound_host_name_is_still_refused(image_server: LiveServer) -> None:
+    port = image_server.port
+    rebound = {"host": REBOUND, "origin": f"http://{REBOUND}"}
+    with httpx.Client(base_url=image_server.base, timeout=30) as http:
+        assert http.get("/api/runs", headers=rebound).status_code == 400
+        assert http.post("/api/runs", json=SMALL, headers=rebound).status_code == 400
+        local = {"host": f"localhost:{port}", "origin": f"http://localhost:{port}"}
+        listed = http.get("/api/runs", headers=local)
+        assert listed.status_code == 200 and listed.json() == []  # nothing was created
+    assert handshake_status(port, REBOUND, f"http://{REBOUND}") == 400
+    # The handshake passes the Host and Origin checks (101), then finds no run "none".
+    assert handshake_status(port, f"localhost:{port}", f"http://localhost:{port}") == 101
+    for name in (f"127.0.0.1:{port}", f"[::1]:{port}", "localhost"):
+        assert raw_request(port, "/healthz", host=name)[0] == 200, name
+
+
+def test_the_host_check_accepts_the_bracketed_ipv6_loopback(tmp_path: Path) -> None:
+    # A browser sends `Host: [::1]:8000` for http://[::1]:8000/, brackets and all.
+    settings = serverkit.settings(tmp_path, host="::1", allowed_hosts=None)
+    assert "[::1]" in settings.trusted_hosts()
+    with TestClient(create_app(settings), base_url="http://[::1]:8000") as client:
+        assert client.get("/healthz", headers={"host": "[::1]:8000"}).status_code == 200
+        assert client.get("/healthz", headers={"host": "[::1]"}).status_code == 200
+        assert client.get("/healthz", headers={"host": REBOUND}).status_code == 400
+
+
+def test_allowed_hosts_take_bare_ipv6_and_refuse_ports_and_schemes(tmp_path: Path) -> None:
+    assert Settings(allowed_hosts=["::1", "Example.org", "*.example.org"]).trusted_hosts() == [
+        "[::1]",
+        "example.org",
+        "*.example.org",
+    ]
+    for wrong in ("localhost:8000", "http://example.org", "ex*ample.org", ""):
+        with pytest.raises(ValidationError, match="allowed_hosts") as refused:
+            Settings(allowed_hosts=[wrong])
+        assert repr(wrong) in str(refused.value)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_serving_on_the_ipv6_loopback_answers_its_browser(tmp_path: Path) -> None:
+    if not _ipv6_loopback():
+        pytest.skip("::1 cannot be bound here: this machine has no IPv6 loopback")
+    with serve(tmp_path, "--host", "::1", "--no-demo", address="::1", ready_within=20) as server:
+        port = server.port
+        assert f"serving on http://[::1]:{port}/" in server.output()
+        assert raw_request(port, "/healthz", address="::1")[0] == 200  # Host: [::1]:port
+        assert raw_request(port, "/", address="::1")[0] == 200
+        assert handshake_status(port, f"[::1]:{port}", f"http://[::1]:{port}", "::1") == 101
+        assert raw_request(port, "/healthz", host=REBOUND, address="::1")[0] == 400

@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 import serverkit
 from covshift.cli import _default_to_serve, build_parser, main
+from covshift.config import RunConfig
 from covshift.web.app import create_app
 from covshift.web.manager import RunManager
 from covshift.web.security import CONTENT_SECURITY_POLICY
 from covshift.web.serve import page_url, settings_from
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from serverkit import SMALL, wait_for
 
 pytestmark = pytest.mark.slow  # the module's client trains real runs in worker processes
@@ -176,6 +178,46 @@ def test_a_change_the_trainer_refuses_is_422_and_changes_nothing(
     assert detail.startswith("batch_size:") and "1680 training examples" in detail
     run = client.get(f"/api/runs/{run_id}").json()
     assert (run["batch_size"], run["lr"]) == (60, 0.5)
+
+
+def test_a_run_over_the_memory_limit_is_422_naming_the_limit_and_the_estimate(
+    client: TestClient,
+) -> None:
+    body = {"variants": ["plain", "bn", "ln", "wn"], "depth": 8, "width": 1024, "batch_size": 1600}
+    before = {run["id"] for run in client.get("/api/runs").json()}
+    response = client.post("/api/runs", json=body)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    estimate = RunConfig.model_validate(body).memory_estimate_mb()
+    assert detail.startswith("variants, depth, width, batch_size:")
+    assert f"about {estimate} MB" in detail
+    assert "limit of 2048 MB per run (max_run_memory_mb)" in detail
+    assert {run["id"] for run in client.get("/api/runs").json()} == before  # nothing started
+
+
+def test_a_batch_size_change_over_the_memory_limit_is_422(client: TestClient) -> None:
+    small = {**SMALL, "variants": ["plain"], "depth": 8, "width": 1024}
+    created = client.post("/api/runs", json=small)
+    assert created.status_code == 201, created.text
+    run_id = created.json()["id"]
+    try:
+        response = client.patch(f"/api/runs/{run_id}", json={"batch_size": 4096})
+        assert response.status_code == 422
+        assert response.json()["detail"].startswith("batch_size: at 4096 the run would need")
+        assert "(max_run_memory_mb)" in response.json()["detail"]
+    finally:
+        client.delete(f"/api/runs/{run_id}")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_run_memory_mb", 255), ("command_timeout_s", 0), ("command_timeout_s", 3601)],
+)
+def test_each_limit_setting_one_step_past_its_bound_is_refused(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    with pytest.raises(ValidationError, match=field):
+        serverkit.settings(tmp_path, **{field: value})
 
 
 def test_more_runs_than_the_limit_is_429_and_delete_keeps_the_data(

@@ -47,7 +47,8 @@ def read_until(
 
 
 def reply_to(command_id: int) -> Callable[[Output], bool]:
-    return lambda o: o.reply is not None and o.reply.id == command_id
+    """The final answer to a command (a single step's is sent once the step is taken)."""
+    return lambda o: o.reply is not None and o.reply.id == command_id and not o.reply.stepping
 
 
 def has_frame(o: Output) -> bool:
@@ -99,7 +100,11 @@ def test_commands_pause_resume_step_and_stop() -> None:
         assert worker.read(0.3) == []  # nothing trains while paused
 
         worker.send(Command(4, "control", {"step": True}))
-        stepped = read_until(worker, reply_to(4))[-1]
+        outputs = read_until(worker, reply_to(4))
+        answers = [o.reply for o in outputs if o.reply is not None]
+        # Taken (so the server knows the step is under way, however long it lasts), then done.
+        assert [(r.id, r.stepping) for r in answers] == [(4, True), (4, False)]
+        stepped = outputs[-1]
         assert stepped.status is not None and stepped.status.step == held_at + 1
 
         worker.send(Command(5, "control", {"step": True, "paused": False}))
@@ -117,6 +122,30 @@ def test_commands_pause_resume_step_and_stop() -> None:
         serverkit.wait_for(lambda: worker.read(0.1) is None, timeout=5)
         worker.end(5.0)
         assert worker.process.exitcode == 0
+    finally:
+        worker.end(0.0)
+        worker.close()
+
+
+@pytest.mark.slow
+def test_a_command_taken_after_its_deadline_is_refused_and_changes_nothing() -> None:
+    worker = start()
+    try:
+        read_until(worker, has_frame)
+        # As when the worker was stopped, or busy with a long step, until the server gave up.
+        worker.send(Command(1, "control", {"lr": 0.0777, "paused": True}, time.monotonic() - 1))
+        late = read_until(worker, reply_to(1))
+        answer = late[-1].reply
+        assert answer is not None and answer.expired and answer.error is None
+        assert late[-1].status is not None and late[-1].status.lr == 0.5
+        after = records([*late, *read_until(worker, has_frame)])  # still training: not paused
+        assert not [r for r in after if r["type"] == "event"]
+        assert {r["lr"] for r in after if r["type"] == "frame"} == {0.5}
+
+        worker.send(Command(2, "control", {"lr": 0.0777}, time.monotonic() + 30))
+        taken = read_until(worker, reply_to(2))[-1]
+        assert taken.reply is not None and not taken.reply.expired
+        assert taken.status is not None and taken.status.lr == 0.0777
     finally:
         worker.end(0.0)
         worker.close()
@@ -171,6 +200,28 @@ def test_a_trainer_error_fails_the_run_with_its_message(
     event = records([failed])[-1]
     assert (event["kind"], event["state"], event["message"]) == ("state", "failed", failed.error)
     serverkit.wait_for(lambda: worker.read(0.1) is None, timeout=5)
+
+
+@pytest.mark.slow
+def test_a_worker_over_its_memory_limit_fails_saying_so() -> None:
+    # A probed step of this network needs ~1.3 GB; the OS holds the worker to 400 MB.
+    config = RunConfig.model_validate(
+        {**SMALL, "depth": 8, "width": 1024, "batch_size": 1600, "probe_every": 1}
+    )
+    worker = WorkerHandle(config.model_dump_json(), "test", memory_limit_mb=400)
+    try:
+        failed = read_until(worker, lambda o: o.state == "failed")[-1]
+        assert failed.error is not None
+        assert failed.error.startswith(
+            "out of memory: the run needed more than the 400 MB one run may use (max_run_memory_mb)"
+        )
+        assert records([failed])[-1]["message"] == failed.error
+        serverkit.wait_for(lambda: worker.read(0.1) is None, timeout=5)
+        worker.end(5.0)
+        assert worker.process.exitcode == 0  # it said why and left; nothing crashed
+    finally:
+        worker.end(0.0)
+        worker.close()
 
 
 @pytest.mark.slow

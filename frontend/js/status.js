@@ -63,6 +63,9 @@ export function bannersFor(state, live) {
   if (live.noRuns) banners.push({ kind: "info", text: t("banner.noRuns") });
   if (connection === "waiting" && live.everOpen) banners.push({ kind: "warn", text: t("banner.offline") });
   if (state.runState === "failed") banners.push({ kind: "error", text: t("banner.failed", { message: state.runMessage ?? live.runInfo?.error ?? "" }) });
+  // Listed so by the server at its start (no event says it): its files could not all be read.
+  const damaged = live.runInfo?.state === "damaged";
+  if (damaged) banners.push({ kind: "error", text: t("banner.damaged", { message: live.runInfo.error ?? "" }) });
   else if (state.runState === "finished" || state.runState === "stopped") {
     banners.push({ kind: "info", text: t("banner.ended", { state: t(`runstate.${state.runState}`) }) });
   }
@@ -75,7 +78,7 @@ export function bannersFor(state, live) {
   for (const [variant, info] of Object.entries(state.diverged)) {
     banners.push({ kind: "error", text: t("banner.diverged", { variant: variantName(variant), step: info.step ?? "?", reason: info.reason ?? "NaN" }) });
   }
-  if (connection === "open" && state.hello === null && !live.noRuns) banners.push({ kind: "info", text: t("banner.waitingHello") });
+  if (connection === "open" && state.hello === null && !live.noRuns && !damaged) banners.push({ kind: "info", text: t("banner.waitingHello") });
   return banners;
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -13,6 +14,7 @@ from pydantic import (
     model_validator,
 )
 
+from .errors import ConfigError
 from .variants import BATCH_STAT_VARIANTS, VARIANTS, Variant
 
 Activation = Literal["sigmoid", "tanh", "relu"]
@@ -136,8 +138,87 @@ class RunConfig(BaseModel):
             return self.variants
         return tuple(v for v in self.variants if v not in BATCH_STAT_VARIANTS)
 
+    def memory_estimate_mb(self, batch_size: int | None = None) -> int:
+        """Peak memory of this run's worker process in MiB (at `batch_size` if given), on the
+        safe side of what real workers were measured to use (see WORKER_BASE_MB)."""
+        examples, features, classes, base_mb = DATASET_SHAPES[self.dataset]
+        batch = self.batch_size if batch_size is None else batch_size
+        params = features * self.width + (self.depth - 1) * self.width**2
+        params += self.width * classes + (self.depth + 1) * self.width * 4  # biases, γ, β
+        copies = 2 + OPTIMIZER_COPIES[self.optimizer]  # weights, gradients, optimizer state
+        per_unit = sum(UNIT_BYTES[_kind(v)] for v in self.variants)  # per example and unit
+        if self.ics_every:
+            copies += ICS_COPIES
+            per_unit += ICS_UNIT_BYTES * len(self.variants)
+        if self.device == "cuda":  # activations and weights live on the GPU
+            base_mb, per_unit, copies = base_mb + CUDA_HOST_MB, 0, 0
+        training = batch * self.depth * self.width * per_unit
+        training += params * 4 * copies * len(self.variants)
+        data = examples * features * 4
+        peak = max(examples * features * LOAD_BYTES_PER_VALUE, data + training)
+        return base_mb + math.ceil(peak / 2**20)
+
+    def check_memory(self, limit_mb: int, changed: str | None = None) -> None:
+        """ConfigError when this run is estimated to need more than limit_mb; `changed`
+        names a live control whose new value (already in this config) would cross it."""
+        estimate = self.memory_estimate_mb()
+        if estimate <= limit_mb:
+            return
+        over = f"over this server's limit of {limit_mb} MB per run (max_run_memory_mb)"
+        if changed is not None:
+            value = getattr(self, changed)
+            raise ConfigError(
+                f"{changed}: at {value} the run would need about {estimate} MB of memory, {over}"
+            )
+        raise ConfigError(
+            f"variants, depth, width, batch_size: the run would need about {estimate} MB of "
+            f"memory, {over}; use fewer variants, a smaller network or a smaller batch"
+        )
+
 
 ICS_EVERY_WHEN_ON = 100
+
+# ---- memory: what a run's worker process needs ----
+# Calibrated against real workers (peak VmHWM and VmData from /proc, torch 2.13 CPU,
+# Python 3.11, Linux): a width-1 network needs 291 MiB on spirals or MNIST (Python and
+# torch) and 418-425 MiB on the datasets that import scikit-learn or mnist1d. Above that,
+# at depth 4, width 1024, batch 1600 (6.55 M units of activation), each variant alone used
+# per unit: plain 67 B, wn 68; ln 124, gn 128, rms 133; bn 127, bn_after 127, noisy_bn 140,
+# brn 142, ghost_bn 164 (a probed step holds every tap of every layer of the frame, stacked
+# and sorted with int64 indices). Checks, measured (estimate), MiB: depth 8, width 1024,
+# batch 1600: plain 1167 (1232), plain + bn 2714 (3413), plain + bn + ln + wn 5015 (6151);
+# all ten variants at depth 4, width 256, batch 512: 945 (1021); ghost_bn alone at depth 4,
+# width 1024, batch 1600: 1368 (1387); MNIST at depth 4, width 1024, batch 1024, plain + bn,
+# Adam, ICS every step: 1622 (1777); the default config: 397 (436).
+# (examples, features, classes, MiB of the worker before any network)
+DATASET_SHAPES: dict[str, tuple[int, int, int, int]] = {
+    "digits": (1797, 64, 10, 430),
+    "moons": (2000, 2, 2, 430),
+    "spirals": (2100, 2, 3, 300),
+    "mnist1d": (5000, 40, 10, 430),
+    # MNIST's own size; another IDX dataset in mnist_dir is held by the OS limit only.
+    "mnist": (70_000, 784, 10, 300),
+}
+# Bytes per example and hidden unit for each kind of variant (from the registry: no
+# normalizer, one that normalizes each example, one that uses batch statistics), above the
+# largest measured of each kind.
+UNIT_BYTES = {"plain": 70, "per_example": 140, "batch_stats": 170}
+# Loading standardises in float64 from the raw bytes: 20.2 B per value at the peak (MNIST).
+LOAD_BYTES_PER_VALUE = 22
+# Extra copies of every parameter: momentum keeps one, Adam two; the gradient ICS measure
+# copies the model and its gradients (3.3 copies measured, plus 3 B per unit).
+OPTIMIZER_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}
+ICS_COPIES = 4
+ICS_UNIT_BYTES = 8
+# Not measured (no GPU here): the host side of the CUDA runtime, on the safe side.
+CUDA_HOST_MB = 1024
+
+
+def _kind(variant: str) -> str:
+    info = VARIANTS[variant]
+    if info.norm is None:
+        return "plain"
+    return "batch_stats" if info.batch_stats else "per_example"
 
 
 def describe(exc: ValidationError) -> str:

@@ -2,22 +2,50 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .config import ICS_EVERY_WHEN_ON, RunConfig
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# What a browser on this machine sends as Host (port aside) for a loopback address; an IPv6
+# literal comes in brackets. DNS rebinding cannot forge these: a page on another name
+# (evil.example resolving to 127.0.0.1) sends that other name.
+LOOPBACK_HOST_NAMES = ("localhost", "127.0.0.1", "[::1]")
+# Bind addresses meaning every interface: they are no name a client could use.
+EVERY_INTERFACE = ("0.0.0.0", "::", "")
+_HOST_NAME = re.compile(r"(\*\.)?[a-z0-9._-]+")
+
+
+def host_pattern(entry: str) -> str:
+    """entry as the Host check compares it: lower case, an IPv6 literal in brackets.
+    ValueError for what no Host header can match (a port, a scheme, a misplaced `*`)."""
+    name = entry.strip().lower()
+    if name == "*" or _HOST_NAME.fullmatch(name):
+        return name
+    try:
+        return f"[{ipaddress.IPv6Address(name.removeprefix('[').removesuffix(']'))}]"
+    except ValueError:
+        raise ValueError(
+            f"{entry!r} is not a host name: give the name alone, without scheme or port "
+            "(e.g. 'covshift.example.org', '*.example.org', '::1'), or '*' for any"
+        ) from None
 
 
 def _demo_config() -> RunConfig:
     # A million steps keeps the demo alive for the length of a lesson, and the gradient
     # ICS measure is on so every chart has data; a user run uses the config it is given.
+    # Learning rate 2 (not the default 0.5): both nets still learn digits (test accuracy
+    # 0.96 plain, 0.98 BN at 4,000 steps), and plain's last-layer band keeps moving long
+    # after the first minute (6-8.5x BN's over every 2,000-step stretch of the first 6,000;
+    # at 0.5 it falls to 2.5-3x once both have learned), which is what the page's lesson shows.
     return RunConfig.model_validate(
         {
             "dataset": "digits",
+            "lr": 2.0,
             "steps": 1_000_000,
             "ics_every": ICS_EVERY_WHEN_ON,
             "compare_cumulative": True,
@@ -47,14 +75,21 @@ class Settings(BaseSettings):
         default=False, description="also write the demo run to the log directory"
     )
     open_browser: bool = True
+    # Off: one open tab polls the run list every 2 s, and a line per request would scroll
+    # the URL off the terminal. Errors are logged either way.
+    access_log: bool = Field(default=False, description="log one line per HTTP request")
     allowed_origins: list[str] = Field(
         default_factory=list,
         description="extra origins allowed to open websockets and call the API (CORS); "
         "the page's own origin is always allowed",
     )
-    # None: only the loopback names when bound to loopback (DNS-rebinding defence), any
-    # host otherwise. ["*"] allows any host.
-    allowed_hosts: list[str] | None = None
+    # None: the loopback names and the bound address (DNS-rebinding defence), wherever it is
+    # bound, 0.0.0.0 included (as in the Docker image). ["*"] turns the Host check off.
+    allowed_hosts: list[str] | None = Field(
+        default=None,
+        description="Host header names answered (any port), replacing the loopback names; "
+        "'*' answers any name, which lets DNS rebinding in",
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # ~30 KB per frame for the default config: 500 frames is ~15 MB per live run, what a
     # new tab downloads on connect, and as many columns as the page's charts keep.
@@ -70,11 +105,68 @@ class Settings(BaseSettings):
         default=None,
         description="directory with the MNIST IDX files (server-side; clients never send paths)",
     )
+    # The HTTP edge (web/connections.py). A browser's request head is 1-4 KB, cookies of
+    # other apps on localhost included (cookies ignore ports); nginx's default allows 32 KB.
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=4 * 1024,
+        le=1024 * 1024,
+        description="bytes of headers in one request; more is answered 431",
+    )
+    max_headers: int = Field(
+        default=100, ge=16, le=1000, description="headers in one request; more is answered 431"
+    )
+    # A request arrives whole in milliseconds; 10 s still lets a 64 KiB body through a slow
+    # link, and bounds how long a slow trickle (slowloris) holds a connection.
+    request_timeout: int = Field(
+        default=10,
+        ge=1,
+        le=600,
+        description="seconds for a request to arrive whole, from the connection or its "
+        "first byte; then it is answered 408 and closed",
+    )
+    keep_alive_timeout: int = Field(
+        default=5, ge=1, le=600, description="seconds an idle keep-alive connection stays open"
+    )
+    # A tab holds its websocket and a few keep-alive connections: 512 is a class of users
+    # with room to spare, and fits under the usual `ulimit -n` of 1024.
+    max_connections: int = Field(
+        default=512,
+        ge=8,
+        le=65_536,
+        description="open connections, websockets included; one more is answered 503",
+    )
+    # A worker takes changes between training steps: milliseconds for the networks the page
+    # offers, up to tens of seconds for the largest at large batches, or while it loads.
+    command_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="seconds a change waits for the run's worker to take it; then it is "
+        "answered 504 and never applied",
+    )
+    # One run's worker at most: the default config needs ~0.4 GB (mostly torch itself), the
+    # largest the bounds accept over 10 GB; max_runs of these must fit in the machine.
+    max_run_memory_mb: int = Field(
+        default=2048,
+        ge=256,
+        le=1 << 20,
+        description="memory one run may use (MB): a run estimated to need more is refused "
+        "(422), and its worker process is held to it by the OS",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, hosts: list[str] | None) -> list[str] | None:
+        return None if hosts is None else [host_pattern(host) for host in hosts]
 
     def trusted_hosts(self) -> list[str]:
-        """Host headers the server answers (TrustedHostMiddleware), or ["*"]."""
+        """Host names the server answers (TrustedHostMiddleware, any port), or ["*"]:
+        allowed_hosts if set, else the loopback names plus the address it is bound to (an
+        address literal cannot be forged by DNS rebinding; 0.0.0.0 adds nothing)."""
         if self.allowed_hosts is not None:
-            return self.allowed_hosts
-        if self.host in LOOPBACK_HOSTS:
-            return list(LOOPBACK_HOSTS)
-        return ["*"]
+            return list(self.allowed_hosts)
+        names = list(LOOPBACK_HOST_NAMES)
+        if self.host not in EVERY_INTERFACE:
+            names.append(host_pattern(self.host))
+        return list(dict.fromkeys(names))

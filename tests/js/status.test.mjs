@@ -37,3 +37,10 @@ test("banners explain skipped and diverged variants, ended runs and lost connect
   const waiting = bannersFor(createState(), { connection: { state: "open" } });
   assert.match(waiting[0].text, /first data/);
 });
+
+test("a run the server lists damaged says why, instead of waiting for data that will not come", () => {
+  const runInfo = { state: "damaged", error: "state.json: must be a JSON object, not null" };
+  const banners = bannersFor(createState(), { connection: { state: "open" }, runInfo });
+  assert.deepEqual(banners.map((b) => b.kind), ["error"]);
+  assert.match(banners[0].text, /damaged.*state\.json: must be a JSON object, not null/);
+});

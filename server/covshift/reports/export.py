@@ -13,6 +13,9 @@ Columns, in order:
 
 An empty cell means "not measured at this step" (no test, or a variant that did not
 train) or a non-finite value (the frame's "nonfinite" map says which).
+
+A record that does not fit these columns (a damaged file) is left out whole and counted
+in the log: the export is a whole table, never one cut off mid-stream by an error.
 """
 
 from __future__ import annotations
@@ -20,8 +23,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from covshift.config import RunConfig
 
 BASE_COLUMNS = (
     "step",
@@ -37,6 +45,12 @@ BASE_COLUMNS = (
 )
 LAYER_STATS = ("mean", "std", "p15", "p50", "p85")
 PERCENTILE_STATS = {"p15": 15, "p50": 50, "p85": 85}
+# The hello's depth within the run config's bounds: a damaged one must not size the table.
+DEPTH: TypeAdapter[int] = TypeAdapter(Annotated[int, RunConfig.model_fields["depth"]])
+# What a record that does not have the expected shape raises while its rows are built.
+MISFIT = (KeyError, IndexError, TypeError, AttributeError, ValueError, RecursionError)
+
+log = logging.getLogger(__name__)
 
 
 def columns(depth: int) -> list[str]:
@@ -50,20 +64,37 @@ def csv_lines(lines: Iterable[str]) -> Iterator[str]:
     """CSV text (header first) from a run's message lines (hello first, as frames.jsonl)."""
     depth = 0
     percentile_index: dict[str, int] = {}
+    misfits = 0
     for line in lines:
-        record = json.loads(line)
-        if record.get("type") == "hello":
-            depth = int(record["config"]["depth"])
-            percentiles = list(record["percentiles"])
-            percentile_index = {
-                stat: percentiles.index(p)
-                for stat, p in PERCENTILE_STATS.items()
-                if p in percentiles
-            }
-            yield _row(columns(depth))
-        elif record.get("type") == "frame" and depth:
-            for variant, entry in record["variants"].items():
-                yield _row(_frame_row(record, variant, entry, depth, percentile_index))
+        rows: list[str] = []
+        try:
+            # Parsed already when it comes from the run store (store.Message).
+            record = getattr(line, "record", None)
+            if record is None:
+                record = json.loads(line)
+            if record.get("type") == "hello":
+                depth, percentile_index = _layout(record)
+                rows = [_row(columns(depth))]
+            elif record.get("type") == "frame" and depth:
+                rows = [
+                    _row(_frame_row(record, variant, entry, depth, percentile_index))
+                    for variant, entry in record["variants"].items()
+                ]
+        except (*MISFIT, ValidationError):
+            misfits += 1
+        yield from rows
+    if misfits:
+        log.warning("CSV export: left out %d records that do not fit its columns", misfits)
+
+
+def _layout(hello: dict[str, Any]) -> tuple[int, dict[str, int]]:
+    """The depth and where the 15th/50th/85th percentiles are, from a hello record."""
+    depth = DEPTH.validate_python(hello["config"]["depth"])
+    percentiles = list(hello["percentiles"])
+    percentile_index = {
+        stat: percentiles.index(p) for stat, p in PERCENTILE_STATS.items() if p in percentiles
+    }
+    return depth, percentile_index
 
 
 def _frame_row(

@@ -1,7 +1,17 @@
-"""Self-contained HTML pages of Plotly figures and tables: plotly.js inlined, no network needed."""
+"""Self-contained HTML pages of Plotly figures and tables: plotly.js inlined, no network needed.
+
+A report holds values read from a run's records, which anyone who can write the log
+directory can plant, and it is opened from disk, where no server sends a policy. So every
+value is escaped (HTML text in the page; Plotly's text, which it reads as HTML; the figures'
+JSON inside its script), and the page carries its own Content-Security-Policy that runs only
+its two inlined scripts, by hash.
+"""
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import html
 import importlib.resources
 import json
@@ -22,6 +32,7 @@ class ReportError(CovshiftError):
     """A report cannot be written (plotly, which provides plotly.js, is not installed)."""
 
 
+@functools.cache  # 4.8 MB, read and hashed once per process
 def plotly_js() -> str:
     """The plotly.min.js that ships inside the plotly Python package."""
     try:
@@ -80,23 +91,73 @@ def figure(
 
 
 def table(caption: str, header: list[str], rows: list[list[str]]) -> str:
+    """An HTML table of plain text cells (escaped here, so callers pass values as they are)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f"<h2>{html.escape(caption)}</h2><table><tr>{head}</tr>{body}</table>"
 
 
+def plotly_text(value: Any) -> Any:
+    """value with every string escaped as HTML text: Plotly renders titles, names, labels and
+    hover text as a subset of HTML (links included), and shows the entities as characters."""
+    if isinstance(value, str):
+        return html.escape(value, quote=False)
+    if isinstance(value, dict):
+        return {key: plotly_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plotly_text(item) for item in value]
+    return value
+
+
+def script_json(value: Any) -> str:
+    """JSON that cannot end or change the script element it is in: <, > and & only occur in
+    JSON strings, where \\u escapes read the same to JavaScript (so no "</script>" and no
+    "<!--", which would make the parser miss the real end tag)."""
+    text = json.dumps(value, allow_nan=False)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def script_hash(script: str) -> str:
+    """The CSP source that allows exactly this inline script."""
+    digest = hashlib.sha256(script.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
+@functools.cache
+def plotly_hash() -> str:
+    return script_hash(plotly_js())
+
+
+def content_security_policy(script_hashes: list[str]) -> str:
+    """The policy a report carries: nothing from anywhere, its own scripts by hash; inline
+    styles and data:/blob: images, which Plotly draws with and exports PNGs through."""
+    sources = " ".join(script_hashes)
+    return (
+        f"default-src 'none'; script-src {sources}; style-src 'unsafe-inline'; "
+        "img-src data: blob:; base-uri 'none'; form-action 'none'"
+    )
+
+
 def page(title: str, intro: str, figures: list[Figure], sections: list[str]) -> str:
-    specs = json.dumps(figures, allow_nan=False).replace("</", "<\\/")
+    """The whole report; `sections` are HTML built with `table` (their values escaped)."""
+    draw = (
+        f"const figures = {script_json(plotly_text(figures))};\n"
+        'figures.forEach((f, i) => Plotly.newPlot("figure-" + i, f.data, f.layout, '
+        "{responsive: true}));\n"
+    )
+    policy = content_security_policy([plotly_hash(), script_hash(draw)])
     divs = "".join(f'<div id="figure-{i}" class="figure"></div>' for i in range(len(figures)))
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{policy}">
+<title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;
 text-align:right}}th{{background:#f4f4f4}}.figure{{margin:1em 0}}</style>
 <script>{plotly_js()}</script></head><body>
 <h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>{divs}{"".join(sections)}
 <p><small>Written by covshift from its wire records (docs/protocol.md).</small></p>
-<script>const figures = {specs};
-figures.forEach((f, i) => Plotly.newPlot("figure-" + i, f.data, f.layout, {{responsive: true}}));
-</script></body></html>
+<script>{draw}</script></body></html>
 """

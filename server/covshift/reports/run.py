@@ -8,7 +8,6 @@ headless run, the server's live or finished runs, and a replay of frames.jsonl.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -67,7 +66,11 @@ def render_run_report(
     series = RunSeries(hello)
     for record in records:
         series.add(record)
-    dataset = hello["dataset"]
+    return _render(series, title)
+
+
+def _render(series: RunSeries, title: str | None) -> str:
+    hello, dataset = series.hello, series.hello["dataset"]
     intro = (
         f"{len(hello['variants'])} variants trained in lockstep on {dataset['name']} "
         f"({dataset['n_train']} training, {dataset['n_test']} test examples); "
@@ -191,9 +194,7 @@ def _events(series: RunSeries) -> str:
         [
             str(e["step"]),
             str(e["kind"]),
-            html.escape(
-                json.dumps({k: v for k, v in e.items() if k not in ("v", "type", "step", "kind")})
-            ),
+            json.dumps({k: v for k, v in e.items() if k not in ("v", "type", "step", "kind")}),
         ]
         for e in series.events
     ]
@@ -214,18 +215,19 @@ def _last(data: dict[str, list[Any]], name: str) -> str:
 
 
 def report_html(run_id: str, lines: Iterable[str]) -> str:
-    """The self-contained report of a run's message lines, as frames.jsonl holds them."""
-    hello: dict[str, Any] | None = None
-    records: list[dict[str, Any]] = []
+    """The self-contained report of a run's message lines, as frames.jsonl holds them. Each
+    record is reduced to the few numbers plotted as it is read and then let go, so memory
+    follows the points kept, not the lines read."""
+    series: RunSeries | None = None
     for text in lines:
         record = json.loads(text)
         if record.get("type") == "hello":
-            hello = record
-        elif hello is not None:
-            records.append(record)
-    if hello is None:
+            series = RunSeries(record)
+        elif series is not None:
+            series.add(record)
+    if series is None:
         raise NoDataYet(f"run {run_id} has no data yet (its worker is still loading)")
-    return render_run_report(hello, records, title=f"covshift run {run_id}")
+    return _render(series, title=f"covshift run {run_id}")
 
 
 def report_filename(run_id: str) -> str:

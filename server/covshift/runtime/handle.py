@@ -26,13 +26,14 @@ class WorkerGone(Exception):
 class WorkerHandle:
     """The server's side of one worker: start it, send commands, read outputs, end it."""
 
-    def __init__(self, config_json: str, name: str) -> None:
+    def __init__(self, config_json: str, name: str, memory_limit_mb: int | None = None) -> None:
+        """Start the worker; with memory_limit_mb, the OS holds it to that much memory."""
         context = multiprocessing.get_context("spawn")
         worker_commands, self._commands = context.Pipe(duplex=False)
         self._outputs, worker_outputs = context.Pipe(duplex=False)
         self.process: BaseProcess = context.Process(
             target=worker_main,
-            args=(config_json, worker_commands, worker_outputs),
+            args=(config_json, worker_commands, worker_outputs, memory_limit_mb),
             name=f"covshift-run-{name}",
             daemon=True,  # never outlive the server
         )

@@ -27,19 +27,30 @@ class Status:
 @dataclass(frozen=True)
 class Command:
     """A request from the server. `changes` holds validated values: batch_size, bn_momentum,
-    lr, paused, step (one training step while paused)."""
+    lr, paused, step (one training step while paused).
+
+    `deadline` (time.monotonic, one clock for every process on the machine): a worker that
+    takes the command later applies none of it, since the server has by then answered that
+    the change was not made. None: no deadline (a stop is welcome whenever it arrives)."""
 
     id: int
     action: Action
     changes: dict[str, Any] = field(default_factory=dict)
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
 class Reply:
-    """The answer to command `id`: error is None when every change was applied."""
+    """The answer to command `id`: error is None when every change was applied.
+
+    expired: the command was taken after its deadline and nothing was applied. stepping:
+    the changes are applied and the single step they asked for has begun; the final reply
+    follows once it is taken (a step of a large network can outlast any deadline)."""
 
     id: int
     error: str | None = None
+    expired: bool = False
+    stepping: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import resource
 import signal
 import time
 from multiprocessing.connection import Connection
@@ -31,13 +32,21 @@ log = logging.getLogger(__name__)
 # A run's step counter reaches the server at least this often, even between frames.
 STATUS_EVERY_S = 0.5
 
+# Above a worker's memory limit, room to say that it ran out (encode and send the failure).
+REPORT_HEADROOM_MB = 64
+
 EVERY_VARIANT_DIVERGED = (
     "every variant diverged (its loss became NaN or infinite); nothing is left to train. "
     "Try a lower learning rate in a new run"
 )
 
 
-def worker_main(config_json: str, commands: Connection, outputs: Connection) -> None:
+def worker_main(
+    config_json: str,
+    commands: Connection,
+    outputs: Connection,
+    memory_limit_mb: int | None = None,
+) -> None:
     """Entry point of the spawned process."""
     logging.basicConfig(level=logging.INFO, format="covshift worker: %(message)s")
     # Ctrl+C in a terminal reaches the whole process group: the server decides when a
@@ -45,13 +54,39 @@ def worker_main(config_json: str, commands: Connection, outputs: Connection) -> 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A broken pipe means the server went away: nobody is left to train for.
     with contextlib.suppress(BrokenPipeError, EOFError, ConnectionResetError):
-        _Worker(commands, outputs).run(config_json)
+        _Worker(commands, outputs, memory_limit_mb).run(config_json)
+
+
+def hold_memory(limit_mb: int) -> None:
+    """Limit this process's data memory (RLIMIT_DATA: heap and private writable mappings,
+    which is where tensors live; not RLIMIT_AS, which also counts the ~0.4 GB of mapped
+    libraries and reserved address space). Past it an allocation fails (MemoryError, or
+    torch's "can't allocate memory"), the run fails saying so, and the machine is spared.
+    The hard limit leaves REPORT_HEADROOM_MB for saying it."""
+    soft, hard = limit_mb << 20, (limit_mb + REPORT_HEADROOM_MB) << 20
+    _, ceiling = resource.getrlimit(resource.RLIMIT_DATA)
+    if ceiling != resource.RLIM_INFINITY:  # an operator's own limit stays the stricter
+        soft, hard = min(soft, ceiling), min(hard, ceiling)
+    resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """An allocation failed: Python's MemoryError, or torch's CPU allocator refusing."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "not enough memory" in text
+    )
 
 
 class _Worker:
-    def __init__(self, commands: Connection, outputs: Connection) -> None:
+    def __init__(
+        self, commands: Connection, outputs: Connection, memory_limit_mb: int | None = None
+    ) -> None:
         self.commands = commands
         self.outputs = outputs
+        self.memory_limit_mb = memory_limit_mb
         self.paused = False
         self.status_sent_at = 0.0
 
@@ -63,7 +98,12 @@ class _Worker:
 
         torch.set_num_threads(1)  # small nets: one thread is fastest and leaves cores free
         try:
-            trainer = Trainer(RunConfig.model_validate_json(config_json))
+            config = RunConfig.model_validate_json(config_json)
+            # After the imports (their memory counts, they cannot fail half-way); not on a
+            # GPU, whose driver's host mappings were not measured under the limit.
+            if self.memory_limit_mb is not None and config.device == "cpu":
+                hold_memory(self.memory_limit_mb)
+            trainer = Trainer(config)
         except Exception as exc:
             self.fail(0, exc)
             return
@@ -106,6 +146,10 @@ class _Worker:
             event = encode(state_event(trainer.step, "stopped"))
             self.send(trainer, (("event", event),), state="stopped", reply=Reply(command.id))
             return False
+        if command.deadline is not None and time.monotonic() > command.deadline:
+            # The server has answered (or is about to answer) "not applied": keep it true.
+            self.send(trainer, reply=Reply(command.id, expired=True))
+            return True
         try:
             produced, state = self.control(trainer, command.changes)
         except CovshiftError as exc:
@@ -114,12 +158,21 @@ class _Worker:
         except Exception as exc:
             self.fail(trainer.step, exc)
             return False
+        if command.changes.get("step") and not trainer.done:
+            # Applied, and the step is under way: said before it, however long it takes.
+            self.send(trainer, produced, state, Reply(command.id, stepping=True))
+            try:
+                produced, state = self.train_step(trainer), None
+            except Exception as exc:  # as in training: the changes stand, the run fails
+                self.fail(trainer.step, exc)
+                return False
         self.send(trainer, produced, state=state, reply=Reply(command.id))
         return True
 
     def control(
         self, trainer: Trainer, changes: dict[str, Any]
     ) -> tuple[tuple[tuple[str, str], ...], str | None]:
+        """Apply the changes (not the single step): the events and the new state, if any."""
         paused = bool(changes.get("paused", self.paused))
         if changes.get("step") and not paused:
             raise CovshiftError("step: single steps are for a paused run; pause it first")
@@ -139,18 +192,31 @@ class _Worker:
             self.paused = paused
             state = "paused" if paused else "running"
             produced.append(("event", encode(state_event(trainer.step, state))))
-        if changes.get("step") and not trainer.done:
-            produced.extend(self.train_step(trainer))
         return tuple(produced), state
 
     def fail(self, step: int, exc: BaseException) -> None:
-        if isinstance(exc, CovshiftError):
+        if out_of_memory(exc):
+            with contextlib.suppress(ValueError, OSError):  # the headroom, to report it
+                _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+                resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
+            reason = self.out_of_memory_reason(exc)
+            log.warning(reason)
+        elif isinstance(exc, CovshiftError):
             reason = str(exc)
         else:
             log.exception("training failed")
             reason = f"training failed: {type(exc).__name__}: {exc}"
         event = encode(state_event(step, "failed", message=reason))
         self.outputs.send(Output((("event", event),), state="failed", error=reason))
+
+    def out_of_memory_reason(self, exc: BaseException) -> str:
+        if self.memory_limit_mb is None:
+            return f"out of memory: {type(exc).__name__}: {exc}"
+        return (
+            f"out of memory: the run needed more than the {self.memory_limit_mb} MB one run "
+            "may use (max_run_memory_mb); start it with fewer variants, a smaller width, "
+            "depth or batch_size"
+        )
 
     def send(
         self,

@@ -68,8 +68,17 @@ BAD_BODY: dict[int | str, dict[str, Any]] = {
     413: {"model": Problem, "description": "the body is over max_body_bytes"},
 }
 NOT_ACTIVE: dict[int | str, dict[str, Any]] = {
-    409: {"model": Problem, "description": "the run has ended"},
-    422: {"model": Invalid, "description": "a value out of bounds or refused by the trainer"},
+    409: {"model": Problem, "description": "the run has ended, before or during the change"},
+    422: {
+        "model": Invalid,
+        "description": "a value out of bounds or refused by the trainer, or a batch_size "
+        "that would need more memory than max_run_memory_mb",
+    },
+    504: {
+        "model": Problem,
+        "description": "the worker did not take the change within command_timeout_s: "
+        "it was not applied and never will be",
+    },
 }
 
 
@@ -104,8 +113,13 @@ async def list_runs(manager: Manager) -> list[RunInfo]:
     tags=["runs"],
     responses={
         **BAD_BODY,
-        422: {"model": Invalid, "description": "a field out of bounds or unknown (named)"},
+        422: {
+            "model": Invalid,
+            "description": "a field out of bounds or unknown (named), or a run estimated to "
+            "need more memory than max_run_memory_mb",
+        },
         429: {"model": Problem, "description": "max_runs runs are active already"},
+        507: {"model": Problem, "description": "the run's folder could not be created"},
     },
 )
 async def create_run(body: RunRequest, manager: Manager) -> RunInfo:
@@ -163,8 +177,8 @@ async def export_run(
     in_memory = run.export_lines()
     filename = f"covshift-{run.id}.{format}"
     headers = {"content-disposition": f'attachment; filename="{filename}"'}
-    path = manager.store.frames_path(run.id)
-    if format == "jsonl" and in_memory is None and run.state.terminal and path.is_file():
+    path = manager.store.frames_file(run.id)  # None when it is a link (never followed)
+    if format == "jsonl" and in_memory is None and run.state.terminal and path is not None:
         # Only a finished file: a growing one would outrun its Content-Length.
         return FileResponse(path, media_type="application/x-ndjson", headers=headers)
     lines: Iterator[str] = iter(in_memory) if in_memory is not None else manager.store.lines(run.id)
@@ -189,11 +203,12 @@ async def export_run(
         },
     },
 )
-async def report_run(run: RunDep, manager: Manager) -> Response:
+async def report_run(run: RunDep) -> Response:
     """Download the HTML report of a live or finished run: the same one `covshift run --out`
-    writes, from every message the run has recorded so far."""
-    in_memory = run.export_lines()
-    lines: Iterator[str] = iter(in_memory) if in_memory is not None else manager.store.lines(run.id)
+    writes, from what a new tab would get (the history rule: frames downsampled to at most
+    history_frames), so a report's memory does not grow with the run's length."""
+    hello, messages = await run.snapshot()
+    lines = messages if hello is None else [hello, *messages]
     html = await asyncio.to_thread(report_html, run.id, lines)
     headers = {"content-disposition": f'attachment; filename="{report_filename(run.id)}"'}
     return HTMLResponse(html, headers=headers)

@@ -24,10 +24,10 @@ from covshift.errors import ConfigError
 from covshift.reports.run import NoDataYet
 from covshift.settings import Settings
 
-from . import api, rules, ws
+from . import api, docs, rules, ws
 from .manager import RunManager, TooManyRuns, UnknownRun
 from .run import RunNotActive, WorkerTimeout
-from .security import BodyLimitMiddleware, SecurityHeadersMiddleware
+from .security import BodyLimitMiddleware, HeaderLimitMiddleware, SecurityHeadersMiddleware
 from .store import StoreError
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Watch internal covariate shift live: runs, live controls, exports. "
         "Live frames stream on the websocket /ws/runs/{id} (docs/protocol.md).",
         lifespan=lifespan,
+        # FastAPI's pages load a CDN's scripts and start them inline: the CSP blocks both.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.include_router(api.router)
+    app.include_router(docs.router)
     app.include_router(rules.router)
     app.include_router(ws.router)
     _add_errors(app)
     _add_assets(app)
-    # Added last = outermost: the body limit sees a request before anything reads it.
+    # Added last = outermost: the header and body limits see a request before anything
+    # reads it.
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.allowed_origins:
         app.add_middleware(
@@ -94,6 +100,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts())
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(
+        HeaderLimitMiddleware,
+        max_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+    )
     return app
 
 

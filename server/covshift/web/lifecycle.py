@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 
 class RunState(str, Enum):
-    """created -> running <-> paused -> finished | stopped | failed (created may fail too)."""
+    """created -> running <-> paused -> finished | stopped | failed (created may fail too);
+    damaged: found at start with files that could not be read."""
 
     CREATED = "created"  # worker process starting (importing torch, loading data)
     RUNNING = "running"
@@ -20,6 +20,10 @@ class RunState(str, Enum):
     # The trainer raised, the worker process died, the run's frames could not be written,
     # or every variant diverged.
     FAILED = "failed"
+    # Its state.json or config.json is unreadable, or a file or the folder itself is a
+    # symbolic link: listed with the reason (error), never written, replayed as far as its
+    # frames.jsonl reads. Never reached by a live run.
+    DAMAGED = "damaged"
 
     @property
     def active(self) -> bool:
@@ -28,7 +32,7 @@ class RunState(str, Enum):
 
     @property
     def terminal(self) -> bool:
-        """Ended for good: finished, stopped or failed."""
+        """Ended for good: finished, stopped, failed or damaged."""
         return self not in ACTIVE
 
 
@@ -59,8 +63,9 @@ class RunInfo(BaseModel):
 
     id: str = Field(description="unguessable run id (use it in URLs)")
     state: RunState
-    created: datetime
-    ended: datetime | None = None
+    # Aware: a stored time without a zone cannot be ordered among the others (state.json).
+    created: AwareDatetime
+    ended: AwareDatetime | None = None
     config: dict[str, Any] = Field(description="the run config as validated (see POST)")
     step: int = 0
     epoch: float = 0.0
@@ -68,7 +73,9 @@ class RunInfo(BaseModel):
     batch_size: int
     bn_momentum: float | None
     error: str | None = Field(
-        default=None, description="why the run failed or was stopped, if known"
+        default=None,
+        description="why the run failed or was stopped, if known; for a damaged run, "
+        "which file is damaged and how",
     )
     demo: bool = False
     stored: bool = Field(

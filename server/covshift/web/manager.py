@@ -80,7 +80,9 @@ class RunManager:
             raise UnknownRun(f"no run with id {run_id!r}") from None
 
     async def create(self, config: RunConfig, *, demo: bool = False) -> Run:
-        """Start a run; TooManyRuns when max_runs are already active."""
+        """Start a run; TooManyRuns when max_runs are already active, ConfigError when it is
+        estimated to need more than max_run_memory_mb."""
+        config.check_memory(self.settings.max_run_memory_mb)
         limit = self.settings.max_runs
         if self.active_count() >= limit:
             raise TooManyRuns(
@@ -97,6 +99,8 @@ class RunManager:
             self.settings.history_frames,
             demo=demo,
             stored=stored,
+            command_timeout=self.settings.command_timeout_s,
+            memory_limit_mb=self.settings.max_run_memory_mb,
         )
         # Registered before the first await, so concurrent creates see the slot taken.
         self._runs[run_id] = run

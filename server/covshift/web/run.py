@@ -11,13 +11,15 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from covshift.config import RunConfig
 from covshift.runtime.handle import WorkerGone, WorkerHandle
-from covshift.runtime.messages import Command, Output, Status
+from covshift.runtime.messages import Command, Output, Reply, Status
 from covshift.wire import encode, state_event
 
 from .fanout import ClientQueue
@@ -30,9 +32,13 @@ log = logging.getLogger(__name__)
 # The pump's wait on the worker's pipe; a dead worker shows as end-of-file at once,
 # so this only bounds how long a read thread stays blocked.
 READ_TIMEOUT_S = 0.25
-# How long a control may wait for the worker (it answers between steps; a worker still
-# loading its dataset answers once loaded).
+# How long a change may wait for the worker to take it (it takes commands between steps; a
+# worker still loading its dataset, once loaded); Settings.command_timeout_s sets it.
 COMMAND_TIMEOUT_S = 30.0
+# How long past a change's deadline the server still waits for its answer. The worker refuses
+# a command it takes after the deadline, so an answer sent before it is only in the pipe or
+# the pump (milliseconds); once this grace is over, "not applied" is the truth.
+COMMAND_GRACE_S = 2.0
 # How long a stop waits for the worker to finish its step and exit before ending it.
 STOP_TIMEOUT_S = 2.0
 
@@ -42,7 +48,16 @@ class RunNotActive(Exception):
 
 
 class WorkerTimeout(Exception):
-    """The worker did not answer a command in time."""
+    """The worker did not take a command in time; a change was not applied, and never will be."""
+
+
+@dataclass
+class _Pending:
+    """A command waiting for its answer."""
+
+    answer: asyncio.Future[str | None]
+    # The worker has applied the changes and is taking the single step they asked for.
+    stepping: bool = False
 
 
 class Run:
@@ -54,6 +69,8 @@ class Run:
         pool: Executor,
         store: RunStore,
         history_frames: int,
+        command_timeout: float = COMMAND_TIMEOUT_S,
+        memory_limit_mb: int | None = None,
     ) -> None:
         self.id = info.id
         self.created = info.created
@@ -73,7 +90,14 @@ class Run:
         self._store = store
         self._worker: WorkerHandle | None = None
         self._log: FramesLog | None = None
-        self._pending: dict[int, asyncio.Future[str | None]] = {}
+        self.command_timeout = command_timeout
+        self.memory_limit_mb = memory_limit_mb
+        # The validated config of a run this server started (a changed batch size is checked
+        # against the memory limit with it); None for a run read back from the store.
+        self._run_config: RunConfig | None = None
+        self._pending: dict[int, _Pending] = {}
+        # Changes answered "not applied" on a timeout, whose late answer is still to come.
+        self._given_up: set[int] = set()
         self._ids = itertools.count(1)
         self._launched: asyncio.Future[None] | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -92,6 +116,8 @@ class Run:
         *,
         demo: bool,
         stored: bool,
+        command_timeout: float = COMMAND_TIMEOUT_S,
+        memory_limit_mb: int | None = None,
     ) -> Run:
         info = RunInfo(
             id=run_id,
@@ -104,12 +130,19 @@ class Run:
             demo=demo,
             stored=stored,
         )
-        return cls(info, pool, store, history_frames)
+        run = cls(info, pool, store, history_frames, command_timeout, memory_limit_mb)
+        run._run_config = config
+        return run
 
     @property
     def pid(self) -> int | None:
         """The worker's process id (for operators and tests; not part of the API)."""
         return self._worker.pid if self._worker is not None else None
+
+    @property
+    def commands_pending(self) -> int:
+        """Commands sent to the worker and not answered yet (for operators and tests)."""
+        return len(self._pending)
 
     def info(self) -> RunInfo:
         return RunInfo(
@@ -139,7 +172,8 @@ class Run:
 
         def start() -> tuple[FramesLog | None, WorkerHandle]:
             frames = self._store.create(self.info(), record) if self.stored else None
-            return frames, WorkerHandle(config.model_dump_json(), self.id[:8])
+            worker = WorkerHandle(config.model_dump_json(), self.id[:8], self.memory_limit_mb)
+            return frames, worker
 
         try:
             self._log, self._worker = await loop.run_in_executor(self._pool, start)
@@ -166,34 +200,57 @@ class Run:
             await loop.run_in_executor(self._pool, worker.end, 0.0)
         else:
             with contextlib.suppress(RunNotActive, WorkerTimeout):
-                await self._command("stop", {}, STOP_TIMEOUT_S)
+                await self._command("stop", {}, STOP_TIMEOUT_S, deadline=False)
         if self._pump is not None and not await _finishes(self._pump, STOP_TIMEOUT_S):
             await loop.run_in_executor(self._pool, worker.end, 0.0)
             await self._pump
 
     async def control(self, changes: dict[str, Any]) -> str | None:
-        """Send validated changes to the worker; the worker's error message, or None."""
+        """Send validated changes to the worker; the worker's error message, or None when
+        they were applied. WorkerTimeout: not taken in time, so not applied, ever."""
         if not self.state.active or self._stopping:
             raise RunNotActive(f"run {self.id} is {self.state.value}; it takes no more changes")
-        return await self._command("control", changes, COMMAND_TIMEOUT_S)
+        config, limit = self._run_config, self.memory_limit_mb
+        if "batch_size" in changes and config is not None and limit is not None:
+            larger = config.model_copy(update={"batch_size": changes["batch_size"]})
+            larger.check_memory(limit, changed="batch_size")  # ConfigError: 422
+        return await self._command("control", changes, self.command_timeout, deadline=True)
 
-    async def _command(self, action: Any, changes: dict[str, Any], timeout: float) -> str | None:
+    async def _command(
+        self, action: Any, changes: dict[str, Any], timeout: float, *, deadline: bool
+    ) -> str | None:
+        """Send a command and wait for its answer. With a deadline, the worker refuses the
+        command once `timeout` has passed, and the answer is awaited a grace longer."""
         if self._worker is None:
             raise RunNotActive(f"run {self.id} has no worker")
-        command = Command(next(self._ids), action, changes)
-        answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._pending[command.id] = answer
+        limit = time.monotonic() + timeout if deadline else None
+        command = Command(next(self._ids), action, changes, limit)
+        pending = _Pending(asyncio.get_running_loop().create_future())
+        self._pending[command.id] = pending
         try:
             self._worker.send(command)
-            return await asyncio.wait_for(answer, timeout)
+            wait = timeout + COMMAND_GRACE_S if deadline else timeout
+            return await asyncio.wait_for(pending.answer, wait)
         except WorkerGone:
             raise RunNotActive(f"run {self.id} has ended") from None
         except asyncio.TimeoutError:
+            if pending.stepping:
+                return None  # applied; the step it asked for is still being taken
+            if deadline:
+                self._given_up.add(command.id)
+                raise self._not_taken() from None
             raise WorkerTimeout(
                 f"run {self.id}: the worker did not answer in {timeout:g} s"
             ) from None
         finally:
             self._pending.pop(command.id, None)
+
+    def _not_taken(self) -> WorkerTimeout:
+        return WorkerTimeout(
+            f"run {self.id}: the worker did not take the change within {self.command_timeout:g} s "
+            "(a training step that long, or a run still loading its data); "
+            "the change was not applied, and will not be"
+        )
 
     # ---- the output pump ----
 
@@ -273,11 +330,26 @@ class Run:
             if output.status is not None:
                 self.status = output.status
             if output.reply is not None:
-                answer = self._pending.get(output.reply.id)
-                if answer is not None and not answer.done():
-                    answer.set_result(output.reply.error)
+                self._answer(output.reply)
             if output.state is not None:
                 self._set_state(RunState(output.state), output.error)
+
+    def _answer(self, reply: Reply) -> None:
+        if reply.id in self._given_up:
+            self._given_up.discard(reply.id)
+            if not reply.expired:  # only if this server stalled for longer than the grace
+                log.warning(
+                    "run %s: change %d was applied after it was answered 504", self.id, reply.id
+                )
+        pending = self._pending.get(reply.id)
+        if pending is None or pending.answer.done():
+            return
+        if reply.stepping:
+            pending.stepping = True
+        elif reply.expired:
+            pending.answer.set_exception(self._not_taken())
+        else:
+            pending.answer.set_result(reply.error)
 
     def _emit(self, text: str, is_frame: bool, record: bool = True) -> None:
         """A message to history and clients (and to the store when the pump did not)."""
@@ -297,9 +369,17 @@ class Run:
             self.error = error
         if state.terminal:
             self.ended = datetime.now(timezone.utc)
-            for answer in self._pending.values():
-                if not answer.done():
-                    answer.set_result(f"run {self.id} is {state.value}; the change was not made")
+            self._given_up.clear()  # no answer comes any more
+            for pending in self._pending.values():
+                if not pending.answer.done():
+                    what = (
+                        "its step was not finished"
+                        if pending.stepping
+                        else "the change was not made"
+                    )
+                    pending.answer.set_exception(
+                        RunNotActive(f"run {self.id} is {state.value}; {what}")
+                    )
         if self.stored:
             try:
                 self._store.save(self.info())
@@ -314,10 +394,17 @@ class Run:
             # No await between the snapshot and joining: nothing is missed or sent twice.
             self.clients.add(client)
             return self.hello, self.history.snapshot()
-        # Not the pumps' pool: many tabs opening old runs must not delay live frames.
-        replay = await asyncio.to_thread(self._store.replay, self.id, self.history_frames)
+        replay = await self.snapshot()
         self.clients.add(client)
         return replay
+
+    async def snapshot(self) -> tuple[str | None, list[str]]:
+        """(hello, messages) as a new tab gets them: the live history, or frames.jsonl replayed
+        through the same downsampling. Bounded by history_frames whatever the run's length."""
+        if self.history is not None:
+            return self.hello, self.history.snapshot()
+        # Not the pumps' pool: many tabs opening old runs must not delay live frames.
+        return await asyncio.to_thread(self._store.replay, self.id, self.history_frames)
 
     def detach(self, client: ClientQueue) -> None:
         self.clients.discard(client)

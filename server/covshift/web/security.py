@@ -1,4 +1,4 @@
-"""Security defaults: body size limit, security headers, and the websocket origin check."""
+"""Security defaults: header and body size limits, security headers, the websocket origin check."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Plotly needs inline styles; everything else comes from this server. Websockets are
@@ -95,6 +96,34 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body.encode()})
+
+
+class HeaderLimitMiddleware:
+    """Answers 431 to a request or websocket handshake with over `max_headers` headers or
+    over `max_bytes` of them. The connection (connections.py) stops reading a head past
+    max_bytes while it arrives; this catches one that arrived whole in a single read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_headers: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_headers = max_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        size = sum(len(name) + len(value) + 4 for name, value in headers)  # "name: value\r\n"
+        if len(headers) > self.max_headers:
+            problem = f"{len(headers)} request headers, over max_headers ({self.max_headers})"
+        elif size > self.max_bytes:
+            problem = f"{size} bytes of request headers, over max_header_bytes ({self.max_bytes})"
+        else:
+            await self.app(scope, receive, send)
+            return
+        # On a websocket scope this is a denial response: the handshake gets the 431.
+        refusal = JSONResponse({"detail": problem}, status_code=431)
+        await refusal(scope, receive, send)
 
 
 class SecurityHeadersMiddleware:

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from covshift.config import describe
-from covshift.settings import Settings
+from covshift.settings import EVERY_INTERFACE, Settings
 
 from .security import ws_transport_limit
 from .store import RunStore, StoreError
@@ -28,24 +28,54 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-runs", type=int, help="runs training at once (default: 4)")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
     parser.add_argument("--no-demo", action="store_true", help="do not start a demo run")
+    parser.add_argument(
+        "--access-log", action="store_true", help="log one line per HTTP request (default: off)"
+    )
+    group = parser.add_argument_group("connection limits (bounds in brackets)")
+    for name in CONNECTION_SETTINGS:  # help, bounds and default read from the settings
+        field = Settings.model_fields[name]
+        bounds = ", ".join(
+            f"{key} {getattr(meta, key)}"
+            for meta in field.metadata
+            for key in ("ge", "le")
+            if getattr(meta, key, None) is not None
+        )
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            metavar="N",
+            help=f"{field.description} [{bounds}] (default: {field.default})",
+        )
+
+
+# Settings of web/connections.py, each also a flag: --max-header-bytes and so on.
+CONNECTION_SETTINGS = (
+    "max_header_bytes",
+    "max_headers",
+    "request_timeout",
+    "keep_alive_timeout",
+    "max_connections",
+)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
         name: value
-        for name in ("host", "port", "logdir", "max_runs")
-        if (value := getattr(args, name)) is not None
+        for name in ("host", "port", "logdir", "max_runs", *CONNECTION_SETTINGS)
+        if (value := getattr(args, name, None)) is not None
     }
     if args.no_browser:
         overrides["open_browser"] = False
     if args.no_demo:
         overrides["demo_run"] = False
+    if getattr(args, "access_log", False):
+        overrides["access_log"] = True
     return Settings(**overrides)
 
 
 def page_url(settings: Settings) -> str:
     host = settings.host
-    if host in ("0.0.0.0", "::", ""):
+    if host in EVERY_INTERFACE:
         host = "127.0.0.1"  # bound everywhere: this machine reaches it on loopback
     if ":" in host:
         host = f"[{host}]"
@@ -59,7 +89,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f"covshift serve: error: {describe(exc)}", file=sys.stderr)
         return 2
     try:
-        RunStore(settings.logdir).ensure_writable()
+        run_store = RunStore(settings.logdir)
+        run_store.ensure_writable()
+        # Until this process ends (the kernel drops it even on SIGKILL): a second server on
+        # the folder would recover, so rewrite, the runs this one is writing.
+        owner = run_store.lock()
     except StoreError as exc:
         print(f"covshift serve: error: {exc}", file=sys.stderr)
         return 2
@@ -67,34 +101,61 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .connections import ConnectionLimits, fit_connection_cap, protocol_class
 
     url = page_url(settings)
     print(f"covshift: serving on {url}  (runs stored in {settings.logdir.resolve()}; Ctrl+C stops)")
+    if settings.host in EVERY_INTERFACE and settings.allowed_hosts is None:
+        names = ", ".join(settings.trusted_hosts())
+        print(
+            f"covshift: answering the host names {names} only; "
+            "COVSHIFT_ALLOWED_HOSTS names the others (SECURITY.md)"
+        )
+    limits = ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        request_timeout=settings.request_timeout,
+        max_connections=fit_connection_cap(settings.max_connections),
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings),
             host=settings.host,
             port=settings.port,
+            http=protocol_class(limits),
+            timeout_keep_alive=settings.keep_alive_timeout,
             # Above max_body_bytes, so the app can answer an oversized message (ws.py).
             ws_max_size=ws_transport_limit(settings.max_body_bytes),
             ws_per_message_deflate=settings.ws_compression,
             server_header=False,
             log_level="info",
+            access_log=settings.access_log,
         )
     )
     if settings.open_browser:
         threading.Thread(target=_open_when_started, args=(server, url), daemon=True).start()
     # On Ctrl+C uvicorn shuts down cleanly (runs stopped and saved), then re-raises it.
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+    finally:
+        owner.release()
     return 0 if server.started else 1
 
 
 def _open_when_started(server: Any, url: str) -> None:
     for _ in range(600):  # a minute at most: the demo run's worker loads in the background
         if server.started:
-            webbrowser.open(url)
+            if not _open_browser(url):
+                print(f"covshift: could not open a browser here; open {url} yourself", flush=True)
             return
         if server.should_exit:
             return
         time.sleep(0.1)
+
+
+def _open_browser(url: str) -> bool:
+    """True when a browser took the URL (webbrowser says False, or raises, when none can)."""
+    try:
+        return bool(webbrowser.open(url))
+    except webbrowser.Error:
+        return False

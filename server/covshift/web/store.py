@@ -8,26 +8,34 @@ frames.jsonl has the same format as `covshift run` writes (docs/protocol.md), so
 stored run and a headless run are read the same way. It is appended from the run's
 reader thread and flushed after every batch from the worker, so a server crash loses
 at most what the worker had not yet handed over. state.json is replaced atomically.
+
+One server owns a log directory at a time (`lock`). The store never follows a symbolic
+link out of it: a run folder, or a file in one, that is a link is a damaged run, and every
+file is opened with O_NOFOLLOW below a folder opened the same way. A run whose state.json
+or config.json cannot be used is listed damaged with the reason and never written; a line
+of frames.jsonl that is not a message is skipped, and counted in the log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import secrets
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import ValidationError
-
 from covshift.wire import encode, state_event
 
+from . import recovery, storefs
 from .history import History
 from .lifecycle import RunInfo, RunState
+from .storefs import DirectoryLock
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +47,11 @@ _TYPE = re.compile(r'\{\s*"v"\s*:\s*\d+\s*,\s*"type"\s*:\s*"(\w+)"')
 # How far back from its end a cut-off run's frames.jsonl is read to recover its last frame
 # (a frame of the default config is ~30 KB).
 TAIL_BYTES = 1 << 20
-TERMINAL = {state.value for state in RunState if state.terminal}
+# A frame of the largest config the bounds allow is a few MB; a longer line is damage (e.g.
+# garbage without newlines) and is skipped without being held in memory.
+MAX_LINE_BYTES = 64 << 20
+# The file the owning server holds its lock on (not a run id, so never listed as a run).
+LOCK_FILE = ".lock"
 
 
 def message_type(line: str) -> str:
@@ -54,12 +66,29 @@ class StoreError(Exception):
     """The log directory cannot be used; the message says why."""
 
 
+class StoreBusy(StoreError):
+    """Another covshift server owns the log directory."""
+
+
+class Message(str):
+    """A line of frames.jsonl that parsed as a message. `record` is what it parsed to, so a
+    reader of many lines (the CSV export) need not parse each a second time."""
+
+    record: dict[str, Any]
+
+    def __new__(cls, line: str, record: dict[str, Any]) -> Message:
+        message = super().__new__(cls, line)
+        message.record = record
+        return message
+
+
 class FramesLog:
     """Appends message lines to one run's frames.jsonl. Used by one thread at a time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: IO[str] = path.open("a", encoding="utf-8")
+        fd = storefs.open_in(path.parent, path.name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        self._file: IO[str] = os.fdopen(fd, "a", encoding="utf-8")
 
     def append(self, texts: Iterable[str]) -> None:
         self._file.writelines(text + "\n" for text in texts)
@@ -84,6 +113,20 @@ class RunStore:
         except OSError as exc:
             raise StoreError(f"log directory {self.root} is not writable: {exc}") from None
 
+    def lock(self) -> DirectoryLock:
+        """Make this process the one owner of the log directory until it ends (or releases
+        the lock): StoreBusy when another server owns it, with its pid when known."""
+        try:
+            return storefs.lock(self.root, LOCK_FILE)
+        except storefs.Held as held:
+            owner = f" (pid {held.pid})" if held.pid is not None else ""
+            raise StoreBusy(
+                f"log directory {self.root} is in use by another covshift server{owner}; "
+                "stop it or choose another --logdir"
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"log directory {self.root} cannot be locked: {exc}") from None
+
     def folder(self, run_id: str) -> Path:
         if not RUN_ID.match(run_id):
             raise ValueError(f"not a run id: {run_id!r}")
@@ -92,79 +135,87 @@ class RunStore:
     def frames_path(self, run_id: str) -> Path:
         return self.folder(run_id) / "frames.jsonl"
 
+    def frames_file(self, run_id: str) -> Path | None:
+        """frames.jsonl when it is a regular file in a run folder that is not a link either,
+        so it may be served as it is; None otherwise."""
+        path = self.frames_path(run_id)
+        try:
+            if stat.S_ISDIR(path.parent.lstat().st_mode) and stat.S_ISREG(path.lstat().st_mode):
+                return path
+        except OSError:
+            pass
+        return None
+
     def create(self, info: RunInfo, config: dict[str, Any]) -> FramesLog:
         folder = self.folder(info.id)
         folder.mkdir(parents=True)
-        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", "utf-8")
+        fd = storefs.open_in(folder, "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(json.dumps(config, indent=2) + "\n")
         self.save(info)
         return FramesLog(folder / "frames.jsonl")
 
     def save(self, info: RunInfo) -> None:
-        """Replace state.json atomically (a crash leaves the old or the new one, never half)."""
-        folder = self.folder(info.id)
+        """Replace state.json atomically (a crash leaves the old or the new one, never half),
+        inside the run folder: OSError when the folder is a link."""
         text = info.model_dump_json(exclude={"config", "clients"}, indent=2) + "\n"
-        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".state-", suffix=".json")
+        temporary = f".state-{secrets.token_hex(8)}.json"
+        folder_fd = storefs.open_folder(self.folder(info.id))
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(text)
-            os.replace(temporary, folder / "state.json")
-        except OSError:
-            Path(temporary).unlink(missing_ok=True)  # e.g. disk full: leave no stray file
-            raise
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | storefs.NOFOLLOW
+            fd = os.open(temporary, flags, 0o600, dir_fd=folder_fd)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as file:
+                    file.write(text)
+                os.replace(temporary, "state.json", src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+            except OSError:
+                # e.g. disk full: leave no stray file
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary, dir_fd=folder_fd)
+                raise
+        finally:
+            os.close(folder_fd)
 
     def load(self) -> list[RunInfo]:
         """Every stored run, oldest first. A run still marked active was cut off by a crash
-        or a kill of the server: it is recovered (see `_recover`) and saved so."""
-        runs: list[RunInfo] = []
+        or a kill of the server: it is recovered (see `_recover`) and saved so. A run whose
+        files cannot be used is listed damaged, with the reason, and never written."""
         if not self.root.is_dir():
-            return runs
-        for folder in sorted(self.root.iterdir()):
-            if not (folder.is_dir() and RUN_ID.match(folder.name)):
-                continue
-            try:
-                config = json.loads((folder / "config.json").read_text("utf-8"))
-                state = json.loads((folder / "state.json").read_text("utf-8"))
-                info = RunInfo.model_validate({**state, "config": config, "id": folder.name})
-            except (OSError, ValueError, ValidationError) as exc:
-                log.warning("skipping %s: not a readable run (%s)", folder, exc)
-                continue
-            if info.state.active:
-                info = self._recover(info)
-            runs.append(info.model_copy(update={"config": public_config(config)}))
+            return []
+        with os.scandir(self.root) as entries:
+            names = sorted(entry.name for entry in entries if RUN_ID.match(entry.name))
+        runs = [info for name in names if (info := self._load_run(name)) is not None]
         runs.sort(key=lambda info: info.created)
         return runs
 
-    def _recover(self, info: RunInfo) -> RunInfo:
-        """A run cut off while active: its state as its frames.jsonl last recorded it.
+    def _load_run(self, run_id: str) -> RunInfo | None:
+        found = recovery.read_folder(self.root / run_id)
+        if found is None:
+            return None
+        info = recovery.run_info(run_id, found)
+        if info.state is RunState.DAMAGED:
+            log.warning("run %s is damaged: %s", run_id, info.error)
+        elif info.state.active:
+            info = self._recover(info)
+        return info.model_copy(update={"config": public_config(found.config)})
 
-        Its last frame gives step, epoch, lr and batch size (state.json is only saved when
-        the state changes). If the file ends with the run's own end (the crash came between
-        writing it and saving state.json), that end stands; otherwise the run is marked
-        stopped, with a note, and a "stopped" state event is appended (after cutting off a
-        half-written last line), so the file ends as every other ended run's does."""
-        path = self.frames_path(info.id)
-        lines, complete = _tail(path)
-        records = _records(lines)
-        update: dict[str, Any] = {"ended": datetime.now(timezone.utc)}
-        update.update(_progress(records, info.step))
-        end = records[-1] if records else {}
-        if end.get("kind") == "state" and end.get("state") in TERMINAL:
-            update.update(state=RunState(end["state"]), error=end.get("message"))
-        else:
-            update.update(
-                state=RunState.STOPPED,
-                error=f"the server stopped while the run was {info.state.value}; "
-                "it was not resumed",
-            )
-        recovered = info.model_copy(update=update)
+    def _recover(self, info: RunInfo) -> RunInfo:
+        """A run cut off while active: its state as its frames.jsonl last recorded it (see
+        recovery.recovered), saved. When that is stopped, a "stopped" state event is
+        appended (after cutting off a half-written last line), so the file ends as every
+        other ended run's does."""
+        folder = self.folder(info.id)
+        lines, complete = recovery.tail(folder, TAIL_BYTES)
+        recovered = recovery.recovered(info, lines)
         try:
             if recovered.state is RunState.STOPPED and complete is not None:
-                with path.open("r+", encoding="utf-8") as file:
+                fd = storefs.open_in(folder, "frames.jsonl", os.O_RDWR)
+                with os.fdopen(fd, "r+b") as file:
                     file.truncate(complete)
                     file.seek(complete)
-                    file.write(encode(state_event(recovered.step, "stopped")) + "\n")
+                    file.write((encode(state_event(recovered.step, "stopped")) + "\n").encode())
         except OSError as exc:
-            log.warning("run %s: could not end %s: %s", info.id, path, exc)
+            log.warning("run %s: could not end its frames.jsonl: %s", info.id, exc)
         try:
             self.save(recovered)
         except OSError as exc:
@@ -173,83 +224,97 @@ class RunStore:
 
     def replay(self, run_id: str, capacity: int) -> tuple[str | None, list[str]]:
         """(hello, history) of a stored run: its messages downsampled by the same rule as a
-        live run's History, so a replay shows what a live tab would have held."""
+        live run's History, so a replay shows what a live tab would have held.
+
+        A line is sorted by the type its start names; only the lines kept are parsed whole
+        (a long run holds far more frames than a history), and a kept one that does not
+        parse is left out, so a damaged line costs at most its own slot."""
         hello = None
         history = History(capacity)
-        for line in self.lines(run_id):
-            kind = message_type(line)
-            if kind == "hello":
-                hello = line
-            else:
-                history.append(line, kind == "frame")
-        return hello, history.snapshot()
+        skipped = _Skipped(run_id)
+        try:
+            for number, line in self._numbered_lines(run_id, skipped):
+                kind = _line_type(line)
+                if kind is None:
+                    skipped.add(number)
+                elif kind == "hello":
+                    hello = line if storefs.parse_message(line) is not None else hello
+                else:
+                    history.append(line, kind == "frame")
+            held = history.snapshot()
+            kept = [line for line in held if storefs.parse_message(line) is not None]
+            skipped.count += len(held) - len(kept)
+        finally:
+            skipped.report()
+        return hello, kept
 
     def lines(self, run_id: str) -> Iterator[str]:
-        """frames.jsonl line by line (without newlines); a half-written last line is skipped."""
-        path = self.frames_path(run_id)
-        if not path.exists():
-            return
-        with path.open(encoding="utf-8") as file:
-            for line in file:
-                if line.endswith("\n"):
-                    yield line[:-1]
-
-
-def _tail(path: Path) -> tuple[list[str], int | None]:
-    """The complete lines at the end of a frames.jsonl (about TAIL_BYTES of them, at least
-    the last one) and the length in bytes of its complete part (a half-written last line
-    left out); None for the length when the file is missing or cannot be read."""
-    try:
-        with path.open("rb") as file:
-            size = file.seek(0, os.SEEK_END)
-            start, data = size, b""
-            while start > 0:
-                start = max(0, start - TAIL_BYTES)
-                file.seek(start)
-                data = file.read(size - start)
-                if data.count(b"\n") >= 2:
-                    break
-    except OSError as exc:
-        if path.exists():
-            log.warning("could not read %s: %s", path, exc)
-        return [], None
-    complete = data.rfind(b"\n") + 1
-    lines = data[:complete].decode("utf-8", errors="replace").splitlines()
-    if start > 0:
-        lines = lines[1:]  # the first is cut at its start
-    return lines, start + complete
-
-
-def _records(lines: list[str]) -> list[dict[str, Any]]:
-    """The frames and events among these lines; a line that does not parse is skipped."""
-    records = []
-    for line in lines:
+        """frames.jsonl line by line (without newlines), its messages only: a line that is not
+        a JSON object with a string "type" (or holds NaN or Infinity, or is not UTF-8, or is
+        longer than MAX_LINE_BYTES) is skipped and counted in the log; so is a half-written
+        last line, uncounted. A missing or unreadable file (a link) has no lines. Each line
+        is a Message, which carries what it parsed to."""
+        skipped = _Skipped(run_id)
         try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("type") in ("frame", "event"):
-            records.append(record)
-    return records
+            for number, line in self._numbered_lines(run_id, skipped):
+                record = storefs.parse_message(line)
+                if record is None:
+                    skipped.add(number)
+                else:
+                    yield Message(line, record)
+        finally:
+            skipped.report()
+
+    def _numbered_lines(self, run_id: str, skipped: _Skipped) -> Iterator[tuple[int, str]]:
+        folder = self.folder(run_id)
+        try:
+            file = os.fdopen(storefs.open_in(folder, "frames.jsonl", os.O_RDONLY), "rb")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("run %s: frames.jsonl is not read: %s", run_id, exc)
+            return
+        with file:
+            try:
+                for number, line in storefs.read_lines(file, MAX_LINE_BYTES):
+                    if line is None:
+                        skipped.add(number)
+                    else:
+                        yield number, line
+            except OSError as exc:  # e.g. EIO: what was read stands
+                log.warning("run %s: reading frames.jsonl failed: %s", run_id, exc)
 
 
-def _progress(records: list[dict[str, Any]], step: int) -> dict[str, Any]:
-    """Step, epoch, lr and batch size after the last of these frames, when past `step`."""
-    frames = [record for record in records if record["type"] == "frame"]
-    try:
-        last = frames[-1]
-        # The worker sends a frame after its update: step + 1 updates were taken.
-        taken = int(last["step"]) + 1
-        if taken <= step:
-            return {}
-        return {
-            "step": taken,
-            "epoch": float(last["epoch"]),
-            "lr": float(last["lr"]),
-            "batch_size": int(last["batch_size"]),
-        }
-    except (IndexError, KeyError, TypeError, ValueError):
-        return {}
+def _line_type(line: str) -> str | None:
+    """A line's message type, read from its start when it starts as every message does."""
+    found = _TYPE.match(line)
+    if found:
+        return found.group(1)
+    record = storefs.parse_message(line)
+    return None if record is None else str(record["type"])
+
+
+class _Skipped:
+    """The damaged lines met in one read of a run's frames.jsonl, logged once at its end."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.count = 0
+        self.first: int | None = None
+
+    def add(self, number: int) -> None:
+        self.count += 1
+        self.first = number if self.first is None else self.first
+
+    def report(self) -> None:
+        if self.count:
+            where = f", the first at line {self.first}" if self.first is not None else ""
+            log.warning(
+                "run %s: skipped %d damaged lines of frames.jsonl%s",
+                self.run_id,
+                self.count,
+                where,
+            )
 
 
 def public_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ events of its change before the ack, and everything in the order it happened.
 
 Every message a client sends is answered, a bad one with an `error`, and the connection
 stays open; only a message over max_body_bytes closes it (an error, then code 1009).
+A damaged run (store.py) sends what of its frames could be read, then an `error` saying
+why it is damaged.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from covshift.wire import encode, message
 
 from .deps import Manager
 from .fanout import ClientClosed, ClientQueue
+from .lifecycle import RunState
 from .manager import RunManager, UnknownRun
 from .run import Run, RunNotActive, WorkerTimeout
 from .schemas import ControlMessage
@@ -54,7 +57,16 @@ async def run_socket(websocket: WebSocket, run_id: str, manager: Manager) -> Non
         return
     await websocket.accept()
     client = ClientQueue(manager.settings.client_queue)
-    hello, history = await run.attach(client)
+    try:
+        hello, history = await run.attach(client)
+    except Exception:  # a server bug must not drop the connection without a word
+        log.exception("run %s: its history could not be read", run.id)
+        hello, history = None, []
+        _reply_error(client, None, f"run {run.id}: its history could not be read (see the log)")
+    if run.state is RunState.DAMAGED:
+        # After what of its frames could be read. The connection stays open, as a stored
+        # run's does: closing would only make the page reconnect again and again.
+        _reply_error(client, None, f"run {run.id} is damaged: {run.error}")
     sender = asyncio.create_task(_send(websocket, client, hello, history))
     try:
         refusal = await _receive(websocket, run, client, manager)
