@@ -94,12 +94,24 @@ def test_page_loads_without_console_errors_and_charts_fill(dashboard: Page) -> N
     # Every chart in view drew data: Plotly traces with points, heatmap canvases with columns.
     dashboard.wait_js(
         """() => {
-          const plots = [...document.querySelectorAll('#overview .plot')];
           const filled = (p) => p.data && p.data.some((trace) => trace.x.length > 5);
-          const drawn = plots.filter((p) => !p.closest('.card.ics'));
-          return plots.length === 3 && drawn.length === 2 && drawn.every(filled);
+          const lesson = [...document.querySelectorAll('#lesson .plot')];
+          const loss = [...document.querySelectorAll('#overview .plot')];
+          return lesson.length === 2 && lesson.every(filled) && loss.length === 1
+            && loss.every(filled);
         }"""
     )
+    # Charts out of view wait to be drawn until they are scrolled to.
+    dashboard.page.locator("#measuring").scroll_into_view_if_needed()
+    dashboard.wait_js(
+        """() => {
+          const measuring = [...document.querySelectorAll('#measuring .plot')];
+          const drift = measuring.filter((p) => !p.closest('.card.ics'));
+          return measuring.length === 2 && drift.length === 1
+            && drift[0].data?.some((trace) => trace.x.length > 5);
+        }"""
+    )
+    dashboard.page.evaluate("() => window.scrollTo(0, 0)")
     dashboard.wait_js(
         "() => [...document.querySelectorAll('#layer-1 canvas')].every((c) => c.width > 5)"
     )
@@ -110,6 +122,42 @@ def test_page_loads_without_console_errors_and_charts_fill(dashboard: Page) -> N
     ARTIFACTS.mkdir(exist_ok=True)
     dashboard.page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
     assert dashboard.errors == []
+
+
+def test_the_lesson_is_on_the_first_screen_at_1280x720(chromium: Any, server: LiveServer) -> None:
+    # Plain and BN side by side for the last hidden layer, the current distribution beside
+    # them, and the claim checked on the numbers: all in view with nothing scrolled.
+    context = chromium.new_context(viewport={"width": 1280, "height": 720})
+    page = Page(context.new_page(), server)
+    try:
+        page.page.goto(server.url + "/")
+        page.wait_js(
+            """() => {
+              const plots = [...document.querySelectorAll('#lesson .plot')];
+              return plots.length === 2 && plots.every((p) => p.data?.some((t) => t.x.length > 5));
+            }""",
+            timeout=10,
+        )
+        boxes = page.js(
+            """() => [...document.querySelectorAll('#lesson .card')].map((card) => {
+                 const box = card.getBoundingClientRect();
+                 return [box.top, box.bottom, box.left, box.right];
+               })"""
+        )
+        assert len(boxes) == 2
+        for top, bottom, left, right in boxes:
+            assert top >= 0 and bottom <= 720 and left >= 0 and right <= 1280
+        panels = page.js(
+            "() => document.querySelector('#lesson .lesson-bands .plot').layout.annotations"
+            ".map((a) => a.text)"
+        )
+        assert panels == ["plain", "BN"]  # one panel per network, plain first
+        claim = page.page.inner_text("#lesson .claim")
+        assert "plain" in claim and "BN" in claim and "steps" in claim
+        assert page.js("() => window.scrollY") == 0
+        assert page.errors == []
+    finally:
+        context.close()
 
 
 def test_learning_rate_and_batch_size_change_the_run_and_its_frames(

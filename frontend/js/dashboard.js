@@ -4,6 +4,7 @@ import { translatePage } from "./i18n.js";
 import { createBandsChart } from "./charts/bands.js";
 import { createBnChart } from "./charts/bn.js";
 import { createCard } from "./charts/card.js";
+import { createClaim } from "./charts/claim.js";
 import { createDistributionChart } from "./charts/distribution.js";
 import { createDriftChart } from "./charts/drift.js";
 import { createHeatmap } from "./charts/heatmap.js";
@@ -13,7 +14,12 @@ import { purge } from "./charts/plot.js";
 import { normalizedVariants } from "./state.js";
 
 
-export function createDashboard({ overview, layersRoot, scheduler, view, cursor, runKey }) {
+/** A widget under another name (the lesson repeats a layer's charts at the top). */
+function renamed(widget, name) {
+  return Object.assign(widget, { name });
+}
+
+export function createDashboard({ lessonRoot, overview, layersRoot, measuringRoot, scheduler, view, cursor, runKey }) {
   let shape = null;
   let widgets = [];
   let unsubscribe = () => {};
@@ -25,8 +31,10 @@ export function createDashboard({ overview, layersRoot, scheduler, view, cursor,
       if (widget.plot) purge(widget.plot);
     }
     widgets = [];
+    lessonRoot.replaceChildren();
     overview.replaceChildren();
     layersRoot.replaceChildren();
+    measuringRoot.replaceChildren();
     shape = null;
   }
 
@@ -44,11 +52,30 @@ export function createDashboard({ overview, layersRoot, scheduler, view, cursor,
     shape = key;
     const context = { view, cursor, runKey };
 
+    // The lesson first: the last hidden layer, plain against BN, with its claim checked live.
+    const last = Math.max(0, state.depth - 1);
+    const lessonContext = { ...context, layer: last };
+    const bands = createCard({ title: "chart.lesson", note: "note.lesson", className: "lesson-bands", titleParams: { n: last + 1 } });
+    const dist = createCard({ title: "chart.dist", note: "note.lessonDist", className: "lesson-dist" });
+    const claim = document.createElement("p");
+    claim.className = "claim";
+    claim.setAttribute("aria-live", "polite");
+    bands.root.append(claim);
+    lessonRoot.append(bands.root, dist.root);
+    add(renamed(createBandsChart(bands, lessonContext), "lesson-bands"), bands);
+    add(renamed(createDistributionChart(dist, lessonContext), "lesson-dist"), dist);
+    const claimWidget = createClaim(claim, lessonContext);
+    widgets.push(claimWidget);
+    scheduler.add(claimWidget);
+
     const loss = createCard({ title: "chart.loss", note: "note.loss", className: "wide" });
+    overview.append(loss.root);
+    add(createLossChart(loss, context), loss);
+
+    // Further down: internal covariate shift as numbers.
     const drift = createCard({ title: "chart.drift", note: "note.drift", className: "wide" });
     const ics = createCard({ title: "chart.ics", note: "note.ics", className: "wide ics" });
-    overview.append(loss.root, drift.root, ics.root);
-    add(createLossChart(loss, context), loss);
+    measuringRoot.append(drift.root, ics.root);
     add(createDriftChart(drift, context), drift);
     add(createIcsChart(ics, context), ics);
 
@@ -79,8 +106,7 @@ export function createDashboard({ overview, layersRoot, scheduler, view, cursor,
         add(createBnChart(bn, layerContext), bn);
       }
     }
-    translatePage(overview);
-    translatePage(layersRoot);
+    for (const root of [lessonRoot, overview, layersRoot, measuringRoot]) translatePage(root);
     unsubscribe = cursor.subscribe((step) => {
       for (const widget of widgets) widget.showCursor?.(step);
     });

@@ -23,7 +23,7 @@ const $ = (id) => document.getElementById(id);
 await loadRules();
 
 // What the charts show beyond the stream itself: the person's choices.
-const view = { tap: "act_input", channel: 0, bnVariant: null };
+const view = { window: "recent", tap: "act_input", channel: 0, bnVariant: null };
 // What the page knows besides the message stream: connection, server-side run info, rates.
 const live = { connection: { state: "idle" }, runInfo: null, stepsPerSecond: null, frames: new RateMeter(), everOpen: false, noRuns: false };
 
@@ -42,7 +42,16 @@ const session = {
 
 const cursor = createCursorBus();
 const scheduler = createScheduler({ getState: () => session.state });
-const dashboard = createDashboard({ overview: $("overview"), layersRoot: $("layers"), scheduler, view, cursor, runKey: () => session.runId ?? "none" });
+const dashboard = createDashboard({
+  lessonRoot: $("lesson"),
+  overview: $("overview"),
+  layersRoot: $("layers"),
+  measuringRoot: $("measuring-charts"),
+  scheduler,
+  view,
+  cursor,
+  runKey: () => session.runId ?? "none",
+});
 const statusBar = scheduler.add(
   createStatusBar(
     { connection: $("conn"), runState: $("st-state"), step: $("st-step"), epoch: $("st-epoch"), sps: $("st-sps"), fps: $("st-fps"), banners: $("banners") },
@@ -218,7 +227,11 @@ const viewPanel = createViewPanel(view, {
   $,
   getState: () => session.state,
   onChange: (kind) => {
-    const prefixes = kind === "tap" ? ["dist", "heatmap", "bands"] : ["bn"];
+    if (kind === "window") {
+      scheduler.urgent(); // every chart with a step axis
+      return;
+    }
+    const prefixes = kind === "tap" ? ["dist", "heatmap", "bands", "lesson"] : ["bn"];
     for (const widget of dashboard.widgetsShowing(prefixes)) scheduler.urgent(widget);
   },
 });

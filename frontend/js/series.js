@@ -203,3 +203,41 @@ export function extent(arrays) {
 export function finiteOrNull(value) {
   return typeof value === "number" && Number.isFinite(value) ? value : null;
 }
+
+/**
+ * How much a variant's 15–85% band of a tap moved over the given columns: the path length of
+ * its median plus that of its width (sum of the absolute frame-to-frame changes), and its
+ * mean width. Pure; columns without the variant's numbers are skipped. null without two.
+ */
+export function bandMovement(columns, variant, layer, tap, levels) {
+  const at = (level) => levels.indexOf(level);
+  const [lo, mid, hi] = [at(15), at(50), at(85)];
+  if (lo < 0 || mid < 0 || hi < 0) return null;
+  let previous = null;
+  let moved = 0;
+  let widths = 0;
+  let count = 0;
+  for (const column of columns) {
+    const p = tapOf(column, variant, layer, tap)?.percentiles;
+    if (!p || ![p[lo], p[mid], p[hi]].every(Number.isFinite)) continue;
+    const now = { median: p[mid], width: p[hi] - p[lo] };
+    if (previous) moved += Math.abs(now.median - previous.median) + Math.abs(now.width - previous.width);
+    widths += now.width;
+    count += 1;
+    previous = now;
+  }
+  return count >= 2 ? { moved, width: widths / count, frames: count } : null;
+}
+
+/**
+ * The lesson's claim, measured: each variant's band movement in units of the reference
+ * variant's mean band width, and the ratio of the first variant's to the reference's.
+ */
+export function bandMovementRatio(columns, variant, reference, layer, tap, levels) {
+  const a = bandMovement(columns, variant, layer, tap, levels);
+  const b = bandMovement(columns, reference, layer, tap, levels);
+  if (!a || !b || !(b.width > 0)) return null;
+  const unit = b.width;
+  const ratio = b.moved > 0 ? a.moved / b.moved : Number.POSITIVE_INFINITY;
+  return { variant: a.moved / unit, reference: b.moved / unit, ratio };
+}

@@ -249,6 +249,39 @@ export function columnsOf(state) {
   return seriesItems(state.columns);
 }
 
+// The time window every step axis shares: what is happening now fills the width.
+export const WINDOWS = ["recent", "change", "all"];
+export const RECENT_STEPS = 2000;
+
+/** The first step the window shows (-Infinity: the whole run). */
+export function windowStart(state, window) {
+  const latest = state.latest?.step;
+  if (window === "all" || typeof latest !== "number") return Number.NEGATIVE_INFINITY;
+  if (window === "change") {
+    // Since the last change a person (or a schedule) made; the whole run before any.
+    const changes = state.events.filter((e) => SETTING_KINDS.has(e.kind) && typeof e.step === "number");
+    return changes.length ? changes[changes.length - 1].step : Number.NEGATIVE_INFINITY;
+  }
+  return latest - RECENT_STEPS;
+}
+
+/** The columns inside the view's time window, oldest first. */
+export function columnsIn(state, view) {
+  const columns = columnsOf(state);
+  const start = windowStart(state, view?.window ?? "all");
+  if (start === Number.NEGATIVE_INFINITY) return columns;
+  let i = 0;
+  while (i < columns.length && columns[i].step < start) i += 1;
+  return i === 0 ? columns : columns.slice(i);
+}
+
+/** The test-metric points inside the view's time window. */
+export function testsIn(state, view) {
+  const start = windowStart(state, view?.window ?? "all");
+  const points = testsOf(state);
+  return start === Number.NEGATIVE_INFINITY ? points : points.filter((p) => p.step >= start);
+}
+
 // Test accuracy besides eval mode, on variants with running statistics (protocol.md).
 export const INFERENCE_KEYS = ["acc_train_mode", "acc_population", "acc_cumulative"];
 

@@ -1,4 +1,4 @@
-/** The "Show" panel: which tap the distribution charts show, and which BN variant and channel. */
+/** The "Show" panel: the time window, which tap the distribution charts show, which BN variant and channel. */
 
 import { normalizedVariants } from "./state.js";
 import { t } from "./i18n.js";
@@ -19,10 +19,15 @@ function options(select, values, key) {
 
 /**
  * Wire the panel's inputs to `view` (the person's choices the charts read). onChange(kind)
- * says which charts to redraw now: "tap" or "bn". Returns {fill(state)} to offer the choices
+ * says which charts to redraw now: "window" (every step axis), "tap" or "bn". Returns {fill(state)} to offer the choices
  * a run has, after its hello.
  */
 export function createViewPanel(view, { $, getState, onChange }) {
+  $("view-window").value = view.window;
+  $("view-window").addEventListener("change", (event) => {
+    view.window = event.target.value;
+    onChange("window");
+  });
   $("view-tap").addEventListener("change", (event) => {
     view.tap = event.target.value;
     onChange("tap");

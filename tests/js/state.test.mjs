@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { applyMessage, batchStatVariants, normalizedVariants, columnsOf, createSeries, createState, pushSeries, seriesItems, testsOf } from "../../frontend/js/state.js";
+import { applyMessage, batchStatVariants, columnsIn, normalizedVariants, RECENT_STEPS, testsIn, windowStart, columnsOf, createSeries, createState, pushSeries, seriesItems, testsOf } from "../../frontend/js/state.js";
 import { event, frame, hello } from "./fixtures.mjs";
 
 function run(messages, options) {
@@ -49,6 +49,19 @@ test("the polled run info gives the state only until the stream says it", () => 
   assert.equal(polled.runState, "paused");
   const streamed = run([hello(), frame(0), { type: "runinfo", run: { state: "paused" } }]);
   assert.equal(streamed.runState, "running");
+});
+
+test("one time window for every step axis: recent steps, since the last change, or all", () => {
+  const steps = [0, 500, 1000, 1500, 2000, 2500, 3000];
+  const state = run([hello(), ...steps.map((s) => frame(s, { test: s % 1000 === 0 })), event(1200, "lr", { value: 0.1, previous: 0.5 }), event(1300, "state", { state: "paused" })]);
+  const at = (window) => columnsIn(state, { window }).map((c) => c.step);
+  assert.equal(RECENT_STEPS, 2000);
+  assert.deepEqual(at("recent"), [1000, 1500, 2000, 2500, 3000]);
+  assert.deepEqual(at("change"), [1500, 2000, 2500, 3000], "since the lr change at 1200 (a state event is no change)");
+  assert.deepEqual(at("all"), steps);
+  assert.deepEqual(testsIn(state, { window: "recent" }).map((p) => p.step), [1000, 2000, 3000]);
+  const unchanged = run([hello(), frame(0), frame(10)]);
+  assert.equal(windowStart(unchanged, "change"), Number.NEGATIVE_INFINITY, "no change yet: the whole run");
 });
 
 test("a second hello (reconnect or new run) resets frames and events", () => {

@@ -3,7 +3,7 @@
 // Ioffe & Szegedy (2015), Figure 1 (b, c): 15th/50th/85th percentiles, here with 1st–99th too.
 
 import { t } from "../i18n.js";
-import { columnsOf } from "../state.js";
+import { columnsIn } from "../state.js";
 import { percentileLines, stepsOf } from "../series.js";
 import { setLegend } from "./card.js";
 import { followHover } from "./cursor.js";
@@ -48,7 +48,7 @@ export function createBandsChart(card, { layer, view, cursor, runKey }) {
     name: `bands-${layer}`,
     element: card.plot,
     update(state) {
-      const columns = columnsOf(state);
+      const columns = columnsIn(state, view);
       const x = stepsOf(columns);
       const tap = view.tap;
       const levels = state.hello?.percentiles ?? [1, 15, 50, 85, 99];

@@ -1,7 +1,7 @@
 /** Inside BN for one layer and channel: batch vs running mean and variance, and γ, β over time. */
 
 import { t } from "../i18n.js";
-import { columnsOf } from "../state.js";
+import { columnsIn } from "../state.js";
 import { bnChannel, stepsOf } from "../series.js";
 import { panelDomains } from "./bands.js";
 import { setLegend } from "./card.js";
@@ -33,7 +33,7 @@ export function createBnChart(card, { layer, view, cursor, runKey }) {
     element: card.plot,
     update(state) {
       const variant = state.variants.includes(view.bnVariant) ? view.bnVariant : null;
-      const columns = columnsOf(state);
+      const columns = columnsIn(state, view);
       const x = stepsOf(columns);
       const width = state.hello?.config?.width ?? 0;
       const channel = Math.min(view.channel, Math.max(0, width - 1));

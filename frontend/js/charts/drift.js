@@ -1,7 +1,7 @@
 /** Drift per layer over time: how far each layer's activation input moved between frames. */
 
 import { formatNumber } from "../bounds.js";
-import { columnsOf } from "../state.js";
+import { columnsIn } from "../state.js";
 import { layerOf, stepsOf } from "../series.js";
 import { createLayerLinesChart } from "./layerlines.js";
 
@@ -45,7 +45,7 @@ export function createDriftChart(card, context) {
       hovertemplate: "%{y:.3f} (W₁ %{customdata})",
       empty: null,
       read(state) {
-        const columns = columnsOf(state);
+        const columns = columnsIn(state, context.view);
         const x = stepsOf(columns);
         return {
           layers: state.depth,

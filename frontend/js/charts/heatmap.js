@@ -4,7 +4,7 @@
 
 import { formatNumber } from "../bounds.js";
 import { t } from "../i18n.js";
-import { columnsOf } from "../state.js";
+import { columnsIn } from "../state.js";
 import { columnPosition, markedEvents, occupiedBins, tapOf } from "../series.js";
 import { eventColor, eventText, variantColor, variantName } from "./plot.js";
 import { el } from "../dom.js";
@@ -173,7 +173,7 @@ export function createHeatmap(card, { layer, view, cursor }) {
     },
     update(state) {
       lastState = state;
-      columns = columnsOf(state);
+      columns = columnsIn(state, view);
       const tap = view.tap;
       const edges = state.hello?.edges?.[layer]?.[tap] ?? [];
       const bins = Math.max(0, edges.length - 1);

@@ -5,7 +5,7 @@
 // turn it on instead of drawing an empty plot.
 
 import { t } from "../i18n.js";
-import { icsOf } from "../state.js";
+import { icsOf, windowStart } from "../state.js";
 import { icsLayers, icsMetric } from "../series.js";
 import { createLayerLinesChart } from "./layerlines.js";
 
@@ -25,7 +25,8 @@ export function createIcsChart(card, context) {
       empty: "ics.empty",
       layerLabel: icsLayerLabel,
       read(state) {
-        const points = icsOf(state);
+        const start = windowStart(state, context.view?.window ?? "all");
+        const points = icsOf(state).filter((point) => point.step >= start);
         return {
           layers: icsLayers(points),
           markers: points.length <= 40,

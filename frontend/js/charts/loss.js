@@ -1,7 +1,7 @@
 /** Loss and accuracy per variant: training (this batch) as lines, test (held out) as dashed lines. */
 
 import { t } from "../i18n.js";
-import { columnsOf, INFERENCE_KEYS, testsOf } from "../state.js";
+import { columnsIn, INFERENCE_KEYS, testsIn } from "../state.js";
 import { extent, stepsOf, testMetric, trainMetric } from "../series.js";
 import { setLegend } from "./card.js";
 import { followHover } from "./cursor.js";
@@ -90,14 +90,14 @@ function traces(state, columns, tests, panel) {
   return [...out, ...inferenceTraces(state, tests, panel)];
 }
 
-export function createLossChart(card, { cursor, runKey }) {
+export function createLossChart(card, { view, cursor, runKey }) {
   let hooked = false;
   return {
     name: "loss",
     element: card.plot,
     update(state) {
-      const columns = columnsOf(state);
-      const tests = testsOf(state);
+      const columns = columnsIn(state, view);
+      const tests = testsIn(state, view);
       const [loss, acc] = PANELS.map((panel) => traces(state, columns, tests, panel));
       const layout = {
         ...baseLayout({ uirevision: runKey(), revision: state.revision, height: 230 }),
