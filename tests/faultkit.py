@@ -1,100 +1,18 @@
-"""Helpers for the fault tests: a real server on a real socket, raw websocket clients, tmpfs."""
+"""Helpers for the fault tests: raw websocket clients and sockets, tmpfs, filling a disk.
+(The server in a thread, waiting and reading messages are serverkit's.)"""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import json
 import os
 import socket
 import struct
 import subprocess
-import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-import uvicorn
-from covshift.settings import Settings
-from covshift.web.app import create_app
-from covshift.web.manager import RunManager
-from websockets.sync.client import ClientConnection, connect
-
-
-def strict_json(text: str | bytes) -> Any:
-    """json.loads that refuses NaN and Infinity, as a browser's JSON.parse does."""
-
-    def refuse(constant: str) -> None:
-        raise ValueError(f"bare {constant} in a message")
-
-    return json.loads(text, parse_constant=refuse)
-
-
-class ThreadedServer:
-    """The app under uvicorn in a thread of this process, on a real loopback socket, so the
-    tests can reach the run manager while clients talk to it over TCP."""
-
-    def __init__(self, settings: Settings) -> None:
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="live-server", daemon=True)
-
-    def __enter__(self) -> ThreadedServer:
-        self.thread.start()
-        for _ in range(600):
-            if self.server.started:
-                break
-            if not self.thread.is_alive():
-                raise RuntimeError("the server did not start")
-            self.thread.join(0.05)
-        listener = self.server.servers[0]
-        self.port: int = listener.sockets[0].getsockname()[1]
-        self.loop = listener.get_loop()
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.http.close()
-        self.server.should_exit = True
-        self.thread.join(30)
-
-    @property
-    def manager(self) -> RunManager:
-        found: RunManager = self.server.lifespan.state["manager"]
-        return found
-
-    def call(self, coroutine: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-        """Run a coroutine on the server's event loop and return its result."""
-        return asyncio.run_coroutine_threadsafe(coroutine(), self.loop).result(10)
-
-    def run(self, run_id: str) -> dict[str, Any]:
-        found: dict[str, Any] = self.http.get(f"/api/runs/{run_id}").json()
-        return found
-
-    def create(self, config: dict[str, Any]) -> str:
-        created = self.http.post("/api/runs", json=config)
-        assert created.status_code == 201, created.text
-        run_id: str = created.json()["id"]
-        return run_id
-
-    def ws(self, run_id: str) -> ClientConnection:
-        return connect(f"ws://127.0.0.1:{self.port}/ws/runs/{run_id}", max_size=None)
-
-
-def receive_until(
-    ws: ClientConnection, match: Callable[[dict[str, Any]], bool], limit: int = 20000
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Read messages (refusing bare NaN) until one matches; it and everything before it."""
-    seen: list[dict[str, Any]] = []
-    for _ in range(limit):
-        message = strict_json(ws.recv(timeout=30))
-        if match(message):
-            return message, seen
-        seen.append(message)
-    raise AssertionError(f"no matching message in {limit}: last {seen[-3:]}")
 
 
 def raw_websocket(port: int, path: str, receive_buffer: int | None = None) -> socket.socket:

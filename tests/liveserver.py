@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from serverkit import free_port
 
 # `covshift` the console script may not be on PATH (a venv not activated): call its main.
 SERVE = "import sys; from covshift.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -42,12 +43,6 @@ class LiveServer:
     def output(self) -> str:
         """Everything the server printed so far (stdout and stderr)."""
         return self.log.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, LiveServer, wait_for
+from browser_support import CHROMIUM, CHROMIUM_ARGS, demo_server
 from covshift.web import rules as rules_module
+from serverkit import ThreadedServer, wait_for
 
 # scripts/test sets COVSHIFT_REQUIRE_BROWSER=1: there a missing browser is a failure,
 # never a skip. Elsewhere (a bare `pytest`) the tests skip with the reason.
@@ -37,11 +38,9 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path_factory.mktemp("covshift-logs"))
-    live.start()
-    yield live
-    live.stop()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
+    with demo_server(tmp_path_factory.mktemp("covshift-logs")) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def chromium() -> Iterator[Any]:
 class Page:
     """A page of the dashboard, with the console errors it logged."""
 
-    def __init__(self, page: Any, server: LiveServer) -> None:
+    def __init__(self, page: Any, server: ThreadedServer) -> None:
         self.page = page
         self.server = server
         self.errors: list[str] = []
@@ -81,7 +80,7 @@ class Page:
 
 
 @pytest.fixture
-def dashboard(chromium: Any, server: LiveServer) -> Iterator[Page]:
+def dashboard(chromium: Any, server: ThreadedServer) -> Iterator[Page]:
     context = chromium.new_context(viewport={"width": 1400, "height": 900})
     page = Page(context.new_page(), server)
     page.page.goto(server.url + "/")
@@ -124,7 +123,9 @@ def test_page_loads_without_console_errors_and_charts_fill(dashboard: Page) -> N
     assert dashboard.errors == []
 
 
-def test_the_lesson_is_on_the_first_screen_at_1280x720(chromium: Any, server: LiveServer) -> None:
+def test_the_lesson_is_on_the_first_screen_at_1280x720(
+    chromium: Any, server: ThreadedServer
+) -> None:
     # Plain and BN side by side for the last hidden layer, the current distribution beside
     # them, and the claim checked on the numbers: all in view with nothing scrolled.
     context = chromium.new_context(viewport={"width": 1280, "height": 720})
@@ -161,7 +162,7 @@ def test_the_lesson_is_on_the_first_screen_at_1280x720(chromium: Any, server: Li
 
 
 def test_learning_rate_and_batch_size_change_the_run_and_its_frames(
-    dashboard: Page, server: LiveServer
+    dashboard: Page, server: ThreadedServer
 ) -> None:
     dashboard.wait_frames()
     run_id = dashboard.run_id()
@@ -188,7 +189,9 @@ def test_learning_rate_and_batch_size_change_the_run_and_its_frames(
     assert dashboard.errors == []
 
 
-def test_batch_size_one_explains_why_bn_cannot_train(dashboard: Page, server: LiveServer) -> None:
+def test_batch_size_one_explains_why_bn_cannot_train(
+    dashboard: Page, server: ThreadedServer
+) -> None:
     dashboard.wait_frames()
     run_id = dashboard.run_id()
     dashboard.page.fill("#control-batch_size", "1")
@@ -201,7 +204,7 @@ def test_batch_size_one_explains_why_bn_cannot_train(dashboard: Page, server: Li
     dashboard.page.wait_for_selector(".banner.warn", state="detached", timeout=15_000)
 
 
-def test_pause_step_and_resume(dashboard: Page, server: LiveServer) -> None:
+def test_pause_step_and_resume(dashboard: Page, server: ThreadedServer) -> None:
     dashboard.wait_frames()
     run_id = dashboard.run_id()
     dashboard.page.click("#pause-button")
@@ -234,7 +237,7 @@ def test_language_switch_is_remembered(dashboard: Page) -> None:
 
 
 def test_one_typed_change_is_one_event_one_marker_and_one_report_row(
-    dashboard: Page, server: LiveServer
+    dashboard: Page, server: ThreadedServer
 ) -> None:
     dashboard.wait_frames()
     run_id = dashboard.run_id()
@@ -291,7 +294,7 @@ def test_one_typed_change_is_one_event_one_marker_and_one_report_row(
 
 
 def test_the_page_enforces_the_bound_the_server_states(
-    chromium: Any, server: LiveServer, monkeypatch: pytest.MonkeyPatch
+    chromium: Any, server: ThreadedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The page holds no copy of a bound: change the server's rule and the page follows it.
     stricter = rules_module.rules().model_copy(deep=True)
@@ -314,7 +317,7 @@ def test_the_page_enforces_the_bound_the_server_states(
         context.close()
 
 
-def test_page_reconnects_after_the_server_restarts(dashboard: Page, server: LiveServer) -> None:
+def test_page_reconnects_after_the_server_restarts(dashboard: Page, server: ThreadedServer) -> None:
     dashboard.wait_frames()
     before = dashboard.run_id()
     server.stop()

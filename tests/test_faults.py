@@ -18,17 +18,8 @@ import pytest
 import serverkit
 from covshift.config import RunConfig
 from covshift.runtime.worker import EVERY_VARIANT_DIVERGED
-from faultkit import (
-    ThreadedServer,
-    fill,
-    mount_tmpfs,
-    raw_websocket,
-    receive_until,
-    reset,
-    strict_json,
-    unmount,
-)
-from serverkit import SMALL, is_type, wait_for
+from faultkit import fill, mount_tmpfs, raw_websocket, reset, unmount
+from serverkit import SMALL, ThreadedServer, is_type, receive_until, strict_json, wait_for
 
 pytestmark = pytest.mark.slow  # a live server training real runs in worker processes
 

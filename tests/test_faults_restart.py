@@ -18,9 +18,9 @@ from covshift.web import store
 from covshift.web.lifecycle import RunInfo, RunState
 from covshift.web.store import RunStore
 from covshift.wire import encode, state_event
-from faultkit import fill, strict_json, tmpfs
+from faultkit import fill, tmpfs
 from liveserver import serve
-from serverkit import SMALL, wait_for
+from serverkit import SMALL, strict_json, wait_for
 
 COVSHIFT = str(Path(sys.executable).parent / "covshift")
 

@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from serverkit import SMALL
+from serverkit import SMALL, strict_json
 from websockets.sync.client import connect
 
 pytestmark = pytest.mark.slow  # a real server process and two workers training throughout
@@ -93,13 +93,6 @@ def runs(server: LiveServer, http: requests.Session) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def schema(server: LiveServer, http: requests.Session) -> Any:
     return schemathesis.openapi.from_dict(http.get(f"{server.base}/openapi.json").json())
-
-
-def strict_json(text: str) -> Any:
-    def refuse(token: str) -> None:
-        raise AssertionError(f"bare {token} in a response")
-
-    return json.loads(text, parse_constant=refuse)
 
 
 def post(server: LiveServer, body: bytes | str, content_type: str | None) -> httpx.Response:

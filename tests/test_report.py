@@ -24,7 +24,7 @@ from covshift.train.trainer import Trainer
 from covshift.web.lifecycle import RunInfo, RunState
 from covshift.web.store import RunStore
 from covshift.wire import encode
-from faultkit import ThreadedServer, strict_json
+from serverkit import ThreadedServer, strict_json
 
 
 def _records(config: RunConfig, digits: Dataset) -> tuple[dict, list[dict]]:

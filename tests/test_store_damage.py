@@ -28,9 +28,9 @@ from covshift.web.lifecycle import RunInfo, RunState
 from covshift.web.store import RunStore
 from covshift.wire import encode, state_event
 from fastapi.testclient import TestClient
-from faultkit import strict_json
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from serverkit import strict_json
 
 _deadline = serverkit.per_test_deadline(60)
 

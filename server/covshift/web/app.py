@@ -25,8 +25,8 @@ from covshift.reports.run import NoDataYet
 from covshift.settings import Settings
 
 from . import api, docs, rules, ws
+from .commands import RunNotActive, WorkerTimeout
 from .manager import RunManager, TooManyRuns, UnknownRun
-from .run import RunNotActive, WorkerTimeout
 from .security import BodyLimitMiddleware, HeaderLimitMiddleware, SecurityHeadersMiddleware
 from .store import StoreError
 

@@ -12,8 +12,9 @@ from covshift.config import RunConfig
 from covshift.errors import ConfigError
 from covshift.settings import Settings
 
+from .commands import RunNotActive, WorkerTimeout
 from .lifecycle import ACTIVE, RunInfo, RunState
-from .run import Run, RunNotActive, WorkerTimeout
+from .run import Run
 from .store import RunStore, StoreError
 
 log = logging.getLogger(__name__)

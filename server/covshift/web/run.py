@@ -1,30 +1,30 @@
-"""One run on the server: its worker, state, bounded history, watching clients and store file.
+"""One run on the server: its lifecycle, the pump from its worker, its history and clients.
 
 All methods run on the event loop, except the `_read` step of the output pump, which
 blocks on the worker's pipe in a thread of the manager's pool and also appends what
-it read to frames.jsonl (so disk writes stay off the loop, in arrival order).
+it read to frames.jsonl (so disk writes stay off the loop, in arrival order). Commands
+and their answers are commands.CommandChannel's; the file is runlog.RunLog's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import time
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from covshift.config import RunConfig
 from covshift.runtime.handle import WorkerGone, WorkerHandle
-from covshift.runtime.messages import Command, Output, Reply, Status
+from covshift.runtime.messages import Command, Output, Status
 from covshift.wire import encode, state_event
 
+from .commands import COMMAND_TIMEOUT_S, CommandChannel, RunNotActive, WorkerTimeout
 from .fanout import ClientQueue
 from .history import History
 from .lifecycle import RunInfo, RunState
+from .runlog import RunLog
 from .store import FramesLog, RunStore, public_config
 
 log = logging.getLogger(__name__)
@@ -32,32 +32,8 @@ log = logging.getLogger(__name__)
 # The pump's wait on the worker's pipe; a dead worker shows as end-of-file at once,
 # so this only bounds how long a read thread stays blocked.
 READ_TIMEOUT_S = 0.25
-# How long a change may wait for the worker to take it (it takes commands between steps; a
-# worker still loading its dataset, once loaded); Settings.command_timeout_s sets it.
-COMMAND_TIMEOUT_S = 30.0
-# How long past a change's deadline the server still waits for its answer. The worker refuses
-# a command it takes after the deadline, so an answer sent before it is only in the pipe or
-# the pump (milliseconds); once this grace is over, "not applied" is the truth.
-COMMAND_GRACE_S = 2.0
 # How long a stop waits for the worker to finish its step and exit before ending it.
 STOP_TIMEOUT_S = 2.0
-
-
-class RunNotActive(Exception):
-    """A control or stop reached a run that is no longer training."""
-
-
-class WorkerTimeout(Exception):
-    """The worker did not take a command in time; a change was not applied, and never will be."""
-
-
-@dataclass
-class _Pending:
-    """A command waiting for its answer."""
-
-    answer: asyncio.Future[str | None]
-    # The worker has applied the changes and is taking the single step they asked for.
-    stepping: bool = False
 
 
 class Run:
@@ -89,21 +65,15 @@ class Run:
         self._pool = pool
         self._store = store
         self._worker: WorkerHandle | None = None
-        self._log: FramesLog | None = None
-        self.command_timeout = command_timeout
+        self._log = RunLog(self.id, None)
+        self._commands = CommandChannel(self.id, command_timeout)
         self.memory_limit_mb = memory_limit_mb
         # The validated config of a run this server started (a changed batch size is checked
         # against the memory limit with it); None for a run read back from the store.
         self._run_config: RunConfig | None = None
-        self._pending: dict[int, _Pending] = {}
-        # Changes answered "not applied" on a timeout, whose late answer is still to come.
-        self._given_up: set[int] = set()
-        self._ids = itertools.count(1)
         self._launched: asyncio.Future[None] | None = None
         self._pump: asyncio.Task[None] | None = None
         self._stopping = False
-        # Set when frames.jsonl could not be written (disk full, ...): the pump fails the run.
-        self._store_error: str | None = None
 
     @classmethod
     def new(
@@ -142,7 +112,7 @@ class Run:
     @property
     def commands_pending(self) -> int:
         """Commands sent to the worker and not answered yet (for operators and tests)."""
-        return len(self._pending)
+        return len(self._commands)
 
     def info(self) -> RunInfo:
         return RunInfo(
@@ -176,7 +146,8 @@ class Run:
             return frames, worker
 
         try:
-            self._log, self._worker = await loop.run_in_executor(self._pool, start)
+            frames, self._worker = await loop.run_in_executor(self._pool, start)
+            self._log = RunLog(self.id, frames)
         except BaseException as exc:
             self._set_state(RunState.FAILED, f"the run could not start: {exc}")
             raise
@@ -200,7 +171,7 @@ class Run:
             await loop.run_in_executor(self._pool, worker.end, 0.0)
         else:
             with contextlib.suppress(RunNotActive, WorkerTimeout):
-                await self._command("stop", {}, STOP_TIMEOUT_S, deadline=False)
+                await self._commands.send(worker, "stop", {}, STOP_TIMEOUT_S, deadline=False)
         if self._pump is not None and not await _finishes(self._pump, STOP_TIMEOUT_S):
             await loop.run_in_executor(self._pool, worker.end, 0.0)
             await self._pump
@@ -214,43 +185,8 @@ class Run:
         if "batch_size" in changes and config is not None and limit is not None:
             larger = config.model_copy(update={"batch_size": changes["batch_size"]})
             larger.check_memory(limit, changed="batch_size")  # ConfigError: 422
-        return await self._command("control", changes, self.command_timeout, deadline=True)
-
-    async def _command(
-        self, action: Any, changes: dict[str, Any], timeout: float, *, deadline: bool
-    ) -> str | None:
-        """Send a command and wait for its answer. With a deadline, the worker refuses the
-        command once `timeout` has passed, and the answer is awaited a grace longer."""
-        if self._worker is None:
-            raise RunNotActive(f"run {self.id} has no worker")
-        limit = time.monotonic() + timeout if deadline else None
-        command = Command(next(self._ids), action, changes, limit)
-        pending = _Pending(asyncio.get_running_loop().create_future())
-        self._pending[command.id] = pending
-        try:
-            self._worker.send(command)
-            wait = timeout + COMMAND_GRACE_S if deadline else timeout
-            return await asyncio.wait_for(pending.answer, wait)
-        except WorkerGone:
-            raise RunNotActive(f"run {self.id} has ended") from None
-        except asyncio.TimeoutError:
-            if pending.stepping:
-                return None  # applied; the step it asked for is still being taken
-            if deadline:
-                self._given_up.add(command.id)
-                raise self._not_taken() from None
-            raise WorkerTimeout(
-                f"run {self.id}: the worker did not answer in {timeout:g} s"
-            ) from None
-        finally:
-            self._pending.pop(command.id, None)
-
-    def _not_taken(self) -> WorkerTimeout:
-        return WorkerTimeout(
-            f"run {self.id}: the worker did not take the change within {self.command_timeout:g} s "
-            "(a training step that long, or a run still loading its data); "
-            "the change was not applied, and will not be"
-        )
+        timeout = self._commands.command_timeout
+        return await self._commands.send(self._worker, "control", changes, timeout, deadline=True)
 
     # ---- the output pump ----
 
@@ -260,7 +196,7 @@ class Run:
         assert worker is not None
         try:
             try:
-                while self.state.active and self._store_error is None:
+                while self.state.active and self._log.error is None:
                     outputs = await loop.run_in_executor(self._pool, self._read, worker)
                     if outputs is None:
                         break
@@ -268,9 +204,9 @@ class Run:
             except Exception as exc:  # a server bug must not leave the run "running" forever
                 log.exception("run %s: reading its worker failed", self.id)
                 self._fail(f"the server could not read the worker: {exc}")
-            if self.state.active and self._store_error is not None:
+            if self.state.active and self._log.error is not None:
                 # Training on would keep nothing: fail the run and stop its worker.
-                self._fail(self._store_error)
+                self._fail(self._log.error)
                 with contextlib.suppress(WorkerGone):
                     worker.send(Command(0, "stop"))
             elif self.state.active and self._stopping:
@@ -280,7 +216,7 @@ class Run:
                 self._fail(await loop.run_in_executor(self._pool, worker.exit_reason))
         finally:
             await loop.run_in_executor(self._pool, self._release, worker)
-            if self.stored and self._store_error is None:
+            if self.stored and self._log.error is None:
                 self.history = None  # an ended stored run replays from its file
 
     def _fail(self, reason: str) -> None:
@@ -292,32 +228,13 @@ class Run:
         """Runs in a pool thread: wait for outputs, append their messages to frames.jsonl."""
         outputs = worker.read(READ_TIMEOUT_S)
         if outputs:
-            self._record([text for output in outputs for _, text in output.messages])
+            self._log.append([text for output in outputs for _, text in output.messages])
         return outputs
-
-    def _record(self, texts: list[str]) -> None:
-        """Append to frames.jsonl. A failed write (disk full, ...) ends the storing for good
-        and sets _store_error, which fails the run: what was written stays readable."""
-        if self._log is None:
-            return
-        try:
-            self._log.append(texts)
-        except OSError as exc:
-            log.error("run %s: writing %s failed: %s", self.id, self._log.path, exc)
-            self._store_error = (
-                f"the run's frames could not be written ({exc.strerror or exc}); "
-                "it was stopped, the frames written before are kept"
-            )
-            with contextlib.suppress(OSError):  # closing flushes the same buffer again
-                self._log.close()
-            self._log = None
 
     def _release(self, worker: WorkerHandle) -> None:
         worker.end(STOP_TIMEOUT_S)
         worker.close()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._log.close()
 
     def _apply(self, outputs: list[Output]) -> None:
         for output in outputs:
@@ -330,26 +247,9 @@ class Run:
             if output.status is not None:
                 self.status = output.status
             if output.reply is not None:
-                self._answer(output.reply)
+                self._commands.answer(output.reply)
             if output.state is not None:
                 self._set_state(RunState(output.state), output.error)
-
-    def _answer(self, reply: Reply) -> None:
-        if reply.id in self._given_up:
-            self._given_up.discard(reply.id)
-            if not reply.expired:  # only if this server stalled for longer than the grace
-                log.warning(
-                    "run %s: change %d was applied after it was answered 504", self.id, reply.id
-                )
-        pending = self._pending.get(reply.id)
-        if pending is None or pending.answer.done():
-            return
-        if reply.stepping:
-            pending.stepping = True
-        elif reply.expired:
-            pending.answer.set_exception(self._not_taken())
-        else:
-            pending.answer.set_result(reply.error)
 
     def _emit(self, text: str, is_frame: bool, record: bool = True) -> None:
         """A message to history and clients (and to the store when the pump did not)."""
@@ -357,7 +257,7 @@ class Run:
             self.history.append(text, is_frame)
         self._broadcast(text, is_frame)
         if record:
-            self._record([text])
+            self._log.append([text])
 
     def _broadcast(self, text: str, is_frame: bool) -> None:
         for client in self.clients:
@@ -369,17 +269,7 @@ class Run:
             self.error = error
         if state.terminal:
             self.ended = datetime.now(timezone.utc)
-            self._given_up.clear()  # no answer comes any more
-            for pending in self._pending.values():
-                if not pending.answer.done():
-                    what = (
-                        "its step was not finished"
-                        if pending.stepping
-                        else "the change was not made"
-                    )
-                    pending.answer.set_exception(
-                        RunNotActive(f"run {self.id} is {state.value}; {what}")
-                    )
+            self._commands.close(state.value)
         if self.stored:
             try:
                 self._store.save(self.info())

@@ -25,11 +25,12 @@ from covshift.config import describe
 from covshift.errors import ConfigError
 from covshift.wire import encode, message
 
+from .commands import RunNotActive, WorkerTimeout
 from .deps import Manager
 from .fanout import ClientClosed, ClientQueue
 from .lifecycle import RunState
 from .manager import RunManager, UnknownRun
-from .run import Run, RunNotActive, WorkerTimeout
+from .run import Run
 from .schemas import ControlMessage
 from .security import origin_allowed
 
