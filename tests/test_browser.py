@@ -331,3 +331,52 @@ def test_page_reconnects_after_the_server_restarts(dashboard: Page, server: Thre
     dashboard.wait_js("() => window.covshift.state.frames >= 5", timeout=20)
     # While the server was down the browser logged refused connections; nothing else.
     assert [e for e in dashboard.errors if "ERR_CONNECTION_REFUSED" not in e] == []
+
+
+def test_a_bn_channel_past_the_width_is_refused_in_place(dashboard: Page) -> None:
+    dashboard.wait_frames()
+    width = dashboard.js("() => window.covshift.state.hello.config.width")
+    dashboard.page.fill("#view-channel", str(width + 1))
+    assert dashboard.page.get_attribute("#view-channel", "aria-invalid") is not None
+    assert f"1 to {width}" in dashboard.page.inner_text("#view-channel-msg")
+    dashboard.page.fill("#view-channel", "2")
+    assert dashboard.page.get_attribute("#view-channel", "aria-invalid") is None
+    assert dashboard.page.inner_text("#view-channel-msg") == ""
+    assert dashboard.js("() => window.covshift.view.channel") == 1
+
+
+def test_choosing_no_preset_puts_back_the_defaults(dashboard: Page) -> None:
+    dashboard.wait_frames()
+    dashboard.page.click("#new-run > summary")
+    dashboard.page.select_option("#setup-preset", "noisy-bn")
+
+    def checked() -> list[str]:
+        boxes = dashboard.page.query_selector_all("#setup-variants input:checked")
+        return [box.get_attribute("value") or "" for box in boxes]
+
+    assert checked() == ["plain", "bn", "noisy_bn"]
+    dashboard.page.select_option("#setup-preset", "")
+    assert (
+        checked()
+        == dashboard.js("() => fetch('/api/rules').then((r) => r.json())")["defaults"]["variants"]
+    )
+
+
+def test_stop_run_asks_first(dashboard: Page, server: ThreadedServer) -> None:
+    # Last in this module: it stops the demo run the other tests watch.
+    dashboard.wait_frames()
+    run_id = dashboard.run_id()
+    answers = iter([False, True])
+    asked: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        asked.append(dialog.message)
+        (dialog.accept if next(answers) else dialog.dismiss)()
+
+    dashboard.page.on("dialog", answer)
+    dashboard.page.click("#stop-button")
+    dashboard.page.wait_for_timeout(500)
+    assert server.run(run_id)["state"] == "running"  # dismissed: nothing stopped
+    dashboard.page.click("#stop-button")
+    wait_for(lambda: server.run(run_id)["state"] == "stopped")
+    assert len(asked) == 2 and "Stop this run?" in asked[0]

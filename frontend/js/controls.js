@@ -194,6 +194,8 @@ function createRunButtons(root, { send, stop }) {
     say(message, reply.ok ? `✓ ${t("status.step")} ${reply.run?.step ?? ""}` : reply.message, reply.ok ? "ok" : "error");
   });
   stopButton.addEventListener("click", async () => {
+    // Stopping cannot be undone: the run ends for good (its data stays).
+    if (!window.confirm(t("controls.stopConfirm"))) return;
     stopButton.disabled = true;
     const reply = await stop();
     say(message, reply.ok ? "" : reply.message, reply.ok ? null : "error");

@@ -1,6 +1,7 @@
 /** The runs list (live and finished) to switch between or replay, and the viewed run's export links. */
 
 import { exportUrl, reportUrl } from "./api.js";
+import { formatNumber } from "./bounds.js";
 import { t } from "./i18n.js";
 import { variantName } from "./charts/plot.js";
 
@@ -25,6 +26,25 @@ export function runSummary(config = {}) {
   return [config.dataset, variants, [shape, config.activation].filter(Boolean).join(" ")].filter(Boolean).join(" · ");
 }
 
+/**
+ * What tells runs apart in the list: the run's current learning rate and batch size and
+ * when it started (local time), e.g. "lr 0.5 · batch 60 · started 14:05".
+ */
+export function runSettings(run, now = new Date()) {
+  const bits = [];
+  if (typeof run.lr === "number") bits.push(`${t("runs.lr")} ${formatNumber(run.lr)}`);
+  if (typeof run.batch_size === "number") bits.push(`${t("runs.batch")} ${run.batch_size}`);
+  const created = run.created ? new Date(run.created) : null;
+  if (created && !Number.isNaN(created.getTime())) {
+    const sameDay = created.toDateString() === now.toDateString();
+    const pad = (n) => String(n).padStart(2, "0");
+    const time = `${pad(created.getHours())}:${pad(created.getMinutes())}`;
+    const day = sameDay ? "" : `${created.getFullYear()}-${pad(created.getMonth() + 1)}-${pad(created.getDate())} `;
+    bits.push(t("runs.started", { when: `${day}${time}` }));
+  }
+  return bits.join(" · ");
+}
+
 export function createRunsList(root, { onSelect }) {
   const title = document.createElement("h2");
   title.dataset.i18n = "runs.title";
@@ -36,7 +56,7 @@ export function createRunsList(root, { onSelect }) {
   let lastKey = "";
 
   function render(runs, currentId) {
-    const key = JSON.stringify([runs.map((r) => [r.id, r.state, r.step, r.demo]), currentId, t("runs.title")]);
+    const key = JSON.stringify([runs.map((r) => [r.id, r.state, r.step, r.demo, r.lr, r.batch_size]), currentId, t("runs.title")]);
     if (key === lastKey) return;
     lastKey = key;
     if (runs.length === 0) {
@@ -61,7 +81,7 @@ export function createRunsList(root, { onSelect }) {
           summary.textContent = runSummary(run.config);
           const meta = document.createElement("span");
           meta.className = "run-meta";
-          const bits = [`${t("status.step")} ${Number(run.step ?? 0).toLocaleString("en-US")}`];
+          const bits = [runSettings(run), `${t("status.step")} ${Number(run.step ?? 0).toLocaleString("en-US")}`];
           if (run.demo) bits.unshift(t("runs.demo"));
           if (run.id === currentId) bits.push(t("runs.viewing"));
           meta.textContent = bits.join(" · ");

@@ -90,8 +90,8 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
       const opt = el("option", "", { value: name, i18n: `preset.${name || "none"}` });
       preset.append(opt);
     }
-    // "none" keeps the fields as they are; a preset fills them with its values.
-    preset.addEventListener("change", () => preset.value && fill(presetValues(preset.value, defaults)));
+    // A preset fills the fields with its values; "none" puts back the server's defaults.
+    preset.addEventListener("change", () => fill(presetValues(preset.value, defaults, presets)));
     inputs.preset = preset;
     field("preset", preset, { wide: true });
     for (const name of ["dataset", "activation", "init", "optimizer"]) {

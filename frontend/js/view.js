@@ -34,8 +34,13 @@ export function createViewPanel(view, { $, getState, onChange }) {
   });
   $("view-channel").addEventListener("input", (event) => {
     const width = getState().hello?.config?.width ?? 1;
-    const value = Math.round(Number(event.target.value));
-    if (!Number.isFinite(value) || value < 1 || value > width) return;
+    const value = Number(event.target.value);
+    const ok = Number.isInteger(value) && value >= 1 && value <= width;
+    // Refused in place, with the range: the charts keep the last valid channel.
+    event.target.toggleAttribute("aria-invalid", !ok);
+    event.target.classList.toggle("invalid", !ok);
+    $("view-channel-msg").textContent = ok ? "" : t("view.channelRange", { width });
+    if (!ok) return;
     view.channel = value - 1;
     onChange("bn");
   });

@@ -29,3 +29,11 @@ test("every variant of the server's registry is offered, in its order", () => {
   assert.deepEqual(RULES.choices.variants, Object.keys(RULES.variants));
   assert.ok(RULES.choices.variants.includes("rms"));
 });
+
+test("choosing no preset puts back the server's defaults, not the last preset's values", () => {
+  const afterPreset = presetValues("noisy-bn");
+  const none = presetValues("");
+  assert.deepEqual(none.variants, RULES.defaults.variants);
+  assert.notDeepEqual(afterPreset.variants, none.variants);
+  assert.equal(none.preset, "");
+});
