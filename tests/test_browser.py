@@ -217,6 +217,13 @@ def test_pause_step_and_resume(dashboard: Page, server: ThreadedServer) -> None:
 
     dashboard.page.click("#step-button")
     wait_for(lambda: server.run(run_id)["step"] == paused_at + 1)
+    # The step shows at once: its frame on the charts, its count in the top bar (before the
+    # next poll of the run list, 2 s away).
+    dashboard.wait_js(f"() => window.covshift.state.latest?.step === {paused_at}", timeout=1.5)
+    dashboard.wait_js(
+        f"() => document.querySelector('#st-step').textContent === '{paused_at + 1:,}'",
+        timeout=1.5,
+    )
 
     dashboard.page.click("#pause-button")
     wait_for(lambda: server.run(run_id)["state"] == "running")

@@ -106,6 +106,12 @@ def test_commands_pause_resume_step_and_stop() -> None:
         assert [(r.id, r.stepping) for r in answers] == [(4, True), (4, False)]
         stepped = outputs[-1]
         assert stepped.status is not None and stepped.status.step == held_at + 1
+        # A single step always records a frame, whatever probe_every (10) says: the page
+        # shows it. Two steps in a row: at most one of them falls on the cadence.
+        worker.send(Command(41, "control", {"step": True}))
+        outputs += read_until(worker, reply_to(41))
+        frames = [json.loads(text) for o in outputs for kind, text in o.messages if kind == "frame"]
+        assert [f["step"] for f in frames] == [held_at, held_at + 1]
 
         worker.send(Command(5, "control", {"step": True, "paused": False}))
         wrong = read_until(worker, reply_to(5))[-1]

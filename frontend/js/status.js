@@ -94,7 +94,8 @@ export function createStatusBar({ connection, runState, step, epoch, sps, fps, b
       const stateName = state.runState ?? live.runInfo?.state ?? null;
       runState.textContent = stateName ? t(`runstate.${stateName}`) : "—";
       runState.dataset.state = stateName ?? "";
-      const steps = Math.max(state.step ?? -1, live.runInfo?.step ?? -1);
+      // The newest of: the frames, the run info a control's answer carried, the poll.
+      const steps = Math.max(state.step ?? -1, state.run?.step ?? -1, live.runInfo?.step ?? -1);
       step.textContent = steps >= 0 ? steps.toLocaleString("en-US") : "—";
       const epochs = state.epoch ?? live.runInfo?.epoch ?? null;
       epoch.textContent = epochs === null ? "—" : epochs.toFixed(epochs < 10 ? 2 : 1);

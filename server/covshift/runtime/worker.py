@@ -134,9 +134,9 @@ class _Worker:
             if produced or now - self.status_sent_at >= STATUS_EVERY_S:
                 self.send(trainer, produced)
 
-    def train_step(self, trainer: Trainer) -> tuple[tuple[str, str], ...]:
+    def train_step(self, trainer: Trainer, frame: bool = False) -> tuple[tuple[str, str], ...]:
         produced = []
-        for record in trainer.train_step():
+        for record in trainer.train_step(frame=frame):
             produced.append((str(record["type"]), encode(record)))
         return tuple(produced)
 
@@ -162,7 +162,8 @@ class _Worker:
             # Applied, and the step is under way: said before it, however long it takes.
             self.send(trainer, produced, state, Reply(command.id, stepping=True))
             try:
-                produced, state = self.train_step(trainer), None
+                # A step a person asked for is always shown: it records a frame.
+                produced, state = self.train_step(trainer, frame=True), None
             except Exception as exc:  # as in training: the changes stand, the run fails
                 self.fail(trainer.step, exc)
                 return False

@@ -169,13 +169,14 @@ class Trainer:
             edges=self.probe.edges_json(),
         )
 
-    def train_step(self) -> list[dict[str, Json]]:
-        """Take one update for every trainable variant; return the messages it produced."""
+    def train_step(self, frame: bool = False) -> list[dict[str, Json]]:
+        """Take one update for every trainable variant; return the messages it produced.
+        `frame` records a frame whatever the cadence (a single step taken from the page)."""
         step = self.step
         config = self.config
         tested = step % config.test_every == 0 or step == config.steps - 1
         measured = config.ics_every > 0 and step % config.ics_every == 0
-        probed = tested or measured or step % config.probe_every == 0
+        probed = frame or tested or measured or step % config.probe_every == 0
         x, y = self.next_batch()
         active: list[str] = [
             v for v in config.trainable_at(self.batch_size) if self.diverged_at[v] is None
@@ -198,14 +199,14 @@ class Trainer:
             )
             for v, twin in twins.items()
         }
-        frame = self._frame(passes, tests, shifts, tested) if probed else None
+        recorded = self._frame(passes, tests, shifts, tested) if probed else None
         for variant in active:
             self.optimizers[variant].step()  # after the probe, so gamma/beta match the forward
         self.step += 1
         messages, self._pending = self._pending, []
-        if frame is not None:
-            messages.append(frame)
-            messages.extend(self._flag_divergence(frame))
+        if recorded is not None:
+            messages.append(recorded)
+            messages.extend(self._flag_divergence(recorded))
         return messages
 
     def _cumulative_of(self, variant: str) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
