@@ -387,3 +387,23 @@ def test_stop_run_asks_first(dashboard: Page, server: ThreadedServer) -> None:
     dashboard.page.click("#stop-button")
     wait_for(lambda: server.run(run_id)["state"] == "stopped")
     assert len(asked) == 2 and "Stop this run?" in asked[0]
+
+
+def test_before_the_first_data_the_page_says_it_is_loading(
+    chromium: Any, server: ThreadedServer
+) -> None:
+    # The run's websocket held silent (as on a slow link): nothing the page says may be
+    # about the run's contents, which it does not know yet.
+    context = chromium.new_context(viewport={"width": 1280, "height": 720})
+    page = Page(context.new_page(), server)
+    try:
+        page.page.route_web_socket("**/ws/runs/**", lambda ws: None)
+        page.page.goto(server.url + "/")
+        page.page.wait_for_selector("#live-controls .no-run:not([hidden])")
+        page.page.wait_for_timeout(2500)  # a poll of the run list has come in meanwhile
+        assert page.page.inner_text("#live-controls .no-run") == "Loading the run…"
+        for field in ("lr", "batch_size"):
+            assert page.page.inner_text(f"[data-field={field}] .now-value") == "—"
+        assert "no BN variant" not in page.page.inner_text("#live-controls")
+    finally:
+        context.close()

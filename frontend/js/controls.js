@@ -15,6 +15,12 @@ function formatValue(field, value) {
   return formatNumber(value);
 }
 
+/** The "now" value: "cumulative" means something for BN momentum only; unknown is "—". */
+function nowText(field, value) {
+  if (field === "bn_momentum" && value === null) return t("event.cumulative");
+  return formatNumber(value);
+}
+
 /** A message line under a control: pending, ok (fades) or error. */
 function say(node, text, kind) {
   node.className = kind ? `msg ${kind}` : "msg";
@@ -119,7 +125,7 @@ class NumberControl {
     this.hold();
     this.clear();
     say(this.message, t("controls.sending"), "pending");
-    this.nowValue.textContent = value === null ? t("event.cumulative") : formatValue(this.field, value);
+    this.nowValue.textContent = nowText(this.field, value);
     this.nowValue.classList.add("pending");
     this.inFlight = value;
     const reply = await this.send({ [this.field]: value });
@@ -149,7 +155,7 @@ class NumberControl {
     this.entry.disabled = disabled || (this.field === "bn_momentum" && value === null);
     if (this.range) this.range.disabled = disabled;
     if (value !== undefined) this.current = value;
-    if (!this.pending) this.nowValue.textContent = value === null ? t("event.cumulative") : formatValue(this.field, value);
+    if (!this.pending) this.nowValue.textContent = nowText(this.field, value);
     const editing = document.activeElement === this.entry || performance.now() < this.heldUntil;
     if (!editing && value !== undefined && this.shown !== value) {
       this.entry.value = value === null ? "" : formatValue(this.field, value);
@@ -261,11 +267,12 @@ export function createLiveControls(root, { send, stop }) {
     const hasRun = state.hello !== null;
     context = { nTrain: state.hello?.dataset?.n_train ?? null, variants: state.variants };
     noRun.hidden = hasRun && active;
-    noRun.textContent = hasRun ? t("controls.ended", { state: t(`runstate.${runState}`) }) : t("controls.noRun");
+    // Before the run's first message the page is loading it, not without one.
+    noRun.textContent = hasRun ? t("controls.ended", { state: t(`runstate.${runState}`) }) : t("controls.loading");
     const hasBn = batchStatVariants(state).length > 0;
     lr.show(state.settings.lr, { disabled: !active });
     batch.show(state.settings.batch_size, { disabled: !active });
-    momentum.show(state.settings.bn_momentum, { disabled: !active || !hasBn, note: hasBn ? null : t("controls.noBn") });
+    momentum.show(state.settings.bn_momentum, { disabled: !active || !hasBn, note: hasBn || !hasRun ? null : t("controls.noBn") });
     cumulative.disabled = !active || !hasBn;
     // While a change is on its way the box shows what the person chose, not the old setting.
     if (!momentum.pending) cumulative.checked = state.settings.bn_momentum === null;

@@ -52,6 +52,9 @@ const en = {
   "controls.noAnswer": "no answer from the server",
   "controls.needsLive": "single steps need the live connection; it is reconnecting",
   "controls.noRun": "No run selected.",
+  "controls.loading": "Loading the run…",
+  "ics.waiting": "Measured every {every} steps: the first measurement appears at step 0 and then every {every} steps.",
+  "ics.loading": "Waiting for the run's first data…",
   "controls.ended": "This run has ended ({state}): start a new run or pick a live one.",
   "controls.noBn": "this run has no BN variant",
   "controls.batchOne":
@@ -284,6 +287,9 @@ const ko = {
   "controls.noAnswer": "서버 응답 없음",
   "controls.needsLive": "한 스텝은 실시간 연결이 필요합니다. 다시 연결하는 중입니다",
   "controls.noRun": "선택된 실행이 없습니다.",
+  "controls.loading": "실행을 불러오는 중…",
+  "ics.waiting": "{every} 스텝마다 측정합니다: 첫 측정은 스텝 0에, 그 뒤로 {every} 스텝마다 나타납니다.",
+  "ics.loading": "실행의 첫 데이터를 기다리는 중…",
   "controls.ended": "이 실행은 끝났습니다({state}). 새 실행을 시작하거나 진행 중인 실행을 고르세요.",
   "controls.noBn": "이 실행에는 BN 변형이 없습니다",
   "controls.batchOne":

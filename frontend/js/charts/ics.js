@@ -22,7 +22,11 @@ export function createIcsChart(card, context) {
       filename: "covshift-ics",
       yTitle: "axis.gradDiff",
       hovertemplate: "‖G − G′‖ %{y:.4f}",
-      empty: "ics.empty",
+      // Before the hello nothing is known; a run that measures it says when it comes.
+      empty: (state) => {
+        if (!state.hello) return "ics.loading";
+        return (state.hello.config?.ics_every ?? 0) > 0 ? "ics.waiting" : "ics.empty";
+      },
       layerLabel: icsLayerLabel,
       read(state) {
         const start = windowStart(state, context.view?.window ?? "all");

@@ -9,7 +9,7 @@ const DASHES = ["solid", "dot", "dash", "longdash", "dashdot", "longdashdot", "s
 
 /**
  * spec: {name, filename, yTitle (i18n key), hovertemplate, empty (i18n key shown while there
- * is nothing to draw, or null), read(state) -> {layers, line(variant, layer) -> {x, y,
+ * is nothing to draw, a function of the state giving one, or null), read(state) -> {layers, line(variant, layer) -> {x, y,
  * customdata?}, markers}, layerLabel(layer, layers)}.
  */
 export function createLayerLinesChart(card, spec, { cursor, runKey }) {
@@ -19,7 +19,7 @@ export function createLayerLinesChart(card, spec, { cursor, runKey }) {
   if (spec.empty) {
     empty = document.createElement("p");
     empty.className = "empty-state";
-    empty.dataset.i18n = spec.empty;
+    if (typeof spec.empty === "string") empty.dataset.i18n = spec.empty;
     frame.before(empty);
     frame.hidden = true;
   }
@@ -31,7 +31,8 @@ export function createLayerLinesChart(card, spec, { cursor, runKey }) {
     update(state) {
       const { layers, line, markers = false } = spec.read(state);
       if (empty) {
-        empty.textContent = t(spec.empty);
+        const key = typeof spec.empty === "function" ? spec.empty(state) : spec.empty;
+        empty.textContent = t(key, { every: state.hello?.config?.ics_every ?? "" });
         empty.hidden = layers > 0;
         frame.hidden = layers === 0;
         if (layers === 0) return;
