@@ -21,6 +21,7 @@ from covshift.reports.sweep import render_sweep_report
 from covshift.train.data import Dataset
 from covshift.train.sweep import run_sweep
 from covshift.train.trainer import Trainer
+from covshift.variants import VARIANTS
 from covshift.web.lifecycle import RunInfo, RunState
 from covshift.web.store import RunStore
 from covshift.wire import encode
@@ -58,6 +59,10 @@ def test_run_report_is_self_contained_and_plots_the_last_layers_band(digits: Dat
     assert any("G - G'" in f["layout"]["title"]["text"] for f in figures)
     final_acc = frames[-1]["variants"]["bn"]["test"]["acc"]
     assert f"{final_acc:.4g}" in page
+    # Each variant in its one colour, the page's: BN orange, plain blue (covshift.variants).
+    colors = {trace["line"]["color"] for trace in band}
+    assert colors == {VARIANTS["bn"].color}
+    assert {t["line"]["color"] for t in figures[0]["data"]} == {VARIANTS["plain"].color}
 
 
 def test_run_series_keep_ics_and_inference_numbers(digits: Dataset) -> None:

@@ -19,11 +19,20 @@ import math
 from typing import Any
 
 from covshift.errors import CovshiftError
+from covshift.variants import VARIANTS
 from covshift.wire import Json
 
 # Points per plotted series: evenly strided, always keeping the first and the last.
 MAX_POINTS = 600
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+# For names the registry does not know (a watched model's own): after its colours.
+EXTRA_COLORS = ("#7f7f7f", "#bcbd22", "#8c564b", "#e377c2")
+
+
+def variant_color(variant: str, index: int = 0) -> str:
+    """A variant's one colour, the page's (covshift.variants), so a report reads like the page."""
+    info = VARIANTS.get(variant)
+    return info.color if info is not None else EXTRA_COLORS[index % len(EXTRA_COLORS)]
+
 
 Figure = dict[str, Any]
 

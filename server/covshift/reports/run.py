@@ -15,7 +15,7 @@ from typing import Any
 from covshift.errors import CovshiftError
 from covshift.wire import Json
 
-from .page import COLORS, Figure, columns, config_text, figure, line, page, table, thin
+from .page import Figure, columns, config_text, figure, line, page, table, thin, variant_color
 
 BAND = (15, 50, 85)  # Ioffe & Szegedy's Figure 1 percentiles
 
@@ -87,7 +87,7 @@ def _band_figures(series: RunSeries) -> list[Figure]:
         points = thin(data.get("band", []))
         steps = [s for s, _ in points]
         low, mid, high = ([b[i] for _, b in points] for i in range(3))
-        color = COLORS[k % len(COLORS)]
+        color = variant_color(variant, k)
         traces = [
             line(steps, high, "85th", color, width=0),
             {**line(steps, low, "15th", color, width=0), "fill": "tonexty"},
@@ -141,8 +141,8 @@ def _curve_figures(series: RunSeries) -> list[Figure]:
     for title, names, axis, scale in plots:
         traces = [
             {
-                **line(*columns(data[name]), f"{variant} {name}", COLORS[k % len(COLORS)]),
-                "line": {"color": COLORS[k % len(COLORS)], "dash": dash or "solid"},
+                **line(*columns(data[name]), f"{variant} {name}", variant_color(variant, k)),
+                "line": {"color": variant_color(variant, k), "dash": dash or "solid"},
             }
             for k, (variant, data) in enumerate(series.variants.items())
             for name, dash in names

@@ -6,7 +6,7 @@ import math
 
 from covshift.wire import Json
 
-from .page import COLORS, Figure, config_text, figure, line, page, table
+from .page import Figure, config_text, figure, line, page, table, variant_color
 
 
 def render_sweep_report(result: dict[str, Json], title: str | None = None) -> str:
@@ -49,7 +49,7 @@ def _sweep_accuracy(result: dict[str, Json], variants: list[str]) -> Figure:
             ys.append((entry["test"] or {}).get("acc"))
             text.append(entry["status"])
             symbols.append("circle" if entry["status"] == "trained" else "x")
-        trace = line(xs, ys, variant, COLORS[k % len(COLORS)])
+        trace = line(xs, ys, variant, variant_color(variant, k))
         traces.append(
             {
                 **trace,
@@ -75,7 +75,7 @@ def _inference_figure(result: dict[str, Json], variants: list[str]) -> Figure:
         if not any("acc_population" in t for t in tests):
             continue
         for name, dash in (("acc", "solid"), ("acc_train_mode", "dash"), ("acc_population", "dot")):
-            color = COLORS[k % len(COLORS)]
+            color = variant_color(variant, k)
             trace = line(result["values"], [t.get(name) for t in tests], f"{variant} {name}", color)
             traces.append({**trace, "line": {"color": color, "dash": dash}})
     return figure(
@@ -94,7 +94,7 @@ def _sweep_loss(result: dict[str, Json], variants: list[str]) -> Figure:
                 [p["value"] for p in result["points"]],
                 [p["variants"][v]["loss"] for p in result["points"]],
                 v,
-                COLORS[k % len(COLORS)],
+                variant_color(v, k),
             ),
             "mode": "lines+markers",
         }
@@ -120,9 +120,9 @@ def _noise_figure(result: dict[str, Json]) -> Figure:
             ys = [(p["batch_noise"].get(variant) or [{}])[0].get(name) for p in result["points"]]
             traces.append(
                 {
-                    **line(sizes, ys, f"{variant} batch {name}", COLORS[k]),
+                    **line(sizes, ys, f"{variant} batch {name}", variant_color(variant, k)),
                     "mode": "lines+markers",
-                    "line": {"color": COLORS[k], "dash": dash},
+                    "line": {"color": variant_color(variant, k), "dash": dash},
                 }
             )
     traces.append(line(sizes, [1 / math.sqrt(max(b, 2)) for b in sizes], "1/sqrt(B)", "#000"))
