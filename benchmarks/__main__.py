@@ -27,6 +27,7 @@ TARGETS = {
     ("soak", "fast_client_disconnects"): ("<=", 0.0),
     ("browser", "serve_to_first_chart_s"): ("<=", 5.0),
     ("browser", "serve_to_lesson_s"): ("<=", 10.0),
+    ("browser", "demo_band_ratio"): (">=", 3.0),
     ("browser", "main_thread_busy"): ("<=", 0.50),
     ("browser", "slowest_visible_chart_refreshes_per_s"): (">=", 2.0),
     ("browser", "tasks_over_50ms_after_first_render"): ("<=", 0.0),

@@ -3,6 +3,7 @@ chart, main-thread load while streaming, chart refresh rates, long tasks, contro
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import statistics
@@ -62,6 +63,32 @@ def _wait_for_health(url: str, deadline: float) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+# Per frame the page holds, plain's and BN's last-layer act_input 15/50/85th percentiles.
+LAST_LAYER_BANDS = """() => {
+  const s = window.covshift.state;
+  const kept = s.columns.onStride;
+  const columns = s.columns.newest === null ? kept : [...kept, s.columns.newest];
+  const band = (c, v) =>
+    c.variants?.[v]?.layers?.at(-1)?.taps?.act_input?.percentiles?.slice(1, 4) ?? null;
+  return columns.map((c) => [band(c, "plain"), band(c, "bn")]);
+}"""
+
+
+def _band_ratio(rows: list[list[list[float] | None]]) -> float:
+    """Path length of plain's band (median shift plus change of width, frame to frame) over
+    BN's: the same measure as the page's claim (frontend/js/series.js bandMovement)."""
+
+    def moved(k: int) -> float:
+        bands = [row[k] for row in rows if row[k] is not None]
+        total = 0.0
+        for (lo0, mid0, hi0), (lo1, mid1, hi1) in itertools.pairwise(bands):
+            total += abs(mid1 - mid0) + abs((hi1 - lo1) - (hi0 - lo0))
+        return total
+
+    plain, bn = moved(0), moved(1)
+    return plain / bn if bn > 0 else float("inf")
 
 
 def _measure_page(page: Any, cdp: Any, window_s: float) -> dict[str, float]:
@@ -127,6 +154,12 @@ def run_browser_benchmark(quick: bool) -> dict[str, float]:
                 first_render_at = page.evaluate("() => performance.now()")
                 figures = {"serve_to_first_chart_s": first_chart_s, "serve_to_lesson_s": lesson_s}
                 figures |= _measure_page(page, cdp, window_s)
+                # The lesson's claim on the frames this tab received: over the demo's first
+                # minute (full runs wait for it; --quick measures what it has by then).
+                if not quick:
+                    page.wait_for_timeout(max(0.0, started + 60 - time.monotonic()) * 1000)
+                figures["demo_band_ratio"] = _band_ratio(page.evaluate(LAST_LAYER_BANDS))
+                figures["demo_band_ratio_over_s"] = time.monotonic() - started
                 long_tasks = page.evaluate("() => window.__longTasks")
                 late = [d for at, d in long_tasks if at > first_render_at + 1000]
                 figures["tasks_over_50ms_after_first_render"] = float(sum(d > 50 for d in late))
