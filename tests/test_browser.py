@@ -340,6 +340,34 @@ def test_page_reconnects_after_the_server_restarts(dashboard: Page, server: Thre
     assert [e for e in dashboard.errors if "ERR_CONNECTION_REFUSED" not in e] == []
 
 
+def test_change_markers_have_a_key_and_hover_away_from_the_toolbar(dashboard: Page) -> None:
+    dashboard.wait_frames()
+    dashboard.enter("#control-lr", "0.041")
+    dashboard.page.wait_for_selector("[data-field=lr] .msg.ok")
+    dashboard.wait_js("() => window.covshift.state.events.some((e) => e.value === 0.041)")
+    kinds = dashboard.js(
+        "() => [...document.querySelectorAll('#markers-key .marker-item')].map((i) => "
+        "[i.dataset.kind, getComputedStyle(i.querySelector('.marker-swatch')).borderTopColor,"
+        " i.innerText])"
+    )
+    assert [k for k, _, _ in kinds] == ["lr", "batch_size", "bn_momentum", "diverged", "skipped"]
+    assert dict((k, text) for k, _, text in kinds)["lr"] == "learning rate"
+    # The key's colour is the colour of the lr markers drawn on the loss chart.
+    drawn = dashboard.wait_js(
+        """() => {
+          const plot = document.querySelector('#overview .plot');
+          const hover = plot.data.find((t) => t.mode === 'markers');
+          const i = hover?.text?.findIndex((text) => text.includes('0.041'));
+          return i >= 0 ? [hover.marker.color[i], hover.y[i], plot.layout.yaxis2.range[0]] : null;
+        }"""
+    )
+    color, y, bottom = drawn
+    swatch = dict((k, c) for k, c, _ in kinds)["lr"]
+    rgb = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
+    assert swatch == f"rgb({rgb[0]}, {rgb[1]}, {rgb[2]})"
+    assert bottom <= y < 0.0  # at the bottom of the accuracy panel, not under the toolbar
+
+
 def test_a_bn_channel_past_the_width_is_refused_in_place(dashboard: Page) -> None:
     dashboard.wait_frames()
     width = dashboard.js("() => window.covshift.state.hello.config.width")

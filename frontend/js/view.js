@@ -2,6 +2,7 @@
 
 import { normalizedVariants } from "./state.js";
 import { t } from "./i18n.js";
+import { EVENT_COLORS } from "./charts/plot.js";
 
 const TAPS = ["linear_out", "norm_xhat", "norm_out", "act_input", "act_output"];
 
@@ -49,6 +50,27 @@ export function createViewPanel(view, { $, getState, onChange }) {
     onChange("bn");
   });
   $("view-notes").addEventListener("change", (event) => document.body.classList.toggle("hide-notes", !event.target.checked));
+
+  // What the dashed lines on every time axis mean: one colour per kind of change.
+  const key = $("markers-key");
+  const heading = document.createElement("p");
+  heading.className = "small muted";
+  heading.dataset.i18n = "markers.title";
+  heading.textContent = t("markers.title");
+  const items = Object.entries(EVENT_COLORS).map(([kind, color]) => {
+    const item = document.createElement("span");
+    item.className = "marker-item";
+    item.dataset.kind = kind;
+    const swatch = document.createElement("span");
+    swatch.className = "marker-swatch";
+    swatch.style.borderColor = color;
+    const label = document.createElement("span");
+    label.dataset.i18n = `markers.${kind}`;
+    label.textContent = t(`markers.${kind}`);
+    item.append(swatch, label);
+    return item;
+  });
+  key.replaceChildren(heading, ...items);
 
   /** Offer the taps, BN variants and channels this run has; keep choices that still apply. */
   function fill(state) {

@@ -105,10 +105,10 @@ export function createLossChart(card, { view, cursor, runKey }) {
         // Log scale: the first steps' loss would otherwise flatten everything after them.
         yaxis: valueAxis(t("axis.loss"), { anchor: "x", type: "log", ...logTicks(extent(loss.map((trace) => trace.y))) }),
         xaxis2: stepAxis({ domain: PANELS[1].domain, anchor: "y2", matches: "x" }),
-        yaxis2: valueAxis(t("axis.acc"), { anchor: "x2", range: [0, 1.04], tickformat: ".0%" }),
+        yaxis2: valueAxis(t("axis.acc"), { anchor: "x2", range: [-0.04, 1.04], tickformat: ".0%" }),
         shapes: eventShapes(state.events, PANELS.map((panel) => [panel.xaxis, panel.yaxis])),
       };
-      react(card.plot, [...loss, ...acc, eventMarkerTrace(state.events, "x2", "y2", 1.02)], layout, "covshift-loss-accuracy");
+      react(card.plot, [...loss, ...acc, eventMarkerTrace(state.events, "x2", "y2", -0.02)], layout, "covshift-loss-accuracy");
       setLegend(card, [
         ...state.variants.map((variant, i) => ({ label: variantName(variant), color: variantColor(variant, i), width: 3 })),
         { label: t("legend.train"), color: "#666", width: 1.3 },

@@ -25,7 +25,8 @@ export function variantName(name) {
   return text === key ? (variantsOf()[name]?.label ?? name) : text;
 }
 
-const EVENT_COLORS = { lr: "#7b3294", batch_size: "#008080", bn_momentum: "#666666", diverged: "#d62728", skipped: "#b15928" };
+// The marker colour of each kind of event, and its line in the page's key (view.js).
+export const EVENT_COLORS = { lr: "#7b3294", batch_size: "#008080", bn_momentum: "#666666", diverged: "#d62728", skipped: "#b15928" };
 
 export function eventColor(kind) {
   return EVENT_COLORS[kind] ?? "#666666";
@@ -72,7 +73,8 @@ export function eventShapes(events, axes) {
   return shapes;
 }
 
-/** A hover-only marker trace for events, at the top of a subplot (yaxis in paper units is not hoverable). */
+/** A hover-only marker trace for events at yValue of a subplot (yaxis in paper units is not
+ * hoverable): place it at the bottom, away from Plotly's toolbar at the top right. */
 export function eventMarkerTrace(events, xaxis, yaxis, yValue) {
   const marked = markedEvents(events);
   return {
@@ -82,7 +84,7 @@ export function eventMarkerTrace(events, xaxis, yaxis, yValue) {
     y: marked.map(() => yValue),
     xaxis,
     yaxis,
-    marker: { symbol: "triangle-down", size: 9, color: marked.map((e) => eventColor(e.kind)) },
+    marker: { symbol: "triangle-up", size: 9, color: marked.map((e) => eventColor(e.kind)) },
     text: marked.map(eventText),
     hovertemplate: "%{text}<extra>step %{x}</extra>",
     showlegend: false,
