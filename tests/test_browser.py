@@ -295,7 +295,7 @@ def test_one_typed_change_is_one_event_one_marker_and_one_report_row(
         html.unescape(row) for row in re.findall(r"<tr>(.*?)</tr>", report, re.S) if ">lr<" in row
     ]
     for value in values:  # each change once ("previous" may name the value of the one before)
-        pattern = re.compile(r"value\W+" + re.escape(str(value)) + r"(?![\d.])")
+        pattern = re.compile(r"→ " + re.escape(str(value)) + r"(?![\d.])")
         assert sum(1 for row in rows if pattern.search(row)) == 1, (value, rows)
     assert dashboard.errors == []
 

@@ -65,6 +65,37 @@ def test_run_report_is_self_contained_and_plots_the_last_layers_band(digits: Dat
     assert {t["line"]["color"] for t in figures[0]["data"]} == {VARIANTS["plain"].color}
 
 
+def test_report_bands_share_one_y_range_break_where_a_variant_sat_out_and_say_events(
+    digits: Dataset,
+) -> None:
+    config = RunConfig(depth=1, width=8, steps=12, probe_every=2, test_every=100, ics_every=0)
+    trainer = Trainer(config, digits)
+    records: list[dict] = []
+    for step in range(config.steps):
+        if step == 4:  # BN sits out steps 4-7 at batch size 1
+            records += trainer.set_batch_size(1) + trainer.set_lr(0.25)
+        if step == 8:
+            records += trainer.set_batch_size(60)
+        records += trainer.train_step()
+    page = render_run_report(trainer.hello(), records)
+    plain, bn = _figures(page)[:2]
+    # One y range for both panels, spanning both bands: BN's wide band and plain's narrow one.
+    assert plain["layout"]["yaxis"]["range"] == bn["layout"]["yaxis"]["range"]
+    low, high = bn["layout"]["yaxis"]["range"]
+    bands = [t["y"] for f in (plain, bn) for t in f["data"]]
+    values = [v for band in bands for v in band if v is not None]
+    assert low == min(values) and high == max(values)
+    # BN's median breaks (null) at the frames it sat out, instead of a bridging line.
+    steps, median = bn["data"][2]["x"], bn["data"][2]["y"]
+    sat_out = [s for s, m in zip(steps, median, strict=True) if m is None]
+    assert sat_out == [4, 6]
+    assert all(m is not None for m in plain["data"][2]["y"])
+    # Events in words, as the page says them.
+    assert "learning rate 0.5 → 0.25" in page
+    assert "batch size 60 → 1" in page and "batch size 1 → 60" in page
+    assert "bn skipped: BatchNorm cannot train on batch size 1" in page
+
+
 def test_run_series_keep_ics_and_inference_numbers(digits: Dataset) -> None:
     config = RunConfig(depth=1, width=8, steps=6, probe_every=2, test_every=2, ics_every=2)
     hello, records = _records(config, digits)

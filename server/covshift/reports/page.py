@@ -85,15 +85,24 @@ def line(xs: list[Any], ys: list[Any], name: str, color: str, width: float = 2) 
 
 
 def figure(
-    traces: list[Figure], title: str, x: str, y: str, x_type: str = "linear", y_type: str = "linear"
+    traces: list[Figure],
+    title: str,
+    x: str,
+    y: str,
+    x_type: str = "linear",
+    y_type: str = "linear",
+    y_range: list[float] | None = None,
 ) -> Figure:
+    yaxis: dict[str, Any] = {"title": {"text": y}, "type": y_type}
+    if y_range is not None:  # panels compared side by side share it
+        yaxis["range"] = y_range
     return {
         "data": traces,
         "layout": {
             "title": {"text": title, "font": {"size": 14}},
             "height": 360,
             "xaxis": {"title": {"text": x}, "type": x_type},
-            "yaxis": {"title": {"text": y}, "type": y_type},
+            "yaxis": yaxis,
             "margin": {"l": 60, "r": 20, "t": 50, "b": 45},
         },
     }

@@ -9,6 +9,7 @@ headless run, the server's live or finished runs, and a replay of frames.jsonl.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,7 +42,11 @@ class RunSeries:
         def put(name: str, value: Any) -> None:
             series.setdefault(name, []).append((step, value))
 
-        if "loss" in entry:
+        if "loss" not in entry:
+            # Sat out this frame (skipped at batch size 1, or diverged): a gap in its band,
+            # not a straight line bridging it.
+            put("band", None)
+        else:
             put("loss", entry["loss"])
             put("acc", entry["acc"])
             last = entry["layers"][-1]
@@ -81,16 +86,27 @@ def _render(series: RunSeries, title: str | None) -> str:
 
 
 def _band_figures(series: RunSeries) -> list[Figure]:
-    """Ioffe & Szegedy Figure 1(b, c): the last layer's activation input, one panel per variant."""
-    figures = []
-    for k, (variant, data) in enumerate(series.variants.items()):
+    """Ioffe & Szegedy Figure 1(b, c): the last layer's activation input, one panel per variant,
+    every panel on the same y range (so a narrow band looks narrow), gaps where it sat out."""
+    panels = []
+    for variant, data in series.variants.items():
         points = thin(data.get("band", []))
         steps = [s for s, _ in points]
-        low, mid, high = ([b[i] for _, b in points] for i in range(3))
+        low, mid, high = ([None if b is None else b[i] for _, b in points] for i in range(3))
+        panels.append((variant, steps, low, mid, high))
+    finite = [
+        v
+        for *_, low, _, high in panels
+        for v in (*low, *high)
+        if v is not None and math.isfinite(v)
+    ]
+    shared = [min(finite), max(finite)] if finite else None
+    figures = []
+    for k, (variant, steps, low, mid, high) in enumerate(panels):
         color = variant_color(variant, k)
         traces = [
-            line(steps, high, "85th", color, width=0),
-            {**line(steps, low, "15th", color, width=0), "fill": "tonexty"},
+            {**line(steps, high, "85th", color, width=0), "showlegend": False},
+            {**line(steps, low, "15–85th percentile band", color, width=0), "fill": "tonexty"},
             line(steps, mid, "median", color),
         ]
         label = series.hello["variants"][variant]["label"]
@@ -101,6 +117,7 @@ def _band_figures(series: RunSeries) -> list[Figure]:
                 "percentiles of each batch, all units pooled",
                 "step",
                 "activation input",
+                y_range=shared,
             )
         )
     return figures
@@ -189,16 +206,36 @@ def _run_table(series: RunSeries) -> str:
     return table("Final numbers", header, rows)
 
 
+SETTING_NAMES = {"lr": "learning rate", "batch_size": "batch size", "bn_momentum": "BN momentum"}
+
+
+def event_text(event: dict[str, Json]) -> str:
+    """One event in words, as the page says it (table() escapes it)."""
+    kind = event.get("kind")
+
+    def shown(value: Json) -> str:
+        if value is None:
+            return "cumulative"  # BN momentum null: the equal-weight average
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    if kind in SETTING_NAMES:
+        name, before, after = SETTING_NAMES[str(kind)], event.get("previous"), event.get("value")
+        return f"{name} {shown(before)} → {shown(after)}"
+    if kind == "state":
+        message = event.get("message")
+        return f"run {event.get('state')}" + (f": {message}" if message else "")
+    if kind == "skipped":
+        names = ", ".join(str(v) for v in event.get("variants") or [])
+        return f"{names} skipped: {event.get('reason', '')}"
+    if kind == "diverged":
+        return f"{event.get('variant')} diverged: {event.get('reason', '')}"
+    rest = {k: v for k, v in event.items() if k not in ("v", "type", "step", "kind")}
+    return json.dumps(rest)
+
+
 def _events(series: RunSeries) -> str:
-    rows = [
-        [
-            str(e["step"]),
-            str(e["kind"]),
-            json.dumps({k: v for k, v in e.items() if k not in ("v", "type", "step", "kind")}),
-        ]
-        for e in series.events
-    ]
-    return table("Events", ["step", "kind", "details"], rows) if rows else ""
+    rows = [[str(e["step"]), str(e["kind"]), event_text(e)] for e in series.events]
+    return table("Events", ["step", "kind", "what happened"], rows) if rows else ""
 
 
 def _band_text(band: list[float | None] | None) -> str:
