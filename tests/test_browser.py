@@ -368,6 +368,27 @@ def test_change_markers_have_a_key_and_hover_away_from_the_toolbar(dashboard: Pa
     assert bottom <= y < 0.0  # at the bottom of the accuracy panel, not under the toolbar
 
 
+def test_heatmaps_carry_a_colour_scale_axis_titles_and_round_ends(dashboard: Page) -> None:
+    dashboard.wait_frames()
+    dashboard.page.locator("#layer-1").scroll_into_view_if_needed()
+    dashboard.wait_js("() => document.querySelector('#layer-1 .y-top')?.textContent !== ''")
+    key = dashboard.page.inner_text("#layer-1 .heatmap-key")
+    assert "outside the range" in key and "up: activation input" in key
+    assert "across: steps" in key
+    assert dashboard.js(
+        "() => getComputedStyle(document.querySelector('#layer-1 .heatmap-scale'))"
+        ".backgroundImage.startsWith('linear-gradient')"
+    )
+    ends = dashboard.js(
+        "() => [...document.querySelectorAll('#layer-1 .y-top, #layer-1 .y-bottom')]"
+        ".map((e) => e.textContent).filter(Boolean)"
+    )
+    assert ends
+    for end in ends:  # at most two significant digits, e.g. 16 rather than 15.63
+        digits = end.lstrip("-").replace(".", "").lstrip("0")
+        assert len(digits.rstrip("0")) <= 2, ends
+
+
 def test_a_bn_channel_past_the_width_is_refused_in_place(dashboard: Page) -> None:
     dashboard.wait_frames()
     width = dashboard.js("() => window.covshift.state.hello.config.width")

@@ -2,7 +2,7 @@
 
 // Drawn with putImageData: a Plotly heatmap of the same size costs ~500× more per redraw.
 
-import { formatNumber } from "../bounds.js";
+import { formatNumber, roundSignificant } from "../bounds.js";
 import { t } from "../i18n.js";
 import { columnsIn } from "../state.js";
 import { columnPosition, markedEvents, occupiedBins, tapOf } from "../series.js";
@@ -76,9 +76,27 @@ function setPixel(pixels, width, col, row, r, g, b) {
   pixels[i + 3] = 255;
 }
 
+/** The key under the heatmaps: the colour scale, the red rows, and what the axes are. */
+function heatmapKey() {
+  const key = el("p", "heatmap-key");
+  const stops = VIRIDIS.map(([r, g, b], i) => `rgb(${r},${g},${b}) ${(100 * i) / (VIRIDIS.length - 1)}%`);
+  const scale = el("span", "heatmap-scale");
+  scale.style.background = `linear-gradient(to right, ${stops.join(", ")})`;
+  const outside = el("span", "heatmap-outside");
+  outside.style.background = `rgb(${OUTSIDE.join(",")})`;
+  const few = el("span", "", { i18n: "heatmap.few" });
+  const many = el("span", "", { i18n: "heatmap.many" });
+  const red = el("span", "", { i18n: "heatmap.outside" });
+  const axes = el("span", "heatmap-axes");
+  key.append(few, scale, many, outside, red, axes);
+  return { key, axes };
+}
+
 export function createHeatmap(card, { layer, view, cursor }) {
   const panels = new Map(); // variant -> {root, canvas, markers, cursor, axisLabels}
   card.plot.classList.add("heatmaps");
+  const { key, axes } = heatmapKey();
+  card.root.append(key);
   let columns = [];
   let lastState = null;
   let crop = null; // [lo, hi]: the bins shown
@@ -172,6 +190,7 @@ export function createHeatmap(card, { layer, view, cursor }) {
       columns = [];
     },
     update(state) {
+      axes.textContent = t("heatmap.axes", { tap: t(`tap.${view.tap}`) });
       lastState = state;
       columns = columnsIn(state, view);
       const tap = view.tap;
@@ -197,8 +216,9 @@ export function createHeatmap(card, { layer, view, cursor }) {
         }
         const top = crop ? edges[hi + 1] : null;
         const bottom = crop ? edges[lo] : null;
-        p.yTop.textContent = crop ? formatNumber(top) : "";
-        p.yBottom.textContent = crop ? formatNumber(bottom) : "";
+        // Two significant digits: an end of the shown bins (15.625) reads as 16.
+        p.yTop.textContent = crop ? formatNumber(roundSignificant(top, 2)) : "";
+        p.yBottom.textContent = crop ? formatNumber(roundSignificant(bottom, 2)) : "";
         p.yTop.style.top = `${100 / rows}%`;
         p.yBottom.style.top = `${100 - 100 / rows}%`;
         const hasZero = crop && bottom < 0 && top > 0;
