@@ -97,3 +97,17 @@ def test_the_estimate_is_on_the_safe_side_of_a_real_worker(overrides: dict[str, 
     estimate = RunConfig.model_validate(overrides).memory_estimate_mb()
     measured = _peak_mb(overrides)
     assert measured <= estimate <= 1.5 * measured + 100, (measured, estimate)
+
+
+def test_a_demo_over_the_memory_limit_is_skipped_and_the_server_serves(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from covshift.web.app import create_app
+    from fastapi.testclient import TestClient
+
+    settings = serverkit.settings(tmp_path, demo_run=True, max_run_memory_mb=256)
+    assert settings.demo.memory_estimate_mb() > 256  # the digits demo does not fit
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/api/runs").json() == []
+    assert "the demo run was not started" in caplog.text

@@ -4,9 +4,8 @@ import { boundOf, boundsText, formatNumber, fromSlider, skippedAt, SLIDER_STEPS,
 import { t } from "./i18n.js";
 import { variantName } from "./charts/plot.js";
 import { el } from "./dom.js";
-import { batchStatVariants } from "./state.js";
+import { ACTIVE_STATES, batchStatVariants } from "./state.js";
 
-const ACTIVE = new Set(["created", "running", "paused"]);
 // After a person touches a control, the stream does not overwrite it for this long.
 const EDIT_HOLD_MS = 2500;
 
@@ -128,7 +127,10 @@ class NumberControl {
     this.nowValue.textContent = nowText(this.field, value);
     this.nowValue.classList.add("pending");
     this.inFlight = value;
+    const sent = (this.sends = (this.sends ?? 0) + 1);
     const reply = await this.send({ [this.field]: value });
+    // Only the newest send's answer settles the control: an older one may come back later.
+    if (sent !== this.sends) return;
     this.inFlight = undefined;
     if (reply.ok) this.current = value;
     this.nowValue.classList.remove("pending");
@@ -263,12 +265,12 @@ export function createLiveControls(root, { send, stop }) {
 
   function update(state) {
     const runState = state.runState;
-    active = runState !== null && ACTIVE.has(runState);
+    active = runState !== null && ACTIVE_STATES.has(runState);
     const hasRun = state.hello !== null;
     context = { nTrain: state.hello?.dataset?.n_train ?? null, variants: state.variants };
     noRun.hidden = hasRun && active;
     // Before the run's first message the page is loading it, not without one.
-    noRun.textContent = hasRun ? t("controls.ended", { state: t(`runstate.${runState}`) }) : t("controls.loading");
+    noRun.textContent = hasRun && runState !== null ? t("controls.ended", { state: t(`runstate.${runState}`) }) : t("controls.loading");
     const hasBn = batchStatVariants(state).length > 0;
     lr.show(state.settings.lr, { disabled: !active });
     batch.show(state.settings.batch_size, { disabled: !active });

@@ -27,8 +27,9 @@ const view = { window: "recent", tap: "act_input", channel: 0, bnVariant: null }
 // What the page knows besides the message stream: connection, server-side run info, rates.
 const live = { connection: { state: "idle" }, runInfo: null, stepsPerSecond: null, frames: new RateMeter(), everOpen: false, noRuns: false };
 
-// The page's one mutable object. `state` (what the run's messages say) changes only through
-// the reducer, applyMessage; the rest is which run is viewed and how the page talks to it.
+// Which run is viewed and how the page talks to it. `state` (what the run's messages say)
+// changes only through the reducer, applyMessage. (`view` holds the person's display
+// choices, `live` the connection and rates, `intake` the benchmarks' counters.)
 const session = {
   state: createState(),
   runId: null,

@@ -4,8 +4,8 @@ import { exportUrl, reportUrl } from "./api.js";
 import { formatNumber } from "./bounds.js";
 import { t } from "./i18n.js";
 import { variantName } from "./charts/plot.js";
+import { ACTIVE_STATES } from "./state.js";
 
-const ACTIVE = new Set(["created", "running", "paused"]);
 
 /**
  * Which run to show when the page does not name one (or names one the server no longer
@@ -14,7 +14,7 @@ const ACTIVE = new Set(["created", "running", "paused"]);
 export function pickRun(runs, wanted = null) {
   if (!Array.isArray(runs) || runs.length === 0) return null;
   if (wanted && runs.some((run) => run.id === wanted)) return wanted;
-  const active = runs.filter((run) => ACTIVE.has(run.state));
+  const active = runs.filter((run) => ACTIVE_STATES.has(run.state));
   const pool = active.length ? active : runs;
   return pool[pool.length - 1].id;
 }

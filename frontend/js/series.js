@@ -147,7 +147,7 @@ export function binCentres(edges) {
   return centres;
 }
 
-/** Events shown on time axes: settings changes, divergences, pauses; newest `limit`. */
+/** Events shown on time axes: settings changes, divergences, skipped variants; newest `limit`. */
 export function markedEvents(events, limit = 60) {
   const marked = events.filter((event) => MARKED_KINDS.has(event.kind) && typeof event.step === "number");
   return marked.slice(Math.max(0, marked.length - limit));

@@ -8,7 +8,7 @@ export const MAX_EVENTS = 500;
 
 /**
  * A bounded, evenly spaced series: the same stride-doubling rule as the server's
- * history (server/covshift/history.py). Items are numbered 0, 1, 2, ... as they arrive;
+ * history (server/covshift/web/history.py). Items are numbered 0, 1, 2, ... as they arrive;
  * the series keeps those whose number is a multiple of `stride`, plus the newest. When
  * the kept items would exceed `capacity`, the stride doubles and every second one goes.
  * So the first and the newest are always kept and the rest stay evenly spaced.
@@ -232,8 +232,13 @@ function applyAck(state, msg) {
 }
 
 function applyRunInfo(state, msg) {
-  if (state.runState !== null || typeof msg.run?.state !== "string") return state;
-  state.runState = msg.run.state;
+  const said = msg.run?.state;
+  if (typeof said !== "string") return state;
+  // The stream's word stands while the run is live; an ended (or damaged) run's state is
+  // the server's, whatever a replayed file without a final event would suggest.
+  if (state.runState !== null && ACTIVE_STATES.has(said)) return state;
+  if (state.runState === said) return state;
+  state.runState = said;
   state.revision += 1;
   return state;
 }
@@ -249,9 +254,12 @@ export function columnsOf(state) {
   return seriesItems(state.columns);
 }
 
-// The time window every step axis shares: what is happening now fills the width.
-export const WINDOWS = ["recent", "change", "all"];
+// The time window every step axis shares ("recent", "change" or "all"): what is happening
+// now fills the width.
 export const RECENT_STEPS = 2000;
+
+/** A run that still trains (or will): its controls apply. */
+export const ACTIVE_STATES = new Set(["created", "running", "paused"]);
 
 /** The first step the window shows (-Infinity: the whole run). */
 export function windowStart(state, window) {

@@ -55,7 +55,7 @@ test("drift on fixed data: the per-unit median scaled by the spread, the floor i
   assert.equal(y[0], null, "nothing to compare with on the first frame");
   assert.ok(Math.abs(y[1] - 0.4) < 1e-12, "0.2 / 0.5: the batch-based w1 is not used");
   assert.equal(y[2], null, "no spread, no ratio");
-  assert.equal(raw[1], "0.2; floor 0.1");
+  assert.equal(raw[1], "0.2; sampling floor 0.1");
 });
 
 test("runs recorded before fixed-data drift fall back to the batch-to-batch W1 and say so", () => {

@@ -44,11 +44,17 @@ test("batch-statistics variants come from the hello, not from a list in the page
   assert.deepEqual(batchStatVariants(run([ln])), []);
 });
 
-test("the polled run info gives the state only until the stream says it", () => {
+test("the polled run info gives the state until the stream says it; an ended run's is the server's", () => {
   const polled = run([{ type: "runinfo", run: { state: "paused" } }]);
   assert.equal(polled.runState, "paused");
   const streamed = run([hello(), frame(0), { type: "runinfo", run: { state: "paused" } }]);
   assert.equal(streamed.runState, "running");
+  // A stored run replayed from a file without a final state event reads "running" from its
+  // frames; the server says it ended (or is damaged), and that stands.
+  for (const ended of ["stopped", "finished", "failed", "damaged"]) {
+    const replayed = run([hello(), frame(0), { type: "runinfo", run: { state: ended } }]);
+    assert.equal(replayed.runState, ended);
+  }
 });
 
 test("one time window for every step axis: recent steps, since the last change, or all", () => {

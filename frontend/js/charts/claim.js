@@ -5,7 +5,7 @@ import { columnsOf } from "../state.js";
 import { bandMovementRatio } from "../series.js";
 import { variantName } from "./plot.js";
 
-// The recent stretch the claim is judged on (frames, so about RECENT × probe_every steps).
+// The recent stretch the claim is judged on (frames, so about RECENT_FRAMES × probe_every steps).
 export const RECENT_FRAMES = 40;
 // Below this ratio the page says the run does not show the difference right now.
 export const CLEAR_RATIO = 2;

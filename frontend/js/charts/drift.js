@@ -1,6 +1,7 @@
 /** Drift per layer over time: how far each layer's activation input moved between frames. */
 
 import { formatNumber } from "../bounds.js";
+import { t } from "../i18n.js";
 import { columnsIn } from "../state.js";
 import { layerOf, stepsOf } from "../series.js";
 import { createLayerLinesChart } from "./layerlines.js";
@@ -23,14 +24,14 @@ export function relativeDrift(columns, variant, layer) {
       const ok = Number.isFinite(fixed.unit_median) && Number.isFinite(fixed.std) && fixed.std > 0;
       y.push(ok ? fixed.unit_median / fixed.std : null);
       const floor = Number.isFinite(fixed.floor) && fixed.std > 0 ? formatNumber(fixed.floor / fixed.std) : "—";
-      raw.push(`${Number.isFinite(fixed.unit_median) ? formatNumber(fixed.unit_median) : "—"}; floor ${floor}`);
+      raw.push(`${Number.isFinite(fixed.unit_median) ? formatNumber(fixed.unit_median) : "—"}; ${t("drift.floor", { floor })}`);
       continue;
     }
     const w1 = stats?.drift?.w1;
     const std = stats?.taps?.act_input?.std;
     const ok = Number.isFinite(w1) && Number.isFinite(std) && std > 0;
     y.push(ok ? w1 / std : null);
-    raw.push(Number.isFinite(w1) ? `${formatNumber(w1)}; batch to batch` : "—");
+    raw.push(Number.isFinite(w1) ? `${formatNumber(w1)}; ${t("drift.batchToBatch")}` : "—");
   }
   return { y, raw };
 }

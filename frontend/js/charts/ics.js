@@ -25,6 +25,7 @@ export function createIcsChart(card, context) {
       // Before the hello nothing is known; a run that measures it says when it comes.
       empty: (state) => {
         if (!state.hello) return "ics.loading";
+        if (icsOf(state).length > 0) return "ics.noneInWindow"; // measured, outside the window
         return (state.hello.config?.ics_every ?? 0) > 0 ? "ics.waiting" : "ics.empty";
       },
       layerLabel: icsLayerLabel,

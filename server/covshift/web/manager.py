@@ -57,7 +57,10 @@ class RunManager:
         for info in await loop.run_in_executor(self._pool, self.store.load):
             self._runs[info.id] = Run(info, self._pool, self.store, self.settings.history_frames)
         if self.settings.demo_run:
-            await self.create(self.settings.demo, demo=True)
+            try:
+                await self.create(self.settings.demo, demo=True)
+            except ConfigError as exc:  # e.g. over max_run_memory_mb: serve without it
+                log.warning("the demo run was not started: %s", exc)
 
     async def close(self) -> None:
         """Stop every active run (each saves its state) and let go of the clients."""
