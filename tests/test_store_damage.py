@@ -238,6 +238,29 @@ def test_damaged_lines_are_skipped_by_export_report_and_replay(
             assert [ws.receive_text() for _ in lines] == lines
 
 
+def test_records_of_the_wrong_shape_are_left_out_of_the_report_and_the_export(
+    tmp_path: Path, lines: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Valid JSON with a "type", so the store passes them on, but not the protocol's fields.
+    misshaped = [
+        json.dumps({"v": 1, "type": "frame", "step": 3, "variants": 5}),
+        json.dumps({"v": 1, "type": "frame", "step": 4, "variants": {"plain": {"loss": 1}}}),
+        json.dumps({"v": 1, "type": "event", "kind": "lr"}),
+    ]
+    write_run(tmp_path, HURT, [lines[0], *misshaped, *lines[1:]])
+    with client(tmp_path) as http, caplog.at_level(logging.WARNING):
+        report = http.get(f"/api/runs/{HURT}/report")
+        assert report.status_code == 200
+        assert "damaged records left out of its report" in caplog.text
+        assert http.get(f"/api/runs/{HURT}/export?format=csv").status_code == 200
+    # A hello that cannot be read makes no report: a clear 409, not a 500.
+    broken_hello = json.dumps({"v": 1, "type": "hello", "variants": 1})
+    write_run(tmp_path / "other", HURT, [broken_hello, *lines[1:]])
+    with client(tmp_path / "other") as http:
+        answer = http.get(f"/api/runs/{HURT}/report")
+        assert answer.status_code == 409 and "hello is damaged" in answer.json()["detail"]
+
+
 def test_a_replay_that_fails_costs_an_error_message_not_the_connection(
     tmp_path: Path, lines: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -53,6 +53,18 @@ def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
+# What reading a record of the wrong shape raises (a damaged file: valid JSON, but not the
+# fields docs/protocol.md says): readers skip such a record and count it.
+MISFIT: tuple[type[Exception], ...] = (
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    ValueError,
+    RecursionError,
+)
+
+
 def encode(record: dict[str, Any]) -> str:
     """Compact JSON; a non-finite float the producer missed becomes null plus a flag."""
     try:

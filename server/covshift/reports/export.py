@@ -30,6 +30,7 @@ from typing import Annotated, Any
 from pydantic import TypeAdapter, ValidationError
 
 from covshift.config import RunConfig
+from covshift.wire import MISFIT
 
 BASE_COLUMNS = (
     "step",
@@ -47,8 +48,9 @@ LAYER_STATS = ("mean", "std", "p15", "p50", "p85")
 PERCENTILE_STATS = {"p15": 15, "p50": 50, "p85": 85}
 # The hello's depth within the run config's bounds: a damaged one must not size the table.
 DEPTH: TypeAdapter[int] = TypeAdapter(Annotated[int, RunConfig.model_fields["depth"]])
-# What a record that does not have the expected shape raises while its rows are built.
-MISFIT = (KeyError, IndexError, TypeError, AttributeError, ValueError, RecursionError)
+
+# A record of the wrong shape, or one whose depth is out of the config's bounds.
+UNFIT: tuple[type[Exception], ...] = (*MISFIT, ValidationError)
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def csv_lines(lines: Iterable[str]) -> Iterator[str]:
                     _row(_frame_row(record, variant, entry, depth, percentile_index))
                     for variant, entry in record["variants"].items()
                 ]
-        except (*MISFIT, ValidationError):
+        except UNFIT:
             misfits += 1
         yield from rows
     if misfits:

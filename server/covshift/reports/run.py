@@ -9,14 +9,17 @@ headless run, the server's live or finished runs, and a replay of frames.jsonl.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterable
 from typing import Any
 
 from covshift.errors import CovshiftError
-from covshift.wire import Json
+from covshift.wire import MISFIT, Json
 
 from .page import Figure, columns, config_text, figure, line, page, table, thin, variant_color
+
+log = logging.getLogger(__name__)
 
 BAND = (15, 50, 85)  # Ioffe & Szegedy's Figure 1 percentiles
 
@@ -30,13 +33,20 @@ class RunSeries:
         self.band_index = [order.index(p) for p in BAND]
         self.variants: dict[str, dict[str, list[Any]]] = {v: {} for v in hello["variants"]}
         self.events: list[dict[str, Json]] = []
+        self.misfits = 0  # records skipped for their shape
 
     def add(self, record: dict[str, Json]) -> None:
-        if record["type"] == "event":
-            self.events.append(record)
-        elif record["type"] == "frame":
-            for variant, entry in record["variants"].items():
-                self._add_entry(self.variants[variant], record["step"], entry)
+        """Take one record; one of the wrong shape (a damaged file) is skipped and counted."""
+        try:
+            if record["type"] == "event":
+                if not isinstance(record["step"], int) or not isinstance(record["kind"], str):
+                    raise TypeError("an event needs an integer step and a kind")
+                self.events.append(record)
+            elif record["type"] == "frame":
+                for variant, entry in record["variants"].items():
+                    self._add_entry(self.variants[variant], record["step"], entry)
+        except MISFIT:
+            self.misfits += 1
 
     def _add_entry(self, series: dict[str, list[Any]], step: int, entry: dict[str, Json]) -> None:
         def put(name: str, value: Any) -> None:
@@ -259,12 +269,20 @@ def report_html(run_id: str, lines: Iterable[str]) -> str:
     for text in lines:
         record = json.loads(text)
         if record.get("type") == "hello":
-            series = RunSeries(record)
+            try:
+                series = RunSeries(record)
+            except MISFIT:
+                raise DamagedRun(f"run {run_id}: its hello is damaged; no report") from None
         elif series is not None:
             series.add(record)
     if series is None:
         raise NoDataYet(f"run {run_id} has no data yet (its worker is still loading)")
-    return _render(series, title=f"covshift run {run_id}")
+    if series.misfits:
+        log.warning("run %s: %d damaged records left out of its report", run_id, series.misfits)
+    try:
+        return _render(series, title=f"covshift run {run_id}")
+    except MISFIT:
+        raise DamagedRun(f"run {run_id}: its hello is damaged; no report") from None
 
 
 def report_filename(run_id: str) -> str:
@@ -273,3 +291,7 @@ def report_filename(run_id: str) -> str:
 
 class NoDataYet(CovshiftError):
     """The run's hello has not arrived: nothing to report yet."""
+
+
+class DamagedRun(CovshiftError):
+    """The run's records cannot make a report (its hello is damaged)."""

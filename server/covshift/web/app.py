@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from covshift import __version__
 from covshift.errors import ConfigError
-from covshift.reports.run import NoDataYet
+from covshift.reports.run import DamagedRun, NoDataYet
 from covshift.settings import Settings
 
 from . import api, docs, rules, ws
@@ -113,6 +113,7 @@ def _add_errors(app: FastAPI) -> None:
         UnknownRun: 404,
         RunNotActive: 409,
         NoDataYet: 409,
+        DamagedRun: 409,
         ConfigError: 422,
         TooManyRuns: 429,
         StoreError: 507,
