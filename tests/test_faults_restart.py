@@ -229,6 +229,17 @@ def test_recovery_keeps_an_end_the_file_recorded(tmp_path: Path) -> None:
     assert path.read_text() == "\n".join(lines) + "\n"  # nothing added
 
 
+def test_recovery_of_a_run_that_recorded_its_own_stop_adds_no_second_one(tmp_path: Path) -> None:
+    # Killed after writing the run's "stopped", before saving state.json: it ends once.
+    stopped = encode(state_event(1, "stopped"))
+    lines = ['{"v":1,"type":"hello"}', frame(0, 0.5, 60), stopped]
+    run_store, path = cut_off_run(tmp_path, lines)
+    [run] = run_store.load()
+    assert run.state is RunState.STOPPED
+    assert path.read_text() == "\n".join(lines) + "\n"  # nothing added
+    assert path.read_text().count('"state":"stopped"') == 1
+
+
 def test_recovery_of_a_run_without_frames_or_file(tmp_path: Path) -> None:
     run_store, path = cut_off_run(tmp_path, [])
     path.unlink()  # e.g. the disk filled before its first line

@@ -163,8 +163,8 @@ def recovered(info: RunInfo, lines: list[str]) -> RunInfo:
     records = _records(lines)
     update: dict[str, Any] = {"ended": datetime.now(timezone.utc)}
     update.update(_progress(records, info.step))
-    end = records[-1] if records else {}
-    if end.get("kind") == "state" and end.get("state") in ENDS:
+    end = recorded_end(lines)
+    if end is not None:
         note = end.get("message")
         update.update(state=RunState(end["state"]), error=note if isinstance(note, str) else None)
     else:
@@ -174,6 +174,13 @@ def recovered(info: RunInfo, lines: list[str]) -> RunInfo:
         )
     # Validated, unlike model_copy: what the file held must make a RunInfo the API can send.
     return RunInfo.model_validate({**info.model_dump(), **update})
+
+
+def recorded_end(lines: list[str]) -> dict[str, Any] | None:
+    """The run's own end (a state event that ends it) when the lines finish with one."""
+    records = _records(lines)
+    end = records[-1] if records else {}
+    return end if end.get("kind") == "state" and end.get("state") in ENDS else None
 
 
 def _records(lines: list[str]) -> list[dict[str, Any]]:

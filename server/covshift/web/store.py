@@ -208,7 +208,10 @@ class RunStore:
         lines, complete = recovery.tail(folder, TAIL_BYTES)
         recovered = recovery.recovered(info, lines)
         try:
-            if recovered.state is RunState.STOPPED and complete is not None:
+            # Appended only when the file does not end with the run's own end already (a
+            # crash between writing its "stopped" and saving state.json): one event, once.
+            ended = recovery.recorded_end(lines) is not None
+            if recovered.state is RunState.STOPPED and complete is not None and not ended:
                 fd = storefs.open_in(folder, "frames.jsonl", os.O_RDWR)
                 with os.fdopen(fd, "r+b") as file:
                     file.truncate(complete)
