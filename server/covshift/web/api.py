@@ -4,11 +4,12 @@ report). Thin: the manager does the work; errors map to status codes in app.py."
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 
@@ -177,10 +178,15 @@ async def export_run(
     in_memory = run.export_lines()
     filename = f"covshift-{run.id}.{format}"
     headers = {"content-disposition": f'attachment; filename="{filename}"'}
-    path = manager.store.frames_file(run.id)  # None when it is a link (never followed)
-    if format == "jsonl" and in_memory is None and run.state.terminal and path is not None:
+    if format == "jsonl" and in_memory is None and run.state.terminal:
         # Only a finished file: a growing one would outrun its Content-Length.
-        return FileResponse(path, media_type="application/x-ndjson", headers=headers)
+        file = manager.store.open_frames(run.id)  # None when it is a link (never followed)
+        if file is not None:
+            size = os.fstat(file.fileno()).st_size
+            headers["content-length"] = str(size)
+            return StreamingResponse(
+                _chunks(file, size), media_type="application/x-ndjson", headers=headers
+            )
     lines: Iterator[str] = iter(in_memory) if in_memory is not None else manager.store.lines(run.id)
     if format == "csv":
         return StreamingResponse(csv_lines(lines), media_type="text/csv", headers=headers)
@@ -212,3 +218,12 @@ async def report_run(run: RunDep) -> Response:
     html = await asyncio.to_thread(report_html, run.id, lines)
     headers = {"content-disposition": f'attachment; filename="{report_filename(run.id)}"'}
     return HTMLResponse(html, headers=headers)
+
+
+def _chunks(file: IO[bytes], size: int, chunk: int = 1 << 16) -> Iterator[bytes]:
+    """The file's first `size` bytes in chunks, then closed (also when the client leaves)."""
+    with file:
+        left = size
+        while left > 0 and (data := file.read(min(chunk, left))):
+            left -= len(data)
+            yield data

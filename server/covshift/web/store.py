@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import secrets
-import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -135,16 +134,15 @@ class RunStore:
     def frames_path(self, run_id: str) -> Path:
         return self.folder(run_id) / "frames.jsonl"
 
-    def frames_file(self, run_id: str) -> Path | None:
-        """frames.jsonl when it is a regular file in a run folder that is not a link either,
-        so it may be served as it is; None otherwise."""
-        path = self.frames_path(run_id)
+    def open_frames(self, run_id: str) -> IO[bytes] | None:
+        """frames.jsonl opened for reading, when it is a regular file in a run folder that is
+        not a link either (opened without following one, so nothing can swap a link in
+        between a check and the open); None otherwise. The caller closes it."""
         try:
-            if stat.S_ISDIR(path.parent.lstat().st_mode) and stat.S_ISREG(path.lstat().st_mode):
-                return path
+            fd = storefs.open_in(self.folder(run_id), "frames.jsonl", os.O_RDONLY)
         except OSError:
-            pass
-        return None
+            return None
+        return os.fdopen(fd, "rb")
 
     def create(self, info: RunInfo, config: dict[str, Any]) -> FramesLog:
         folder = self.folder(info.id)
