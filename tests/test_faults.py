@@ -189,6 +189,34 @@ def test_a_change_the_worker_takes_too_late_is_504_and_never_applied(
     strict.http.delete(f"/api/runs/{run_id}")
 
 
+def test_a_flood_of_changes_to_a_frozen_worker_is_refused_past_a_cap_and_the_server_answers(
+    strict: ThreadedServer,
+) -> None:
+    # Each change goes down the worker's pipe from the event loop; a worker in a long step
+    # reads none. Past MAX_PENDING waiting changes, more are refused (429), not written, so
+    # the pipe never fills and the server keeps answering everyone else.
+    from covshift.web.commands import MAX_PENDING
+
+    run_id, pid = _running(strict)
+    run = strict.manager.get(run_id)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(MAX_PENDING) as pool:
+            waiting = [
+                pool.submit(strict.http.patch, f"/api/runs/{run_id}", json={"lr": 0.01 + i / 1e4})
+                for i in range(MAX_PENDING)
+            ]
+            wait_for(lambda: run.commands_pending == MAX_PENDING, timeout=20)
+            refused = strict.http.patch(f"/api/runs/{run_id}", json={"lr": 0.9})
+            assert refused.status_code == 429
+            assert f"{MAX_PENDING} changes waiting" in refused.json()["detail"]
+            assert healthy(strict)
+            assert all(f.result(timeout=30).status_code == 504 for f in waiting)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    strict.http.delete(f"/api/runs/{run_id}")
+
+
 def test_a_change_pending_when_the_worker_dies_is_409(strict: ThreadedServer) -> None:
     run_id, pid = _running(strict)
     run = strict.manager.get(run_id)

@@ -25,7 +25,7 @@ from covshift.reports.run import DamagedRun, NoDataYet
 from covshift.settings import Settings
 
 from . import api, docs, rules, ws
-from .commands import RunNotActive, WorkerTimeout
+from .commands import RunNotActive, TooManyCommands, WorkerTimeout
 from .manager import RunManager, TooManyRuns, UnknownRun
 from .security import BodyLimitMiddleware, HeaderLimitMiddleware, SecurityHeadersMiddleware
 from .store import StoreError
@@ -116,6 +116,7 @@ def _add_errors(app: FastAPI) -> None:
         DamagedRun: 409,
         ConfigError: 422,
         TooManyRuns: 429,
+        TooManyCommands: 429,
         StoreError: 507,
         WorkerTimeout: 504,
     }

@@ -26,6 +26,10 @@ COMMAND_TIMEOUT_S = 30.0
 # a command it takes after the deadline, so an answer sent before it is only in the pipe or
 # the pump (milliseconds); once this grace is over, "not applied" is the truth.
 COMMAND_GRACE_S = 2.0
+# Commands a run holds unanswered at once. A worker reads commands between steps, and each
+# goes down its pipe from the event loop: without a cap, a flood of changes to a worker in a
+# long step would fill the pipe (64 KiB) and block the whole server.
+MAX_PENDING = 32
 
 
 class RunNotActive(Exception):
@@ -34,6 +38,10 @@ class RunNotActive(Exception):
 
 class WorkerTimeout(Exception):
     """The worker did not take a command in time; a change was not applied, and never will be."""
+
+
+class TooManyCommands(Exception):
+    """MAX_PENDING commands to this run are still unanswered; this one was not sent."""
 
 
 @dataclass
@@ -72,6 +80,11 @@ class CommandChannel:
         command once `timeout` has passed, and the answer is awaited a grace longer."""
         if worker is None:
             raise RunNotActive(f"run {self.run_id} has no worker")
+        if len(self._pending) >= MAX_PENDING:
+            raise TooManyCommands(
+                f"run {self.run_id} has {MAX_PENDING} changes waiting for its worker; "
+                "this one was not sent (try again once they are answered)"
+            )
         limit = time.monotonic() + timeout if deadline else None
         command = Command(next(self._ids), action, changes, limit)
         pending = _Pending(asyncio.get_running_loop().create_future())

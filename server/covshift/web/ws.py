@@ -25,7 +25,7 @@ from covshift.config import describe
 from covshift.errors import ConfigError
 from covshift.wire import encode, message
 
-from .commands import RunNotActive, WorkerTimeout
+from .commands import RunNotActive, TooManyCommands, WorkerTimeout
 from .deps import Manager
 from .fanout import ClientClosed, ClientQueue
 from .lifecycle import RunState
@@ -146,7 +146,7 @@ async def _handle(text: str, run: Run, client: ClientQueue, manager: RunManager)
     except ValidationError as exc:
         _reply_error(client, client_id, describe(exc))
         return
-    except (ConfigError, RunNotActive, WorkerTimeout) as exc:
+    except (ConfigError, RunNotActive, TooManyCommands, WorkerTimeout) as exc:
         _reply_error(client, client_id, str(exc))
         return
     client.put(encode(message("ack", id=control.id, run=info.model_dump(mode="json"))), False)
