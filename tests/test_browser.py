@@ -389,6 +389,18 @@ def test_heatmaps_carry_a_colour_scale_axis_titles_and_round_ends(dashboard: Pag
         assert len(digits.rstrip("0")) <= 2, ends
 
 
+def test_the_runs_list_updates_in_place_so_focus_stays(dashboard: Page) -> None:
+    dashboard.wait_frames()
+    button = dashboard.page.locator(".runs-list button.current")
+    button.focus()
+    dashboard.js("() => { document.activeElement.dataset.marked = 'yes'; }")
+    before = dashboard.page.inner_text(".runs-list button.current .run-meta")
+    dashboard.page.wait_for_timeout(4500)  # two polls of the run list, the step moved on
+    assert dashboard.page.inner_text(".runs-list button.current .run-meta") != before
+    # The same element, still focused: nothing was rebuilt under the keyboard or the mouse.
+    assert dashboard.js("() => document.activeElement.dataset.marked") == "yes"
+
+
 def test_a_bn_channel_past_the_width_is_refused_in_place(dashboard: Page) -> None:
     dashboard.wait_frames()
     width = dashboard.js("() => window.covshift.state.hello.config.width")

@@ -53,63 +53,90 @@ export function createRunsList(root, { onSelect }) {
   const exportBox = document.createElement("p");
   exportBox.className = "export";
   root.replaceChildren(title, list, exportBox);
-  let lastKey = "";
+  // One row per run, kept across polls and updated in place: rebuilding the list every two
+  // seconds moved keyboard focus away and lost clicks that landed mid-rebuild.
+  const rows = new Map(); // run id -> {item, button, badge, summary, meta}
+  let order = "";
+  let exportFor = undefined;
+
+  function row(run) {
+    let found = rows.get(run.id);
+    if (found) return found;
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.runId = run.id;
+    const badge = document.createElement("span");
+    badge.className = "run-state";
+    const summary = document.createElement("span");
+    summary.className = "run-summary";
+    const meta = document.createElement("span");
+    meta.className = "run-meta";
+    button.append(badge, summary, meta);
+    button.addEventListener("click", () => onSelect(run.id));
+    item.append(button);
+    found = { item, button, badge, summary, meta };
+    rows.set(run.id, found);
+    return found;
+  }
+
+  function set(node, property, value) {
+    if (node[property] !== value) node[property] = value;
+  }
 
   function render(runs, currentId) {
-    const key = JSON.stringify([runs.map((r) => [r.id, r.state, r.step, r.demo, r.lr, r.batch_size]), currentId, t("runs.title")]);
-    if (key === lastKey) return;
-    lastKey = key;
-    if (runs.length === 0) {
-      const empty = document.createElement("li");
-      empty.className = "muted";
-      empty.textContent = t("runs.empty");
-      list.replaceChildren(empty);
-    } else {
-      list.replaceChildren(
-        ...[...runs].reverse().map((run) => {
-          const item = document.createElement("li");
-          const button = document.createElement("button");
-          button.type = "button";
-          button.className = `run${run.id === currentId ? " current" : ""}`;
-          button.dataset.runId = run.id;
-          const badge = document.createElement("span");
-          badge.className = "run-state";
-          badge.dataset.state = run.state;
-          badge.textContent = t(`runstate.${run.state}`);
-          const summary = document.createElement("span");
-          summary.className = "run-summary";
-          summary.textContent = runSummary(run.config);
-          const meta = document.createElement("span");
-          meta.className = "run-meta";
-          const bits = [runSettings(run), `${t("status.step")} ${Number(run.step ?? 0).toLocaleString("en-US")}`];
-          if (run.demo) bits.unshift(t("runs.demo"));
-          if (run.id === currentId) bits.push(t("runs.viewing"));
-          meta.textContent = bits.join(" · ");
-          button.append(badge, summary, meta);
-          button.addEventListener("click", () => onSelect(run.id));
-          item.append(button);
-          return item;
-        }),
-      );
+    const newestFirst = [...runs].reverse();
+    const ids = newestFirst.map((run) => run.id).join(" ");
+    for (const run of newestFirst) {
+      const { button, badge, summary, meta } = row(run);
+      set(button, "className", `run${run.id === currentId ? " current" : ""}`);
+      if (badge.dataset.state !== run.state) badge.dataset.state = run.state;
+      set(badge, "textContent", t(`runstate.${run.state}`));
+      set(summary, "textContent", runSummary(run.config));
+      const bits = [runSettings(run), `${t("status.step")} ${Number(run.step ?? 0).toLocaleString("en-US")}`];
+      if (run.demo) bits.unshift(t("runs.demo"));
+      if (run.id === currentId) bits.push(t("runs.viewing"));
+      set(meta, "textContent", bits.join(" · "));
     }
+    if (ids !== order) {
+      // The set of runs changed (one started, or a restart forgot one): lay the rows out again.
+      order = ids;
+      for (const id of [...rows.keys()]) if (!runs.some((run) => run.id === id)) rows.delete(id);
+      if (runs.length === 0) {
+        const empty = document.createElement("li");
+        empty.className = "muted";
+        empty.textContent = t("runs.empty");
+        list.replaceChildren(empty);
+      } else {
+        list.replaceChildren(...newestFirst.map((run) => rows.get(run.id).item));
+      }
+    }
+    if (exportFor !== currentId) {
+      exportFor = currentId;
+      renderExport(currentId);
+    }
+  }
+
+  function renderExport(currentId) {
     exportBox.replaceChildren();
-    if (currentId) {
-      const label = document.createElement("span");
-      label.textContent = `${t("runs.export")}: `;
-      const jsonl = document.createElement("a");
-      jsonl.href = exportUrl(currentId, "jsonl");
-      jsonl.textContent = "JSONL";
-      jsonl.setAttribute("download", "");
-      const csv = document.createElement("a");
-      csv.href = exportUrl(currentId, "csv");
-      csv.textContent = "CSV";
-      csv.setAttribute("download", "");
-      const report = document.createElement("a");
-      report.href = reportUrl(currentId);
-      report.textContent = t("runs.report");
-      report.setAttribute("download", "");
-      exportBox.append(label, jsonl, " · ", csv, " · ", report);
-    }
+    if (!currentId) return;
+    const label = document.createElement("span");
+    label.dataset.i18n = "runs.export";
+    label.textContent = t("runs.export");
+    const jsonl = document.createElement("a");
+    jsonl.href = exportUrl(currentId, "jsonl");
+    jsonl.textContent = "JSONL";
+    jsonl.setAttribute("download", "");
+    const csv = document.createElement("a");
+    csv.href = exportUrl(currentId, "csv");
+    csv.textContent = "CSV";
+    csv.setAttribute("download", "");
+    const report = document.createElement("a");
+    report.href = reportUrl(currentId);
+    report.dataset.i18n = "runs.report";
+    report.textContent = t("runs.report");
+    report.setAttribute("download", "");
+    exportBox.append(label, ": ", jsonl, " · ", csv, " · ", report);
   }
 
   return { render };
