@@ -10,6 +10,17 @@ FROM ${BASE_IMAGE}
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG OFFLINE=0
+# The server starts a worker process per run: an init as PID 1 forwards signals to the
+# whole process group and reaps any process left behind (docker run --init does the
+# same with tini; this keeps the image right without the flag).
+ARG DUMB_INIT_VERSION=1.2.5.post1
+ARG VERSION=0.1.0
+
+LABEL org.opencontainers.image.title="covshift" \
+      org.opencontainers.image.description="See what normalization does inside a neural network, live: a dashboard of internal covariate shift" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.documentation="README.md"
 
 # Bound to 0.0.0.0 so that the published port reaches the server; it still answers only
 # the loopback host names (DNS rebinding) unless COVSHIFT_ALLOWED_HOSTS names others.
@@ -42,6 +53,7 @@ COPY pyproject.toml README.md ./
 RUN --mount=type=bind,source=docker/wheels,target=/tmp/wheels \
     python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
 print(*p['project']['dependencies'], *p['build-system']['requires'], sep='\n')" > /tmp/requirements.txt \
+    && echo "dumb-init==${DUMB_INIT_VERSION}" >> /tmp/requirements.txt \
     && if [ "$OFFLINE" = "1" ]; then \
         pip install --no-index --find-links /tmp/wheels -r /tmp/requirements.txt; \
     else \
@@ -59,4 +71,5 @@ VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+ENTRYPOINT ["dumb-init", "--"]
 CMD ["covshift", "serve", "--no-browser"]

@@ -79,3 +79,17 @@ def test_the_image_answers_loopback_host_names_only_unless_told(
     assert Settings().trusted_hosts() == ["localhost", "127.0.0.1", "[::1]"]
     monkeypatch.setenv("COVSHIFT_ALLOWED_HOSTS", '["covshift.example.org"]')
     assert Settings().trusted_hosts() == ["covshift.example.org"]
+
+
+def test_image_runs_under_an_init_and_carries_oci_labels() -> None:
+    # The server forks a worker per run: PID 1 must forward signals and reap children.
+    assert re.search(r'^ENTRYPOINT\s+\["dumb-init",\s*"--"\]', DOCKERFILE, flags=re.M)
+    version = re.search(r"^ARG DUMB_INIT_VERSION=(\S+)", DOCKERFILE, flags=re.M)
+    smoke = (ROOT / "scripts" / "docker-smoke").read_text()
+    assert version and f"dumb-init=={version.group(1)}" in smoke  # the offline build has it
+    for label in ("title", "description", "version", "licenses"):
+        assert f"org.opencontainers.image.{label}=" in DOCKERFILE
+    project = (ROOT / "pyproject.toml").read_text()
+    declared = re.search(r'^version\s*=\s*"([^"]+)"', project, flags=re.M)
+    label = re.search(r"^ARG VERSION=(\S+)", DOCKERFILE, flags=re.M)
+    assert declared and label and declared.group(1) == label.group(1)
