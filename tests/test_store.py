@@ -17,7 +17,7 @@ from covshift.web.app import create_app
 from covshift.web.fanout import ClientClosed, ClientQueue
 from covshift.web.history import History
 from covshift.web.lifecycle import RunInfo, RunState
-from covshift.web.store import RunStore, message_type
+from covshift.web.store import RunStore, line_type
 from fastapi.testclient import TestClient
 from serverkit import SMALL, receive_until
 
@@ -33,7 +33,7 @@ def event(number: int) -> str:
 
 
 def kept_frames(history: History) -> list[int]:
-    return [json.loads(t)["step"] for t in history.snapshot() if message_type(t) == "frame"]
+    return [json.loads(t)["step"] for t in history.snapshot() if line_type(t) == "frame"]
 
 
 def expected_frames(n: int, capacity: int) -> list[int]:
@@ -72,7 +72,7 @@ def test_history_is_deterministic_and_ordered_with_events() -> None:
     assert first == second
     steps = [json.loads(t)["step"] for t in first]
     assert steps == sorted(steps)  # arrival order (events come after the frame of their step)
-    assert [json.loads(t)["step"] for t in first if message_type(t) == "event"] == [7, 37, 67, 97]
+    assert [json.loads(t)["step"] for t in first if line_type(t) == "event"] == [7, 37, 67, 97]
 
 
 def test_history_bounds_events_by_dropping_the_oldest() -> None:

@@ -19,8 +19,8 @@ class Status:
 
     step: int
     epoch: float
-    lr: float
-    batch_size: int
+    lr: float | None  # None only for a watched run read back (it may not say)
+    batch_size: int | None
     bn_momentum: float | None
 
 

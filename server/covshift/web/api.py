@@ -151,9 +151,15 @@ async def change_run(run: RunDep, body: RunPatch, manager: Manager) -> RunInfo:
     return await manager.change(run, body.changes())
 
 
-@router.delete("/api/runs/{run_id}", tags=["runs"], responses=NOT_FOUND)
+WATCHED: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "a watched run, which only its own process stops"}
+}
+
+
+@router.delete("/api/runs/{run_id}", tags=["runs"], responses={**NOT_FOUND, **WATCHED})
 async def stop_run(run: RunDep, manager: Manager) -> RunInfo:
-    """Stop training; the run's data stays (listed, exportable, replayable)."""
+    """Stop training; the run's data stays (listed, exportable, replayable). A watched run
+    (source "watch") is stopped by its own process: 409 while it is active."""
     return await manager.stop(run)
 
 

@@ -7,8 +7,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Path
 from starlette.requests import HTTPConnection
 
-from .manager import RunManager
-from .run import Run
+from .manager import AnyRun, RunManager
 
 
 def get_manager(connection: HTTPConnection) -> RunManager:
@@ -21,9 +20,9 @@ Manager = Annotated[RunManager, Depends(get_manager)]
 RunId = Annotated[str, Path(description="the run's id, as POST /api/runs returned it")]
 
 
-def get_run(run_id: RunId, manager: Manager) -> Run:
+def get_run(run_id: RunId, manager: Manager) -> AnyRun:
     """The run named in the path; UnknownRun (404) if there is none."""
     return manager.get(run_id)
 
 
-RunDep = Annotated[Run, Depends(get_run)]
+RunDep = Annotated[AnyRun, Depends(get_run)]

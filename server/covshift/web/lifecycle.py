@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -69,8 +69,12 @@ class RunInfo(BaseModel):
     config: dict[str, Any] = Field(description="the run config as validated (see POST)")
     step: int = 0
     epoch: float = 0.0
-    lr: float
-    batch_size: int
+    lr: float | None = Field(
+        description="the learning rate now (null: a watched run that did not pass its optimizer)"
+    )
+    batch_size: int | None = Field(
+        description="examples per batch now (null: a watched run before its first frame)"
+    )
     bn_momentum: float | None
     error: str | None = Field(
         default=None,
@@ -78,6 +82,11 @@ class RunInfo(BaseModel):
         "which file is damaged and how",
     )
     demo: bool = False
+    source: Literal["server", "watch"] = Field(
+        default="server",
+        description="who trains the run: this server's worker, or the user's own process "
+        "through covshift.watch (read-only here: live controls are refused)",
+    )
     stored: bool = Field(
         default=True, description="written to the log directory (exportable in full)"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from covshift.errors import ConfigError
 from covshift.settings import Settings
 
 from .commands import RunNotActive, WorkerTimeout
+from .follow import FollowedRun
 from .lifecycle import ACTIVE, RunInfo, RunState
 from .run import Run
 from .store import RunStore, StoreError
@@ -38,13 +40,22 @@ class TooManyRuns(Exception):
     """max_runs runs are already active."""
 
 
+# How often the log directory is scanned for run folders another process created
+# (`covshift.watch`): a watched run shows within this of its folder appearing.
+DISCOVER_EVERY_S = 0.5
+
+AnyRun = Run | FollowedRun
+
+
 class RunManager:
-    """Creates, finds, controls and stops runs; loads the stored ones at start."""
+    """Creates, finds, controls and stops runs; loads the stored ones at start and, while
+    serving, the runs other processes start in the log directory (`covshift.watch`)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = RunStore(settings.logdir)
-        self._runs: dict[str, Run] = {}
+        self._runs: dict[str, AnyRun] = {}
+        self._discovery: asyncio.Task[None] | None = None
         # One thread per active run's pump, plus room for launches, replays and stops.
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_runs + 4, thread_name_prefix="covshift-run"
@@ -55,7 +66,8 @@ class RunManager:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self.store.ensure_writable)
         for info in await loop.run_in_executor(self._pool, self.store.load):
-            self._runs[info.id] = Run(info, self._pool, self.store, self.settings.history_frames)
+            self._add_stored(info)
+        self._discovery = asyncio.create_task(self._discover(), name="covshift-discover")
         if self.settings.demo_run:
             try:
                 await self.create(self.settings.demo, demo=True)
@@ -65,19 +77,50 @@ class RunManager:
     async def close(self) -> None:
         """Stop every active run (each saves its state) and let go of the clients."""
         reason = "stopped when the server shut down"
+        if self._discovery is not None:
+            self._discovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._discovery
         await asyncio.gather(*(run.stop(reason) for run in self._runs.values()))
         for run in self._runs.values():
             for client in list(run.clients):
                 client.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def __iter__(self) -> Iterator[Run]:
+    def _add_stored(self, info: RunInfo) -> None:
+        """A run read from the store: followed while another process writes it, else
+        replayed from its files."""
+        if info.source == "watch" and info.state.active:
+            followed = FollowedRun(info, self._pool, self.store, self.settings.history_frames)
+            self._runs[info.id] = followed
+            followed.start()
+        else:
+            self._runs[info.id] = Run(info, self._pool, self.store, self.settings.history_frames)
+
+    async def _discover(self) -> None:
+        """Pick up run folders created after the start by another process. A folder this
+        server creates is registered before it exists, so it is never picked up twice."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(DISCOVER_EVERY_S)
+            try:
+                known = set(self._runs)
+                found = await loop.run_in_executor(self._pool, self.store.load_new, known)
+            except Exception:  # the next scan tries again; serving goes on
+                log.exception("scanning the log directory for new runs failed")
+                continue
+            for info in found:
+                if info.id not in self._runs:
+                    log.info("run %s appeared in the log directory (%s)", info.id, info.source)
+                    self._add_stored(info)
+
+    def __iter__(self) -> Iterator[AnyRun]:
         return iter(sorted(self._runs.values(), key=lambda run: run.created))
 
     def active_count(self) -> int:
         return sum(run.state in ACTIVE for run in self._runs.values())
 
-    def get(self, run_id: str) -> Run:
+    def get(self, run_id: str) -> AnyRun:
         try:
             return self._runs[run_id]
         except KeyError:
@@ -116,7 +159,7 @@ class RunManager:
         log.info("run %s started (%s, demo=%s)", run_id, config.dataset, demo)
         return run
 
-    async def change(self, run: Run, changes: dict[str, object]) -> RunInfo:
+    async def change(self, run: AnyRun, changes: dict[str, object]) -> RunInfo:
         """Apply validated live changes; ConfigError carries the trainer's refusal."""
         if changes:
             error = await run.control(changes)
@@ -124,6 +167,15 @@ class RunManager:
                 raise ConfigError(error)
         return run.info()
 
-    async def stop(self, run: Run) -> RunInfo:
+    async def stop(self, run: AnyRun) -> RunInfo:
+        """Stop one of this server's runs. A watched run is trained by its own process, which
+        alone can stop it: RunNotActive (409) while it is active."""
+        if isinstance(run, FollowedRun):
+            if run.state.active:
+                raise RunNotActive(
+                    f"run {run.id} is trained by its own process (covshift.watch); "
+                    "stop it there: leave the `with` block or call close()"
+                )
+            return run.info()
         await run.stop()
         return run.info()

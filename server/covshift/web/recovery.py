@@ -33,6 +33,11 @@ ENDS = {RunState.FINISHED.value, RunState.STOPPED.value, RunState.FAILED.value}
 # The page holds numbers as doubles: a step or batch size past this is not a real one.
 MAX_EXACT = 2**53
 # What a damaged run's listing keeps from its state.json, each field where it validates.
+# A watched run (config.json "source": "watch") is written by its own process, which
+# refreshes state.json's "heartbeat" every 2 s while it lives: this long without one is a
+# process that ended without closing the run (killed, or its interpreter died).
+HEARTBEAT_STALE_S = 30.0
+ABANDONED = "the watching process ended without closing the run"
 SALVAGED = ("created", "ended", "step", "epoch", "lr", "batch_size", "bn_momentum", "demo")
 
 
@@ -129,6 +134,21 @@ def damaged(run_id: str, found: Found) -> RunInfo:
     return info
 
 
+def heartbeat_alive(state: dict[str, Any], now: datetime | None = None) -> bool:
+    """A watched run's state.json says its process lived within HEARTBEAT_STALE_S."""
+    beat = state.get("heartbeat")
+    if not isinstance(beat, str):
+        return False
+    try:
+        when = datetime.fromisoformat(beat)
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        return False
+    age = (now or datetime.now(timezone.utc)) - when
+    return age.total_seconds() < HEARTBEAT_STALE_S
+
+
 def tail(folder: Path, tail_bytes: int) -> tuple[list[str], int | None]:
     """The complete lines at the end of a frames.jsonl (about tail_bytes of them, at least
     the last one) and the length in bytes of its complete part (a half-written last line
@@ -154,12 +174,13 @@ def tail(folder: Path, tail_bytes: int) -> tuple[list[str], int | None]:
     return lines, start + complete
 
 
-def recovered(info: RunInfo, lines: list[str]) -> RunInfo:
+def recovered(info: RunInfo, lines: list[str], note: str | None = None) -> RunInfo:
     """A run cut off while active, as the last lines of its frames.jsonl leave it.
 
     Its last frame gives step, epoch, lr and batch size (state.json is only saved when the
     state changes). If the lines end with the run's own end (the crash came between writing
-    it and saving state.json), that end stands; otherwise the run is stopped, with a note."""
+    it and saving state.json), that end stands; otherwise the run is stopped, with `note`
+    (by default: the server stopped while the run was active)."""
     records = _records(lines)
     update: dict[str, Any] = {"ended": datetime.now(timezone.utc)}
     update.update(_progress(records, info.step))
@@ -170,7 +191,8 @@ def recovered(info: RunInfo, lines: list[str]) -> RunInfo:
     else:
         update.update(
             state=RunState.STOPPED,
-            error=f"the server stopped while the run was {info.state.value}; it was not resumed",
+            error=note
+            or f"the server stopped while the run was {info.state.value}; it was not resumed",
         )
     # Validated, unlike model_copy: what the file held must make a RunInfo the API can send.
     return RunInfo.model_validate({**info.model_dump(), **update})

@@ -53,12 +53,14 @@ MAX_LINE_BYTES = 64 << 20
 LOCK_FILE = ".lock"
 
 
-def message_type(line: str) -> str:
-    """The "type" of one JSON message line."""
+def line_type(line: str) -> str | None:
+    """A line's message type, read from its start when it starts as every message does;
+    None for a line that is not a message."""
     found = _TYPE.match(line)
     if found:
         return found.group(1)
-    return str(json.loads(line).get("type"))
+    record = storefs.parse_message(line)
+    return None if record is None else str(record["type"])
 
 
 class StoreError(Exception):
@@ -176,7 +178,7 @@ class RunStore:
 
     def load(self) -> list[RunInfo]:
         """Every stored run, oldest first. A run still marked active was cut off by a crash
-        or a kill of the server: it is recovered (see `_recover`) and saved so. A run whose
+        or a kill of the server: it is recovered (see `recover`) and saved so. A run whose
         files cannot be used is listed damaged, with the reason, and never written."""
         if not self.root.is_dir():
             return []
@@ -186,6 +188,30 @@ class RunStore:
         runs.sort(key=lambda info: info.created)
         return runs
 
+    def load_new(self, known: set[str]) -> list[RunInfo]:
+        """Watched runs (config.json "source": "watch") whose folders are not among `known`
+        ids: the ones another process started since the last look, loaded as `load` does.
+        Only watched runs: a new folder of any other kind is this server's own, being
+        created (never to be recovered from under its worker). A folder without its
+        state.json yet is being created too: left for the next look."""
+        if not self.root.is_dir():
+            return []
+        with os.scandir(self.root) as entries:
+            names = sorted(
+                entry.name
+                for entry in entries
+                if RUN_ID.match(entry.name) and entry.name not in known
+            )
+        runs = []
+        for name in names:
+            found = recovery.read_folder(self.root / name)
+            if found is None or found.config.get("source") != "watch" or not found.state:
+                continue
+            info = self._load_run(name)
+            if info is not None:
+                runs.append(info)
+        return runs
+
     def _load_run(self, run_id: str) -> RunInfo | None:
         found = recovery.read_folder(self.root / run_id)
         if found is None:
@@ -193,18 +219,22 @@ class RunStore:
         info = recovery.run_info(run_id, found)
         if info.state is RunState.DAMAGED:
             log.warning("run %s is damaged: %s", run_id, info.error)
+        elif info.state.active and info.source == "watch":
+            # Its own process writes it: followed while that process beats, else recovered.
+            if not recovery.heartbeat_alive(found.state):
+                info = self.recover(info, recovery.ABANDONED)
         elif info.state.active:
-            info = self._recover(info)
+            info = self.recover(info)
         return info.model_copy(update={"config": public_config(found.config)})
 
-    def _recover(self, info: RunInfo) -> RunInfo:
+    def recover(self, info: RunInfo, note: str | None = None) -> RunInfo:
         """A run cut off while active: its state as its frames.jsonl last recorded it (see
         recovery.recovered), saved. When that is stopped, a "stopped" state event is
         appended (after cutting off a half-written last line), so the file ends as every
         other ended run's does."""
         folder = self.folder(info.id)
         lines, complete = recovery.tail(folder, TAIL_BYTES)
-        recovered = recovery.recovered(info, lines)
+        recovered = recovery.recovered(info, lines, note)
         try:
             # Appended only when the file does not end with the run's own end already (a
             # crash between writing its "stopped" and saving state.json): one event, once.
@@ -214,7 +244,10 @@ class RunStore:
                 with os.fdopen(fd, "r+b") as file:
                     file.truncate(complete)
                     file.seek(complete)
-                    file.write((encode(state_event(recovered.step, "stopped")) + "\n").encode())
+                    event = state_event(
+                        recovered.step, "stopped", **({"message": note} if note else {})
+                    )
+                    file.write((encode(event) + "\n").encode())
         except OSError as exc:
             log.warning("run %s: could not end its frames.jsonl: %s", info.id, exc)
         try:
@@ -235,7 +268,7 @@ class RunStore:
         skipped = _Skipped(run_id)
         try:
             for number, line in self._numbered_lines(run_id, skipped):
-                kind = _line_type(line)
+                kind = line_type(line)
                 if kind is None:
                     skipped.add(number)
                 elif kind == "hello":
@@ -284,15 +317,6 @@ class RunStore:
                         yield number, line
             except OSError as exc:  # e.g. EIO: what was read stands
                 log.warning("run %s: reading frames.jsonl failed: %s", run_id, exc)
-
-
-def _line_type(line: str) -> str | None:
-    """A line's message type, read from its start when it starts as every message does."""
-    found = _TYPE.match(line)
-    if found:
-        return found.group(1)
-    record = storefs.parse_message(line)
-    return None if record is None else str(record["type"])
 
 
 class _Skipped:

@@ -29,8 +29,7 @@ from .commands import RunNotActive, TooManyCommands, WorkerTimeout
 from .deps import Manager
 from .fanout import ClientClosed, ClientQueue
 from .lifecycle import RunState
-from .manager import RunManager, UnknownRun
-from .run import Run
+from .manager import AnyRun, RunManager, UnknownRun
 from .schemas import ControlMessage
 from .security import origin_allowed
 
@@ -100,7 +99,7 @@ async def _send(
 
 
 async def _receive(
-    websocket: WebSocket, run: Run, client: ClientQueue, manager: RunManager
+    websocket: WebSocket, run: AnyRun, client: ClientQueue, manager: RunManager
 ) -> str | None:
     """Answer the client's messages until it leaves (None) or sends one too large to
     take (the error to send before closing)."""
@@ -123,7 +122,7 @@ async def _receive(
             _reply_error(client, None, "the server failed on this message (see its log)")
 
 
-async def _handle(text: str, run: Run, client: ClientQueue, manager: RunManager) -> None:
+async def _handle(text: str, run: AnyRun, client: ClientQueue, manager: RunManager) -> None:
     try:
         data: Any = json.loads(text)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
