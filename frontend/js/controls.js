@@ -265,12 +265,18 @@ export function createLiveControls(root, { send, stop }) {
 
   function update(state) {
     const runState = state.runState;
-    active = runState !== null && ACTIVE_STATES.has(runState);
+    // A watched run is trained by the user's own process: its settings change there.
+    const watched = state.hello?.config?.source === "watch";
+    active = runState !== null && ACTIVE_STATES.has(runState) && !watched;
     const hasRun = state.hello !== null;
     context = { nTrain: state.hello?.dataset?.n_train ?? null, variants: state.variants };
     noRun.hidden = hasRun && active;
     // Before the run's first message the page is loading it, not without one.
-    noRun.textContent = hasRun && runState !== null ? t("controls.ended", { state: t(`runstate.${runState}`) }) : t("controls.loading");
+    noRun.textContent = watched
+      ? t("controls.watched")
+      : hasRun && runState !== null
+        ? t("controls.ended", { state: t(`runstate.${runState}`) })
+        : t("controls.loading");
     const hasBn = batchStatVariants(state).length > 0;
     lr.show(state.settings.lr, { disabled: !active });
     batch.show(state.settings.batch_size, { disabled: !active });

@@ -21,6 +21,10 @@ export function pickRun(runs, wanted = null) {
 
 /** One line about a run's setup: "digits · plain / BN · 3×100 sigmoid". */
 export function runSummary(config = {}) {
+  if (config.source === "watch") {
+    // The user's own models, under the names they gave them.
+    return [config.name, (config.variants ?? []).join(" / "), t("runs.watched")].filter(Boolean).join(" · ");
+  }
   const variants = (config.variants ?? []).map(variantName).join(" / ");
   const shape = config.depth && config.width ? `${config.depth}×${config.width}` : "";
   return [config.dataset, variants, [shape, config.activation].filter(Boolean).join(" ")].filter(Boolean).join(" · ");

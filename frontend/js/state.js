@@ -137,7 +137,7 @@ function applyHello(state, msg) {
   fresh.hello = msg;
   fresh.variants = Object.keys(msg.variants ?? {});
   if (fresh.variants.length === 0 && Array.isArray(config.variants)) fresh.variants = [...config.variants];
-  fresh.depth = Array.isArray(msg.edges) ? msg.edges.length : (config.depth ?? 0);
+  fresh.depth = layerCount(msg, config);
   fresh.settings = {
     lr: config.lr ?? null,
     batch_size: config.batch_size ?? null,
@@ -148,6 +148,24 @@ function applyHello(state, msg) {
   fresh.run = state.run;
   fresh.revision = state.revision + 1;
   return fresh;
+}
+
+/** Hidden layers shown: a watched run's models may differ, so the most any variant has. */
+function layerCount(hello, config) {
+  const perVariant = Object.values(hello.variant_edges ?? {}).filter(Array.isArray).map((layers) => layers.length);
+  if (perVariant.length) return Math.max(...perVariant);
+  return Array.isArray(hello.edges) ? hello.edges.length : (config.depth ?? 0);
+}
+
+/**
+ * The fixed bin edges of one variant's layer and tap: its own where the hello gives each
+ * variant edges (a watched run's models), else the run's shared ones; [] when unknown.
+ */
+export function edgesOf(state, variant, layer, tap) {
+  const hello = state.hello;
+  const own = hello?.variant_edges?.[variant];
+  if (own) return own[layer]?.[tap] ?? [];
+  return hello?.edges?.[layer]?.[tap] ?? [];
 }
 
 function applyFrame(state, msg) {

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { applyMessage, batchStatVariants, columnsIn, normalizedVariants, RECENT_STEPS, testsIn, windowStart, columnsOf, createSeries, createState, pushSeries, seriesItems, testsOf } from "../../frontend/js/state.js";
+import { applyMessage, edgesOf, batchStatVariants, columnsIn, normalizedVariants, RECENT_STEPS, testsIn, windowStart, columnsOf, createSeries, createState, pushSeries, seriesItems, testsOf } from "../../frontend/js/state.js";
 import { event, frame, hello } from "./fixtures.mjs";
 
 function run(messages, options) {
@@ -235,4 +235,26 @@ test("gradient ICS is kept only from the frames that carry it, per variant and l
   assert.equal(points[1].variants.plain, undefined);
   // a hello starts over
   assert.deepEqual(icsOf(applyMessage(state, hello())), []);
+});
+
+test("a watched run's models keep their own edges and layer counts", () => {
+  const hello = {
+    type: "hello",
+    config: { source: "watch", variants: ["bn", "plain"] },
+    variants: { bn: { taps: ["linear_out", "norm_xhat"] }, plain: { taps: ["act_input"] } },
+    edges: [],
+    variant_edges: {
+      bn: [{ linear_out: [0, 1, 2] }, { linear_out: [0, 2, 4] }, { linear_out: [0, 3, 6] }],
+      plain: [{ act_input: [-1, 0, 1] }],
+    },
+  };
+  const state = applyMessage(createState(), hello);
+  assert.equal(state.depth, 3);
+  assert.deepEqual(edgesOf(state, "bn", 1, "linear_out"), [0, 2, 4]);
+  assert.deepEqual(edgesOf(state, "plain", 0, "act_input"), [-1, 0, 1]);
+  assert.deepEqual(edgesOf(state, "plain", 2, "act_input"), []);
+  // A built-in run: one set of edges per layer, shared by every variant.
+  const shared = applyMessage(createState(), { type: "hello", config: {}, variants: { plain: {}, bn: {} }, edges: [{ act_input: [0, 1] }] });
+  assert.equal(shared.depth, 1);
+  assert.deepEqual(edgesOf(shared, "bn", 0, "act_input"), [0, 1]);
 });

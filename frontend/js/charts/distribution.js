@@ -1,7 +1,7 @@
 /** One layer's current distribution of the chosen tap, every variant overlaid on the same bins. */
 
 import { t } from "../i18n.js";
-import { columnsOf } from "../state.js";
+import { columnsOf, edgesOf } from "../state.js";
 import { binCentres, histogramShares, layerOf, occupiedBins, tapOf } from "../series.js";
 import { setLegend } from "./card.js";
 import { baseLayout, react, valueAxis, variantColor, variantName, withAlpha } from "./plot.js";
@@ -16,10 +16,16 @@ export function createDistributionChart(card, { layer, view, runKey }) {
     update(state) {
       const column = state.latest;
       const tap = view.tap;
-      const edges = state.hello?.edges?.[layer]?.[tap] ?? [];
-      const x = binCentres(edges);
       // The part of the fixed bins the run has used so far: a steady axis, so drift shows.
-      const used = occupiedBins(columnsOf(state), state.variants, layer, tap, 2);
+      // Each variant's own bins (a watched run's models have their own edges), one range.
+      let range = null;
+      for (const variant of state.variants) {
+        const edges = edgesOf(state, variant, layer, tap);
+        const used = occupiedBins(columnsOf(state), [variant], layer, tap, 2);
+        if (!used) continue;
+        const [lo, hi] = [edges[used[0]], edges[used[1] + 1]];
+        range = range ? [Math.min(range[0], lo), Math.max(range[1], hi)] : [lo, hi];
+      }
       const traces = [];
       const notes = [];
       state.variants.forEach((variant, i) => {
@@ -29,7 +35,7 @@ export function createDistributionChart(card, { layer, view, runKey }) {
         traces.push({
           type: "scatter",
           mode: "lines",
-          x,
+          x: binCentres(edgesOf(state, variant, layer, tap)),
           y: shares.shares,
           name: variantName(variant),
           line: { color, width: 1.5, shape: "hvh" },
@@ -49,7 +55,7 @@ export function createDistributionChart(card, { layer, view, runKey }) {
       const layout = {
         ...baseLayout({ uirevision: `${runKey()}:${tap}`, revision: state.revision, height: 230 }),
         hovermode: "x unified",
-        xaxis: valueAxis(t(`tap.${tap}`), { range: used ? [edges[used[0]], edges[used[1] + 1]] : undefined }),
+        xaxis: valueAxis(t(`tap.${tap}`), { range: range ?? undefined }),
         yaxis: valueAxis(t("axis.share"), { tickformat: ".0%", rangemode: "tozero" }),
       };
       react(card.plot, traces, layout, `covshift-layer${layer + 1}-${tap}-distribution`);

@@ -4,7 +4,7 @@
 
 import { formatNumber, roundSignificant } from "../bounds.js";
 import { t } from "../i18n.js";
-import { columnsIn } from "../state.js";
+import { columnsIn, edgesOf } from "../state.js";
 import { columnPosition, markedEvents, occupiedBins, tapOf } from "../series.js";
 import { eventColor, eventText, variantColor, variantName } from "./plot.js";
 import { el } from "../dom.js";
@@ -99,7 +99,6 @@ export function createHeatmap(card, { layer, view, cursor }) {
   card.root.append(key);
   let columns = [];
   let lastState = null;
-  let crop = null; // [lo, hi]: the bins shown
 
   function panel(variant, index, first) {
     let p = panels.get(variant);
@@ -135,9 +134,9 @@ export function createHeatmap(card, { layer, view, cursor }) {
     if (!lastState || columns.length === 0) return;
     const rect = p.canvas.getBoundingClientRect();
     const col = Math.min(columns.length - 1, Math.max(0, Math.floor(((event.clientX - rect.left) / rect.width) * columns.length)));
-    const edges = lastState.hello?.edges?.[layer]?.[view.tap] ?? [];
+    const edges = edgesOf(lastState, p.variant, layer, view.tap);
     const bins = edges.length - 1;
-    const [lo, hi] = crop ?? [0, bins - 1];
+    const [lo, hi] = p.crop ?? [0, bins - 1];
     const row = Math.floor(((event.clientY - rect.top) / rect.height) * (hi - lo + 3));
     const stats = tapOf(columns[col], p.variant, layer, view.tap);
     const step = columns[col].step;
@@ -194,13 +193,18 @@ export function createHeatmap(card, { layer, view, cursor }) {
       lastState = state;
       columns = columnsIn(state, view);
       const tap = view.tap;
-      const edges = state.hello?.edges?.[layer]?.[tap] ?? [];
-      const bins = Math.max(0, edges.length - 1);
-      crop = occupiedBins(columns, state.variants, layer, tap) ?? (bins ? [0, bins - 1] : null);
-      const [lo, hi] = crop ?? [0, -1];
-      const rows = hi - lo + 3;
+      // Variants that share their edges share one crop (the same rows, comparable); a
+      // watched run's models with their own edges are each cropped to their own bins.
+      const shared = !state.hello?.variant_edges;
+      const sharedCrop = shared ? occupiedBins(columns, state.variants, layer, tap) : null;
       state.variants.forEach((variant, index) => {
         const p = panel(variant, index, index === 0);
+        const edges = edgesOf(state, variant, layer, tap);
+        const bins = Math.max(0, edges.length - 1);
+        const crop = (shared ? sharedCrop : occupiedBins(columns, [variant], layer, tap)) ?? (bins ? [0, bins - 1] : null);
+        p.crop = crop;
+        const [lo, hi] = crop ?? [0, -1];
+        const rows = hi - lo + 3;
         const has = (state.hello?.variants?.[variant]?.taps ?? []).includes(tap);
         p.label.textContent = has ? variantName(variant) : t("tap.missing", { variant: variantName(variant), tap: t(`tap.${tap}`) });
         p.root.classList.toggle("missing", !has);
