@@ -73,7 +73,7 @@ def test_the_docs_page_loads_only_its_own_assets(client: TestClient, docs_page: 
         assert asset.status_code == 200, url
         expected = CONTENT_TYPES[Path(urlsplit(url).path).suffix]
         assert asset.headers["content-type"].startswith(expected), url
-        assert int(asset.headers["content-length"]) > 0
+        assert len(asset.content) > 0  # gzipped in transit: no content-length
     starter = client.get(scripts[-1]).text
     assert "http:" not in starter and "https:" not in starter
     schema = client.get(assets.data["data-openapi-url"])  # the starter reads it from the page

@@ -15,9 +15,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.responses import FileResponse, Response
-from starlette.staticfiles import StaticFiles
+from starlette.responses import Response
 
 from covshift import __version__
 from covshift.errors import ConfigError
@@ -25,6 +25,7 @@ from covshift.reports.run import DamagedRun, NoDataYet
 from covshift.settings import Settings
 
 from . import api, docs, rules, ws
+from .assets import GZIP_LEVEL, GZIP_MINIMUM_BYTES, PageFiles, VendorFile
 from .commands import RunNotActive, TooManyCommands, WorkerTimeout
 from .manager import RunManager, TooManyRuns, UnknownRun
 from .security import BodyLimitMiddleware, HeaderLimitMiddleware, SecurityHeadersMiddleware
@@ -88,6 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ws.router)
     _add_errors(app)
     _add_assets(app)
+    # Innermost: compresses what the routes answer (JSON, exports, the page's files);
+    # plotly.min.js comes compressed already and passes through.
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES, compresslevel=GZIP_LEVEL)
     # Added last = outermost: the header and body limits see a request before anything
     # reads it.
     app.add_middleware(SecurityHeadersMiddleware)
@@ -156,19 +160,18 @@ def _add_assets(app: FastAPI) -> None:
             FAVICON, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"}
         )
 
-    plotly = plotly_js()
+    found = plotly_js()
+    plotly = VendorFile(found, "text/javascript") if found is not None else None
 
     @app.get("/vendor/plotly.min.js", include_in_schema=False)
-    async def plotly_min_js() -> Response:
+    async def plotly_min_js(request: Request) -> Response:
         if plotly is None:
             return JSONResponse({"detail": "the plotly package is not installed"}, status_code=404)
-        return FileResponse(
-            plotly, media_type="text/javascript", headers={"cache-control": "max-age=86400"}
-        )
+        return await plotly.response(request)
 
     page = frontend_dir()
     if page is not None:
         # Mounted last, at "/", so the API and websocket routes above take precedence.
-        app.mount("/", StaticFiles(directory=page, html=True), name="frontend")
+        app.mount("/", PageFiles(directory=page, html=True), name="frontend")
     else:
         log.warning("no frontend/ directory found: serving the API only")
