@@ -468,3 +468,33 @@ def test_before_the_first_data_the_page_says_it_is_loading(
         assert "no BN variant" not in page.page.inner_text("#live-controls")
     finally:
         context.close()
+
+
+def test_the_step_cursor_sits_where_plotly_draws_that_step(dashboard: Page) -> None:
+    # The page places the cursor from documented layout fields only; Plotly's own internal
+    # mapping is the oracle here (only the test reads it).
+    dashboard.wait_frames(20)
+    found = dashboard.wait_js(
+        """async () => {
+          const { cursorPlaces } = await import('/js/charts/plot.js');
+          const results = [];
+          for (const plot of document.querySelectorAll('#overview .plot, #lesson .plot')) {
+            const full = plot._fullLayout;
+            if (!full || !plot.layout) return null;
+            for (const name of Object.keys(full).filter((k) => /^xaxis\\d*$/.test(k))) {
+              const axis = full[name];
+              const step = (axis.range[0] + axis.range[1]) / 2;
+              const places = cursorPlaces(plot.layout, plot.clientWidth, step, [name.replace('axis', '')]);
+              if (places.length !== 1) return null;
+              const y = full[axis.anchor.replace(/^y(\\d*)$/, 'yaxis$1')];
+              results.push([places[0].left, axis._offset + axis.l2p(step),
+                            places[0].top, y._offset, places[0].height, y._length]);
+            }
+          }
+          return results.length >= 3 ? results : null;
+        }"""
+    )
+    for left, expected_left, top, expected_top, height, expected_height in found:
+        assert abs(left - expected_left) < 1.0
+        assert abs(top - expected_top) < 1.0 and abs(height - expected_height) < 1.0
+    assert dashboard.errors == []

@@ -168,30 +168,50 @@ export function purge(element) {
 }
 
 /**
- * The shared step cursor on a Plotly chart: a thin line at `step` over each named x axis,
- * drawn as DOM over the plot (so moving it never redraws the chart). Uses the axes'
- * pixel mapping from the rendered figure.
+ * Where a step falls on a chart, in pixels of the chart's element, from documented layout
+ * fields only: the margins and domains this page sets (fixed margins, no automargin), the
+ * element's width and the x range Plotly writes back into `element.layout` after drawing.
+ * [{left, top, height}] per named x axis whose range holds the step (pure).
  */
-export function placeCursor(element, overlay, step, axisNames) {
-  const full = element._fullLayout;
-  const lines = overlay.children;
-  let used = 0;
-  if (step !== null && full) {
-    for (const name of axisNames) {
-      const axis = full[name.replace(/^x(\d*)$/, "xaxis$1")];
-      if (!axis || typeof axis.l2p !== "function") continue;
-      const [lo, hi] = axis.range;
-      if (step < Math.min(lo, hi) || step > Math.max(lo, hi)) continue;
-      const yaxis = full[(axis.anchor ?? "y").replace(/^y(\d*)$/, "yaxis$1")];
-      const line = lines[used] ?? overlay.appendChild(document.createElement("div"));
-      line.className = "cursor-line";
-      line.style.left = `${axis._offset + axis.l2p(step)}px`;
-      line.style.top = `${yaxis ? yaxis._offset : full.margin.t}px`;
-      line.style.height = `${yaxis ? yaxis._length : full.height - full.margin.t - full.margin.b}px`;
-      line.hidden = false;
-      used += 1;
-    }
+export function cursorPlaces(layout, width, step, axisNames) {
+  if (step === null || !layout) return [];
+  const margin = { l: 80, r: 80, t: 100, b: 80, ...(layout.margin ?? {}) };
+  const height = layout.height ?? 450;
+  const plotWidth = width - margin.l - margin.r;
+  const plotHeight = height - margin.t - margin.b;
+  const places = [];
+  for (const name of axisNames) {
+    const axis = layout[name.replace(/^x(\d*)$/, "xaxis$1")];
+    const range = axis?.range;
+    if (!Array.isArray(range) || range.length !== 2 || range[0] === range[1]) continue;
+    const [lo, hi] = range;
+    if (step < Math.min(lo, hi) || step > Math.max(lo, hi)) continue;
+    const [d0, d1] = axis.domain ?? [0, 1];
+    const yaxis = layout[(axis.anchor ?? "y").replace(/^y(\d*)$/, "yaxis$1")];
+    const [y0, y1] = yaxis?.domain ?? [0, 1];
+    places.push({
+      left: margin.l + plotWidth * (d0 + ((step - lo) / (hi - lo)) * (d1 - d0)),
+      top: margin.t + plotHeight * (1 - y1),
+      height: plotHeight * (y1 - y0),
+    });
   }
-  for (let i = used; i < lines.length; i += 1) lines[i].hidden = true;
+  return places;
 }
 
+/**
+ * The shared step cursor on a Plotly chart: a thin line at `step` over each named x axis,
+ * drawn as DOM over the plot (so moving it never redraws the chart).
+ */
+export function placeCursor(element, overlay, step, axisNames) {
+  const places = cursorPlaces(element.layout, element.clientWidth, step, axisNames);
+  const lines = overlay.children;
+  places.forEach((place, i) => {
+    const line = lines[i] ?? overlay.appendChild(document.createElement("div"));
+    line.className = "cursor-line";
+    line.style.left = `${place.left}px`;
+    line.style.top = `${place.top}px`;
+    line.style.height = `${place.height}px`;
+    line.hidden = false;
+  });
+  for (let i = places.length; i < lines.length; i += 1) lines[i].hidden = true;
+}
