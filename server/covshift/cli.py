@@ -159,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. COVSHIFT_PORT); flags win.",
     )
     add_serve_flags(serve_parser)
+    doctor = commands.add_parser(
+        "doctor",
+        help="diagnose a finished or live run's normalization (docs/doctor.md)",
+        description="Read RUN_DIR/frames.jsonl and list what looks wrong with each variant's "
+        "normalization (train/eval gap, stale running statistics, noisy batch statistics, "
+        "dead or saturated layers), each with its numbers and the fix. Exit code 0 whether or "
+        "not problems are found, 2 when the file is missing or damaged.",
+    )
+    doctor.add_argument(
+        "run_dir", type=Path, metavar="RUN_DIR", help="a folder holding frames.jsonl"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
     return parser
 
 
@@ -174,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(_default_to_serve(sys.argv[1:] if argv is None else argv))
     if args.command == "serve":
         return serve(args)
+    if args.command == "doctor":
+        return _doctor(args)
     if args.command != "run":
         parser.print_help()
         return 0
@@ -221,6 +235,24 @@ def main(argv: list[str] | None = None) -> int:
             f"wrote {args.out / 'frames.jsonl'}, {args.out / 'summary.json'} "
             f"and {args.out / 'report.html'}"
         )
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    # Torch-free: diagnosing a stored run reads its records only.
+    from .reports.doctor import diagnose, read_run, render_text
+
+    try:
+        hello, records = read_run(args.run_dir)
+        findings = diagnose(hello, records)
+    except CovshiftError as exc:
+        print(f"covshift doctor: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        found = [finding.to_json() for finding in findings]
+        print(json.dumps({"run": str(args.run_dir), "findings": found}, indent=2))
+    else:
+        print(render_text(findings, hello, str(args.run_dir)), end="")
     return 0
 
 
