@@ -16,14 +16,14 @@ from torch import nn
 
 from .hooks import hooked
 from .inference import running_stat_norms
-from .models import MLP
+from .models import Network
 from .norms import batch_moments
 
 
 class CumulativeAverages:
     """Running sums of one model's batch statistics, per running-statistics normalizer."""
 
-    def __init__(self, model: MLP) -> None:
+    def __init__(self, model: Network) -> None:
         self.norms = running_stat_norms(model)
         self.sums: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.batches = 0  # each ghost batch counts as a batch, as BN's own counter does

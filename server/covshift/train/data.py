@@ -29,6 +29,9 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+    # (channels, height, width) of image data, whose rows are its pixels flattened in
+    # that order; None for data without a grid (a CNN cannot take it).
+    image_shape: tuple[int, int, int] | None = None
 
     @property
     def n_features(self) -> int:
@@ -42,6 +45,7 @@ class Dataset:
             self.x_test.to(device),
             self.y_test.to(device),
             self.n_classes,
+            self.image_shape,
         )
 
 
@@ -68,6 +72,7 @@ def standardise(
     y_train: np.ndarray,
     x_test: np.ndarray,
     y_test: np.ndarray,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> Dataset:
     """Scale every feature to mean 0, std 1 using training statistics only (no test leakage)."""
     x_train = x_train.astype(np.float64)
@@ -83,22 +88,31 @@ def standardise(
         return torch.from_numpy(y.astype(np.int64))
 
     return Dataset(
-        name, features(x_train), labels(y_train), features(x_test), labels(y_test), n_classes
+        name,
+        features(x_train),
+        labels(y_train),
+        features(x_test),
+        labels(y_test),
+        n_classes,
+        image_shape,
     )
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray) -> Dataset:
+def _split(
+    name: str, x: np.ndarray, y: np.ndarray, image_shape: tuple[int, int, int] | None = None
+) -> Dataset:
     order = np.random.default_rng(_DATA_SEED).permutation(len(x))
     n_test = math.ceil(len(x) * _TEST_FRACTION)
     test, train = order[:n_test], order[n_test:]
-    return standardise(name, x[train], y[train], x[test], y[test])
+    return standardise(name, x[train], y[train], x[test], y[test], image_shape)
 
 
 def _digits() -> Dataset:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    return _split("digits", bunch.data, bunch.target)
+    # bunch.data holds each 8x8 image row by row, one grey channel.
+    return _split("digits", bunch.data, bunch.target, image_shape=(1, 8, 8))
 
 
 def _moons() -> Dataset:
@@ -157,10 +171,12 @@ def load_mnist(directory: Path) -> Dataset:
             raise DataError(f"MNIST {split} has {len(images)} images but {len(labels)} labels")
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
         raise DataError("MNIST train and test images differ in size")
+    height, width = arrays["x_train"].shape[1:]
     return standardise(
         "mnist",
         arrays["x_train"].reshape(len(arrays["x_train"]), -1),
         arrays["y_train"],
         arrays["x_test"].reshape(len(arrays["x_test"]), -1),
         arrays["y_test"],
+        image_shape=(1, int(height), int(width)),
     )

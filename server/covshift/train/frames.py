@@ -15,7 +15,7 @@ from covshift.wire import Json, message
 
 from . import ics
 from .fixed_drift import FixedDataDrift
-from .models import MLP, layer_weights
+from .models import Network, layer_weights
 from .packing import Packer
 from .probes import Captured, Probe, tap_values
 
@@ -48,7 +48,7 @@ class StepView:
 
 def build_frame(
     view: StepView,
-    models: dict[str, MLP],
+    models: dict[str, Network],
     probe: Probe,
     fixed: FixedDataDrift,
     passes: dict[str, Pass],

@@ -7,6 +7,7 @@ result per row, so a whole frame is reduced in a handful of torch calls.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,9 @@ class RowStats:
     std: torch.Tensor  # population std (ddof=0)
     min: torch.Tensor
     max: torch.Tensor
-    ordered: np.ndarray  # (unique rows, n) each values row sorted, non-finite ones as +inf last
+    # Each unique values row sorted, non-finite ones as +inf last: (unique rows, n), or one
+    # array per unique row when rows differ in length (reduce_ragged).
+    ordered: np.ndarray | list[np.ndarray]
     source: list[int]  # result row i describes ordered[source[i]]
 
     def full_counts(self) -> torch.Tensor:
@@ -109,6 +112,60 @@ def reduce_rows(
         overflow=torch.from_numpy(n_finite[rows] - at_or_below_last),
         nonfinite=torch.from_numpy(n - n_finite[rows]),
         **{name: torch.from_numpy(column[rows]) for name, column in stats.items()},
+        ordered=ordered,
+        source=rows,
+    )
+
+
+def reduce_ragged(
+    values: Sequence[torch.Tensor], edges: torch.Tensor, source: list[int] | None = None
+) -> RowStats:
+    """reduce_rows for unique rows that may differ in length (layers of different sizes), each
+    tensor taken whole (flattened). Rows of one length are reduced together, so each unique
+    tensor is still sorted once; the result rows keep the order of `source`."""
+    rows = list(range(len(values))) if source is None else source
+    flat = [value.reshape(-1) for value in values]
+    lengths = [len(row) for row in flat]
+    if len(set(lengths)) == 1:
+        return reduce_rows(torch.stack(flat), edges, rows)
+    if any(row.device.type != "cpu" for row in flat):
+        # One transfer for the whole frame (a sync point on CUDA), then split on the host.
+        flat = list(torch.split(torch.cat([row.float() for row in flat]).cpu(), lengths))
+    groups: dict[int, list[int]] = {}
+    for unique, length in enumerate(lengths):
+        groups.setdefault(length, []).append(unique)
+    ordered: list[np.ndarray] = [np.empty(0, np.float32)] * len(flat)
+    order: list[int] = []
+    parts: list[RowStats] = []
+    for members in groups.values():
+        local = {unique: i for i, unique in enumerate(members)}
+        picked = [r for r, unique in enumerate(rows) if unique in local]
+        if not picked:
+            continue
+        stats = reduce_rows(
+            torch.stack([flat[u] for u in members]),
+            edges[picked],
+            [local[rows[r]] for r in picked],
+        )
+        for unique, i in local.items():
+            ordered[unique] = stats.ordered[i]
+        order += picked
+        parts.append(stats)
+    back = torch.from_numpy(np.argsort(np.array(order)))  # group order -> row order
+
+    def gather(name: str) -> torch.Tensor:
+        return torch.cat([getattr(part, name) for part in parts])[back]
+
+    return RowStats(
+        counts=gather("counts"),
+        underflow=gather("underflow"),
+        overflow=gather("overflow"),
+        nonfinite=gather("nonfinite"),
+        percentiles=gather("percentiles"),
+        mean=gather("mean"),
+        std=gather("std"),
+        min=gather("min"),
+        max=gather("max"),
         ordered=ordered,
         source=rows,
     )

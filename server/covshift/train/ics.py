@@ -28,7 +28,7 @@ from torch import nn
 
 from covshift.wire import Json
 
-from .models import MLP, layer_weights
+from .models import Network, layer_weights
 from .norms import restoring_state
 from .packing import Packer
 
@@ -38,7 +38,7 @@ LANDSCAPE_STEPS = (0.25, 0.5, 1.0, 2.0, 4.0)
 Gradients = dict[nn.Parameter, torch.Tensor]
 
 
-def snapshot(model: MLP) -> MLP:
+def snapshot(model: Network) -> Network:
     """A copy of the model as it is now: parameters, buffers, noise generators, mode."""
     twin = copy.deepcopy(model)
     for parameter in twin.parameters():
@@ -51,7 +51,7 @@ def snapshot(model: MLP) -> MLP:
 
 
 def measure(
-    twin: MLP,
+    twin: Network,
     x: torch.Tensor,
     y: torch.Tensor,
     loss_fn: nn.Module,
@@ -76,7 +76,7 @@ def measure(
 
 
 def gradient_shift(
-    model: MLP,
+    model: Network,
     x: torch.Tensor,
     y: torch.Tensor,
     loss_fn: nn.Module,
@@ -108,7 +108,7 @@ def gradient_shift(
 
 
 def landscape(
-    model: MLP,
+    model: Network,
     x: torch.Tensor,
     y: torch.Tensor,
     loss_fn: nn.Module,
@@ -170,7 +170,7 @@ def template(result: dict[str, torch.Tensor], lr: float, packer: Packer) -> dict
 
 
 def _loss_and_gradients(
-    model: MLP,
+    model: Network,
     x: torch.Tensor,
     y: torch.Tensor,
     loss_fn: nn.Module,

@@ -16,25 +16,34 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .data import Dataset
 from .hooks import hooked
-from .models import MLP
-from .norms import batch_moments, restoring_state
+from .models import Network
+from .norms import batch_moments, has_running_stats, restoring_state
 
 # Algorithm 2 averages over "multiple training mini-batches"; at most this many bound the
 # cost of a test step (all of digits at batch size 60; 6,000 MNIST examples).
 POPULATION_BATCHES = 100
+# Eval-mode scoring takes the test set in chunks of this many examples: per example it is
+# the same (running statistics), and a CNN's maps of all 10,000 MNIST test images at once
+# would need gigabytes. Above digits' 360, so its MLP runs still score in one pass.
+EVAL_CHUNK = 512
 
 
-def running_stat_norms(model: MLP) -> list[nn.BatchNorm1d]:
-    """The model's normalizers with running statistics, in forward order."""
-    return [b.norm for b in model.hidden() if isinstance(b.norm, nn.BatchNorm1d)]
+def running_stat_norms(model: Network) -> list[_BatchNorm]:
+    """The model's normalizers with running statistics (any BatchNorm), in forward order."""
+    return [
+        b.norm
+        for b in model.hidden()
+        if isinstance(b.norm, _BatchNorm) and has_running_stats(b.norm)
+    ]
 
 
 @torch.no_grad()
 def evaluate(
-    model: MLP,
+    model: Network,
     data: Dataset,
     batch_size: int,
     loss_fn: nn.Module,
@@ -72,7 +81,7 @@ def test_batches(x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, ...]:
     return torch.tensor_split(x, max(1, x.shape[0] // batch_size))
 
 
-def train_mode_logits(model: MLP, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+def train_mode_logits(model: Network, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Logits with the model left in train mode: each batch normalised by its own statistics."""
     with restoring_state(model):
         model.train()
@@ -80,10 +89,11 @@ def train_mode_logits(model: MLP, x: torch.Tensor, batch_size: int) -> torch.Ten
 
 
 def population_statistics(
-    model: MLP, x_train: torch.Tensor, batch_size: int
+    model: Network, x_train: torch.Tensor, batch_size: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per running-statistics normalizer: E[x] = mean of the batch means and
-    Var[x] = m/(m-1) · mean of the biased batch variances (= mean of unbiased ones), over
+    Var[x] = m/(m-1) · mean of the biased batch variances (= mean of unbiased ones; m counts
+    N x H x W values per channel of a conv map, as BatchNorm2d's own correction), over
     the first (at most POPULATION_BATCHES) consecutive training mini-batches of m examples,
     passed through the training network (train mode; ghost BN: over its ghost batches).
     Algorithm 2 of Ioffe & Szegedy (2015)."""
@@ -108,7 +118,7 @@ def population_statistics(
 
 
 @contextmanager
-def norm_inputs(norms: list[nn.BatchNorm1d]) -> Iterator[list[torch.Tensor]]:
+def norm_inputs(norms: list[_BatchNorm]) -> Iterator[list[torch.Tensor]]:
     """Collect each norm's input of the forward passes run inside the block, in order."""
     seen: list[torch.Tensor] = []
 
@@ -120,7 +130,7 @@ def norm_inputs(norms: list[nn.BatchNorm1d]) -> Iterator[list[torch.Tensor]]:
 
 
 def _eval_logits(
-    model: MLP,
+    model: Network,
     x: torch.Tensor,
     statistics: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
@@ -132,6 +142,6 @@ def _eval_logits(
                 norm.running_mean.copy_(mean)
                 norm.running_var.copy_(var)
         model.eval()
-        logits: torch.Tensor = model(x)
+        logits = torch.cat([model(chunk) for chunk in torch.split(x, EVAL_CHUNK)])
         model.train()
     return logits

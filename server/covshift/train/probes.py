@@ -1,7 +1,9 @@
 """Probes: forward hooks that capture each hidden layer's tensors, and their reduction to stats.
 
 Capturing (detach and keep) is separate from reducing (a small dict of numbers).
-Hooks live only inside `capture(...)`, which always removes them.
+Hooks live only inside `capture(...)`, which always removes them. A layer's tensors may
+be (N, C) or conv maps (N, C, H, W): histograms and percentiles pool all of a layer's
+values; per-unit numbers are per channel, over N x H x W.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from torch import nn
 
 from covshift.wire import Json
 
-from .histogram import RowStats, make_edges, nice_ceil, reduce_rows, wasserstein1
+from .histogram import RowStats, make_edges, nice_ceil, reduce_ragged, wasserstein1
 from .hooks import Hook, hooked
-from .models import MLP
-from .norms import normalized
+from .models import ACTIVATIONS, Network
+from .norms import channel_rows, normalized
 from .normstats import norm_templates
 from .packing import Filled, Packer
 
@@ -28,6 +30,14 @@ TAPS = ("linear_out", "norm_xhat", "norm_out", "act_input", "act_output")
 NORM_TAPS = frozenset({"norm_xhat", "norm_out"})
 # Sigmoid/tanh outputs this close to their bounds pass almost no gradient.
 SATURATION_MARGIN = 0.01
+# The activations with bounded outputs, whose saturated fraction a frame reports.
+SATURATING: dict[type[nn.Module], tuple[float, float]] = {
+    nn.Sigmoid: (0.0, 1.0),
+    nn.Tanh: (-1.0, 1.0),
+}
+# The activations that pass (almost) nothing below 0, whose dead fraction (outputs <= 0) a
+# frame reports.
+RECTIFYING: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU)
 # x̂ is standardised by construction, so its histogram range is fixed.
 XHAT_RANGE = 5.0
 
@@ -35,7 +45,7 @@ Captured = list[dict[str, torch.Tensor]]  # per hidden layer: name -> tensor
 
 
 @contextmanager
-def capture(model: MLP) -> Iterator[Captured]:
+def capture(model: Network) -> Iterator[Captured]:
     """Record every hidden layer's tensors during the forward passes run inside the block."""
     captured: Captured = [{} for _ in model.hidden()]
     hooks: list[tuple[nn.Module, Hook]] = []
@@ -74,13 +84,13 @@ def _keep_act(store: dict[str, torch.Tensor]) -> Hook:
     return hook
 
 
-def taps_of(model: MLP) -> tuple[str, ...]:
+def taps_of(model: Network) -> tuple[str, ...]:
     """The taps a model exposes (no BN taps without a norm)."""
     has_norm = any(block.norm is not None for block in model.hidden())
     return tuple(tap for tap in TAPS if has_norm or tap not in NORM_TAPS)
 
 
-def tap_values(model: MLP, layers: Captured) -> list[dict[str, torch.Tensor]]:
+def tap_values(model: Network, layers: Captured) -> list[dict[str, torch.Tensor]]:
     """Per layer, each tap's tensor. x̂ is the normalizer's own when it hands it out (Batch
     Renorm, ghost BN), else recomputed from its input: for BN (x - batch mean) /
     sqrt(biased batch variance + eps), for LayerNorm and GroupNorm the same per example
@@ -102,8 +112,24 @@ def tap_values(model: MLP, layers: Captured) -> list[dict[str, torch.Tensor]]:
     return result
 
 
+def saturation_bounds(act: nn.Module | None) -> tuple[float, float] | None:
+    """The output bounds of a saturating activation (sigmoid, tanh), else None."""
+    for kind, bounds in SATURATING.items():
+        if isinstance(act, kind):
+            return bounds
+    return None
+
+
+def is_rectifying(act: nn.Module | None) -> bool:
+    """Whether the activation zeroes (or nearly) what is below 0: its dead fraction counts."""
+    return isinstance(act, RECTIFYING)
+
+
 class Probe:
-    """Reduces captured tensors to per-layer stats over bin edges fixed once per run."""
+    """Reduces captured tensors to per-layer stats over bin edges fixed once per run.
+
+    Each layer's activation is read from its block (`block.act`); `activation` (a config
+    name) stands in for it where calibrate is given no models."""
 
     def __init__(self, activation: str, bins: int, drift_window: int = 10) -> None:
         self.activation = activation
@@ -119,8 +145,18 @@ class Probe:
         # first; bounded, so a long run keeps at most drift_window histograms per layer
         self._window: dict[tuple[str, int], deque[np.ndarray]] = {}
 
-    def calibrate(self, values: dict[str, list[dict[str, torch.Tensor]]]) -> None:
-        """Fix every (layer, tap)'s edges from one batch, shared by all variants (same axes)."""
+    def calibrate(
+        self,
+        values: dict[str, list[dict[str, torch.Tensor]]],
+        models: dict[str, Network] | None = None,
+    ) -> None:
+        """Fix every (layer, tap)'s edges from one batch, shared by all variants (same axes).
+        The act_output range follows each layer's activation, from `models` when given."""
+        fallback = ACTIVATIONS[self.activation]() if self.activation in ACTIVATIONS else None
+        acts: dict[int, nn.Module | None] = {}
+        for model in (models or {}).values():
+            for layer, block in enumerate(model.hidden()):
+                acts.setdefault(layer, block.act)
         extent: dict[tuple[int, str], float] = {}
         for layers in values.values():
             for layer, taps in enumerate(layers):
@@ -129,7 +165,7 @@ class Probe:
                     largest = float(finite.abs().max()) if finite.numel() else 1.0
                     extent[layer, tap] = max(extent.get((layer, tap), 0.0), largest)
         for (layer, tap), largest in extent.items():
-            lo, hi = self._range(tap, largest)
+            lo, hi = self._range(tap, largest, acts.get(layer, fallback))
             self.edges[layer, tap] = make_edges(lo, hi, self.bins)
         # each layer's act_input bin width, for the drift's W1
         self._widths = {
@@ -138,16 +174,15 @@ class Probe:
             if tap == "act_input"
         }
 
-    def _range(self, tap: str, largest: float) -> tuple[float, float]:
+    def _range(self, tap: str, largest: float, act: nn.Module | None) -> tuple[float, float]:
         if tap == "norm_xhat":
             return -XHAT_RANGE, XHAT_RANGE
-        if tap == "act_output" and self.activation == "sigmoid":
-            return 0.0, 1.0
-        if tap == "act_output" and self.activation == "tanh":
-            return -1.0, 1.0
+        bounds = saturation_bounds(act)
+        if tap == "act_output" and bounds is not None:
+            return bounds
         # Twice the first batch's reach leaves room to watch the distribution move.
         reach = nice_ceil(2.0 * largest)
-        if tap == "act_output":  # relu
+        if tap == "act_output" and isinstance(act, nn.ReLU):
             return 0.0, reach
         return -reach, reach
 
@@ -161,7 +196,7 @@ class Probe:
     def reduce(
         self,
         values: dict[str, list[dict[str, torch.Tensor]]],
-        models: dict[str, MLP],
+        models: dict[str, Network],
         packer: Packer,
     ) -> dict[str, list[dict[str, Json]]]:
         """Per variant, a list of layer templates whose numbers are Slots in packer."""
@@ -175,7 +210,8 @@ class Probe:
             return {}
         index = {row: i for i, row in enumerate(rows)}
         # One tensor can sit behind several taps (plain's act_input is its linear_out, BN's
-        # is norm_out): each distinct tensor is stacked and sorted once.
+        # is norm_out): each distinct tensor is sorted once. Layers may differ in size
+        # (pooling), so rows are reduced in groups of one length.
         unique: dict[tuple[object, ...], int] = {}
         tensors: list[torch.Tensor] = []
         source = []
@@ -184,17 +220,18 @@ class Probe:
             key = (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype)
             if key not in unique:
                 unique[key] = len(tensors)
-                tensors.append(tensor.reshape(-1))
+                tensors.append(tensor)
             source.append(unique[key])
-        stacked = torch.stack(tensors)
         edges = torch.stack([self.edges[layer, tap] for _, layer, tap in rows])
-        stats = reduce_rows(stacked, edges, source)
+        stats = reduce_ragged(tensors, edges, source)
         taps = _tap_dicts(stats)
         packer.unpacked_nonfinite |= bool((stats.nonfinite > 0).any())
 
         layer_keys = [(v, layer) for v, layer, tap in rows if tap == "act_input"]
         output_rows = [index[v, layer, "act_output"] for v, layer in layer_keys]
-        activation = self._activation_stats(stats, output_rows, values, layer_keys, packer)
+        acts = [models[v].hidden()[layer].act for v, layer in layer_keys]
+        outputs = [values[v][layer]["act_output"] for v, layer in layer_keys]
+        activation = _activation_stats(stats, output_rows, outputs, acts, packer)
         drift = self._drift(
             layer_keys, [index[v, layer, "act_input"] for v, layer in layer_keys], stats, packer
         )
@@ -206,40 +243,11 @@ class Probe:
             entry: dict[str, Json] = {
                 "taps": {tap: taps[index[variant, layer, tap]] for tap in names}
             }
-            entry.update({name: per_layer[k] for name, per_layer in activation.items()})
+            entry.update(activation[k])
             entry["drift"] = drift.get((variant, layer))
             entry.update(norm_templates(block, names, packer))
             result[variant].append(entry)
         return result
-
-    def _activation_stats(
-        self,
-        stats: RowStats,
-        output_rows: list[int],
-        values: dict[str, list[dict[str, torch.Tensor]]],
-        layer_keys: list[tuple[str, int]],
-        packer: Packer,
-    ) -> dict[str, list[Json]]:
-        """Saturation (sigmoid, tanh) or dead fractions (relu) per layer, from its output:
-        counted in the sorted rows, compared in float32 as the tensors are."""
-        n = values[layer_keys[0][0]][layer_keys[0][1]]["act_output"].numel()
-        finite = n - stats.nonfinite.numpy()
-        if self.activation == "relu":
-            at_most_zero = np.nextafter(np.float32(0), np.float32(1))  # below it: v <= 0
-            dead = [int(stats.count_below(row, at_most_zero)) / n for row in output_rows]
-            outputs = torch.stack([values[v][layer]["act_output"] for v, layer in layer_keys])
-            per_unit = (outputs <= 0).all(dim=1)  # (layers, units): dead for the whole batch
-            dead_units = packer.add(per_unit.float().mean(dim=1))
-            return {"dead": dead, "dead_units": [dead_units.row(k) for k in range(len(dead))]}
-        low, high = (0.0, 1.0) if self.activation == "sigmoid" else (-1.0, 1.0)
-        # v < low + margin, and v <= high - margin (everything else finite is above it)
-        bounds = np.array([low + SATURATION_MARGIN, high - SATURATION_MARGIN], np.float32)
-        thresholds = np.array([bounds[0], np.nextafter(bounds[1], np.float32(np.inf))])
-        saturated = []
-        for row in output_rows:
-            below_low, up_to_high = stats.count_below(row, thresholds).tolist()
-            saturated.append((below_low + int(finite[row]) - up_to_high) / n)
-        return {"saturated": saturated}
 
     def _drift(
         self,
@@ -284,6 +292,44 @@ class Probe:
             self._first.setdefault(key, full[k])
             self._window.setdefault(key, deque(maxlen=self.drift_window)).append(full[k])
         return result
+
+
+def _activation_stats(
+    stats: RowStats,
+    output_rows: list[int],
+    outputs: list[torch.Tensor],
+    acts: list[nn.Module],
+    packer: Packer,
+) -> list[dict[str, Json]]:
+    """Per layer, from its output: the saturated fraction (sigmoid, tanh), or the dead
+    fraction and the share of units (channels) dead for the whole batch (ReLU and its
+    kin), or nothing for other activations. Counted in the sorted rows, compared in
+    float32 as the tensors are."""
+    result: list[dict[str, Json]] = [{} for _ in outputs]
+    nonfinite = stats.nonfinite.numpy()
+    at_most_zero = np.nextafter(np.float32(0), np.float32(1))  # below it: v <= 0
+    dead_layers = [k for k, act in enumerate(acts) if is_rectifying(act)]
+    if dead_layers:
+        # A unit is dead when it is <= 0 for every example (and, in a conv map, every position).
+        per_unit = [(channel_rows(outputs[k]) <= 0).all(dim=0).float().mean() for k in dead_layers]
+        dead_units = packer.add(torch.stack(per_unit))
+        for i, k in enumerate(dead_layers):
+            n = outputs[k].numel()
+            dead = int(stats.count_below(output_rows[k], at_most_zero)) / n
+            result[k] = {"dead": dead, "dead_units": dead_units.row(i)}
+    for k, act in enumerate(acts):
+        bounds = saturation_bounds(act)
+        if bounds is None:
+            continue
+        low, high = bounds
+        n = outputs[k].numel()
+        # v < low + margin, and v <= high - margin (everything else finite is above it)
+        limits = np.array([low + SATURATION_MARGIN, high - SATURATION_MARGIN], np.float32)
+        thresholds = np.array([limits[0], np.nextafter(limits[1], np.float32(np.inf))])
+        below_low, up_to_high = stats.count_below(output_rows[k], thresholds).tolist()
+        finite = n - int(nonfinite[output_rows[k]])
+        result[k] = {"saturated": (below_low + finite - up_to_high) / n}
+    return result
 
 
 def _tap_dicts(stats: RowStats) -> list[dict[str, Json]]:

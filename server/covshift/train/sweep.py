@@ -21,7 +21,7 @@ from covshift.wire import Json
 
 from .data import Dataset, load_dataset
 from .inference import norm_inputs, running_stat_norms
-from .models import MLP
+from .models import Network
 from .norms import restoring_state
 from .trainer import Trainer
 
@@ -108,7 +108,7 @@ def _note_frame(
 
 @torch.no_grad()
 def batch_statistics_noise(
-    model: MLP, x_train: torch.Tensor, batch_size: int, seed: int
+    model: Network, x_train: torch.Tensor, batch_size: int, seed: int
 ) -> list[dict[str, float]]:
     """Per running-statistics layer, how much the batch statistics vary across random batches:
     the std of the batch mean in units of the feature's std ("mean", ~1/sqrt(B) for

@@ -23,7 +23,7 @@ from .fixed_drift import FixedDataDrift, probe_set
 from .frames import Metrics, Pass, StepView, build_frame
 from .histogram import PERCENTILES
 from .inference import evaluate, running_stat_norms
-from .models import MLP, build_variants
+from .models import Network, build_variants
 from .norms import restoring_state
 from .probes import Probe, capture, tap_values, taps_of
 
@@ -50,8 +50,20 @@ class Trainer:
         self.data = (dataset or load_dataset(config.dataset, config.data_dir)).to(self.device)
         self.n_train = len(self.data.y_train)
         self._check_batch_size(config.batch_size)
-        self.models: dict[str, MLP] = build_variants(
-            config, self.data.n_features, self.data.n_classes, self.device
+        # Refused now, not at the step: a schedule the data cannot take never starts.
+        self._schedule = {change.step: change for change in config.schedule}
+        for change in config.schedule:
+            if change.batch_size is not None:
+                try:
+                    self._check_batch_size(change.batch_size)
+                except ConfigError as exc:
+                    raise ConfigError(f"schedule: at step {change.step}, {exc}") from None
+        self.models: dict[str, Network] = build_variants(
+            config,
+            self.data.n_features,
+            self.data.n_classes,
+            self.device,
+            image_shape=self.data.image_shape,
         )
         self.optimizers = {v: make_optimizer(config, m) for v, m in self.models.items()}
         self.loss_fn = nn.CrossEntropyLoss()
@@ -159,9 +171,10 @@ class Trainer:
                     "label": VARIANTS[v].description,
                     "name": VARIANTS[v].label,
                     "color": VARIANTS[v].color,
-                    "normalizer": VARIANTS[v].normalizer,
+                    "normalizer": _normalizer_name(v, m),
                     "batch_stats": VARIANTS[v].batch_stats,
                     "taps": list(taps_of(m)),
+                    "layers": m.layer_shapes(),
                 }
                 for v, m in self.models.items()
             },
@@ -172,6 +185,7 @@ class Trainer:
     def train_step(self, frame: bool = False) -> list[dict[str, Json]]:
         """Take one update for every trainable variant; return the messages it produced.
         `frame` records a frame whatever the cadence (a single step taken from the page)."""
+        scheduled = self._apply_schedule()
         step = self.step
         config = self.config
         tested = step % config.test_every == 0 or step == config.steps - 1
@@ -203,11 +217,26 @@ class Trainer:
         for variant in active:
             self.optimizers[variant].step()  # after the probe, so gamma/beta match the forward
         self.step += 1
-        messages, self._pending = self._pending, []
+        messages, self._pending = [*self._pending, *scheduled], []
         if recorded is not None:
             messages.append(recorded)
             messages.extend(self._flag_divergence(recorded))
         return messages
+
+    def _apply_schedule(self) -> list[dict[str, Json]]:
+        """The config's changes for this step, through the live controls (in the order the
+        worker applies a person's), each event marked as the schedule's."""
+        change = self._schedule.get(self.step)
+        if change is None:
+            return []
+        events: list[dict[str, Json]] = []
+        if change.batch_size is not None:
+            events += self.set_batch_size(change.batch_size)
+        if "bn_momentum" in change.changes():  # None there means the cumulative average
+            events += self.set_bn_momentum(change.bn_momentum)
+        if change.lr is not None:
+            events += self.set_lr(change.lr)
+        return [{**event, "scheduled": True} for event in events]
 
     def _cumulative_of(self, variant: str) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         averages = self.cumulative.get(variant)
@@ -252,7 +281,7 @@ class Trainer:
             with restoring_state(model), capture(model) as layers:
                 model(x)
             values[variant] = tap_values(model, layers)
-        self.probe.calibrate(values)
+        self.probe.calibrate(values, self.models)
 
     def _frame(
         self,
@@ -304,6 +333,13 @@ class Trainer:
                 )
             )
         return events
+
+
+def _normalizer_name(variant: str, model: Network) -> str | None:
+    """The torch module the variant's layers normalize with: the registry's name for the
+    MLP's, the built module's own for a CNN's (BatchNorm2d, GroupNorm for its LayerNorm)."""
+    norms = [block.norm for block in model.hidden() if block.norm is not None]
+    return type(norms[0]).__name__ if norms else VARIANTS[variant].normalizer
 
 
 def _gradients(model: nn.Module) -> list[torch.Tensor | None]:
