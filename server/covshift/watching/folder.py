@@ -1,0 +1,169 @@
+"""A watched run's folder: config, state and frames.jsonl, appended by a background thread.
+
+The layout is the run store's (covshift/web/store.py): `covshift serve --logdir` lists the
+folder, follows frames.jsonl while state.json's heartbeat is fresh and replays it later.
+The training thread only offers records to a bounded queue; the writer thread resolves
+them to JSON, appends and flushes, and refreshes the heartbeat, so a slow disk costs
+frames (counted), never training time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from covshift.train.packing import Packer
+from covshift.wire import Json, encode, state_event
+
+log = logging.getLogger(__name__)
+
+# The server reads a heartbeat older than recovery.HEARTBEAT_STALE_S (30 s) as a dead
+# process; every 2 s leaves it a wide margin and costs one small file write.
+HEARTBEAT_S = 2.0
+# Frames waiting for the writer. A frame is tens of KB resolved; eight is a few seconds of
+# slack at any sane `every` and a bounded amount of memory when the disk stalls.
+QUEUE_FRAMES = 8
+
+
+@dataclass(frozen=True)
+class Record:
+    """A message whose numbers may still be Slots in `packer` (resolved by the writer)."""
+
+    template: dict[str, Json]
+    packer: Packer | None = None
+
+
+# Stands for "no record came": the writer woke up only to refresh the heartbeat.
+_WAKE = Record({})
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class RunFolder:
+    """Owns one run folder: creates it, writes its files, and runs the writer thread."""
+
+    def __init__(self, path: Path, state: dict[str, Any]) -> None:
+        self.path = path
+        self.state = state  # state.json's content; the training thread updates its numbers
+        self.queue: queue.Queue[Record | None] = queue.Queue(maxsize=QUEUE_FRAMES)
+        self._frames: IO[str] | None = None
+        self._thread: threading.Thread | None = None
+        self._last_beat = 0.0
+        self.write_line: Callable[[str], None] = self._append
+
+    @classmethod
+    def new(cls, logdir: Path) -> RunFolder:
+        run_id = secrets.token_urlsafe(16)
+        state: dict[str, Any] = {
+            "id": run_id,
+            "state": "running",
+            "created": now_iso(),
+            "ended": None,
+            "step": 0,
+            # No "epoch": a user's loop has none to tell, and the server's RunInfo takes a
+            # number there (its default applies when the key is absent; null reads as damage).
+            "lr": None,
+            "batch_size": None,
+            "bn_momentum": None,
+            "error": None,
+            "demo": False,
+            "stored": True,
+            "source": "watch",
+            "pid": os.getpid(),
+            "heartbeat": None,
+        }
+        return cls(logdir / run_id, state)
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def start(self, config: dict[str, Json]) -> None:
+        """Create the folder and its files, then start the writer thread. state.json comes
+        last: the server takes a folder for a run once it is there."""
+        self.path.mkdir(parents=True, exist_ok=False)
+        _write_atomic(self.path / "config.json", json.dumps(config, indent=2))
+        self._frames = open(self.path / "frames.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name="covshift-watch-writer", daemon=True)
+        self._thread.start()
+
+    def offer(self, record: Record) -> bool:
+        """Queue a record for the writer; False (and nothing queued) when the queue is full."""
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            return False
+        return True
+
+    def beat(self) -> None:
+        self.state["heartbeat"] = now_iso()
+        _write_atomic(self.path / "state.json", json.dumps(self.state))
+        self._last_beat = time.monotonic()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                record = self.queue.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                record = _WAKE  # nothing to write: wake up to beat
+            if record is None:
+                return
+            try:
+                if record.template:
+                    self._write(record)
+                if time.monotonic() - self._last_beat >= HEARTBEAT_S:
+                    self.beat()
+            except Exception:  # a full disk must not end the training that produces frames
+                log.exception("covshift.watch: could not write to %s", self.path)
+
+    def _write(self, record: Record) -> None:
+        resolved = record.template
+        if record.packer is not None:
+            resolved = record.packer.resolve(record.template)  # host copy of a frame's numbers
+        self.write_line(encode(resolved))
+
+    def _append(self, line: str) -> None:
+        assert self._frames is not None
+        self._frames.write(line + "\n")
+        self._frames.flush()
+
+    def finish(self, state: str, error: str | None) -> None:
+        """Drain the queue, stop the writer, then record the end: a state event in
+        frames.jsonl and the end state in state.json."""
+        if self._thread is None:
+            return
+        self.queue.put(None)  # blocks while full: every record offered before is written
+        self._thread.join()
+        self._thread = None
+        fields = {"message": error} if error is not None else {}
+        assert self._frames is not None
+        self._append(encode(state_event(self.state["step"], state, **fields)))
+        self._frames.close()
+        self.state.update(state=state, error=error, ended=now_iso())
+        self.beat()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Replace path with text so a reader sees the old file or the new one, never a part."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise

@@ -1,0 +1,362 @@
+"""covshift.watch: the user's own model measured every N steps of their loop, into a run folder.
+
+The first forward pass only records which modules run, in order (layers.find_layers).
+From then on, `step()` arms the measuring hooks at the end of the step before a frame
+step and removes them at the frame step's own `step()` call, so the hooks exist for one
+forward and one backward every `every` steps and never otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from covshift.train.histogram import PERCENTILES
+from covshift.train.models import MLP
+from covshift.train.packing import Packer
+from covshift.train.probes import Captured, Probe, capture, tap_values, taps_of
+from covshift.variants import VARIANTS
+from covshift.wire import Json, message
+
+from .folder import Record, RunFolder
+from .layers import (
+    ExecutionOrder,
+    WatchedLayer,
+    WatchedModel,
+    activation_family,
+    complete,
+    find_layers,
+    recording,
+)
+
+log = logging.getLogger(__name__)
+
+Scalar = float | int | torch.Tensor
+Scalars = Scalar | Mapping[str, Scalar] | None
+# Variant colours in the registry's order, so a watched run looks like the built-in ones.
+COLORS = [info.color for info in VARIANTS.values()]
+
+
+def default_logdir() -> Path:
+    """COVSHIFT_LOGDIR, else the server's own default, so `covshift serve` finds the run."""
+    from covshift.settings import Settings
+
+    default = Settings.model_fields["logdir"].default
+    return Path(os.environ.get("COVSHIFT_LOGDIR") or default)
+
+
+class Watcher:
+    """Measures one model (or several trained on the same batches) every `every` steps."""
+
+    def __init__(
+        self,
+        model: nn.Module | Mapping[str, nn.Module],
+        *,
+        name: str | None = None,
+        every: int = 50,
+        logdir: str | os.PathLike[str] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        layers: Sequence[nn.Module] | str | None = None,
+        bins: int = 64,
+    ) -> None:
+        if every < 1:
+            raise ValueError(f"every must be at least 1, got {every}")
+        if isinstance(model, nn.Module):
+            self.models = {name or type(model).__name__: model}
+        else:
+            self.models = dict(model)
+            if not self.models:
+                raise ValueError("model: pass a module or a non-empty {name: module} dict")
+        self.name = name or "+".join(self.models)
+        self.every = every
+        self.optimizer = optimizer
+        self.bins = bins
+        self.steps = 0  # steps taken: the index of the step whose forward runs next
+        self.dropped = 0  # frames dropped because the writer was behind
+        self.missed = 0  # frame steps whose forward did not pass every watched layer's hooks
+        self._select = layers
+        self._folder = RunFolder.new(Path(logdir) if logdir is not None else default_logdir())
+        self._orders = {v: ExecutionOrder() for v in self.models}
+        self._watched: dict[str, WatchedModel] | None = None
+        self._probes: dict[str, Probe] = {}
+        self._config: dict[str, Json] = {}
+        self._hello_sent = False
+        self._armed: ExitStack | None = None
+        self._captured: dict[str, Captured] = {}
+        self._grads: dict[int, torch.Tensor] = {}
+        self._batch_size: int | None = None
+        self._closed = False
+        self._discovery = ExitStack()
+        for variant, module in self.models.items():
+            self._discovery.enter_context(recording(module, self._orders[variant]))
+
+    @property
+    def path(self) -> Path:
+        """The run folder (created at the first step)."""
+        return self._folder.path
+
+    @property
+    def watched(self) -> dict[str, WatchedModel]:
+        """Each model's watched layers (empty before the first step)."""
+        return self._watched or {}
+
+    # ---- the training loop's calls ----
+
+    def step(self, loss: Scalars = None, acc: Scalars = None) -> None:
+        """End a training step. Call it once per step, after backward; on a frame step it
+        takes the step's loss and accuracy (floats or tensors; a {name: value} dict with
+        several models)."""
+        if self._closed:
+            raise RuntimeError("covshift.watch: step() after close()")
+        if len(self.models) > 1:
+            for value in (loss, acc):
+                if value is not None and not isinstance(value, Mapping):
+                    raise TypeError("with several models, pass loss and acc as {name: value}")
+        if self._watched is None:
+            self._discover()
+        elif self._armed is not None:
+            self._disarm()
+            try:
+                self._measure(loss, acc)
+            except Exception:  # a measuring bug must not stop the user's training
+                log.exception("covshift.watch: measuring step %d failed", self.steps)
+        self.steps += 1
+        self._folder.state["step"] = self.steps
+        if self._is_frame(self.steps):
+            self._arm()
+
+    def close(self) -> None:
+        """Remove every hook, write what is queued and record the run as finished."""
+        self._close(None)
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # The exception propagates (nothing is returned): the run records it as failed.
+        self._close(None if error is None else f"{type(error).__name__}: {error}")
+
+    # ---- internals ----
+
+    def _is_frame(self, step: int) -> bool:
+        # Step 0 found the layers; step 1 is the first frame (it fixes the histogram edges).
+        return step == 1 or step % self.every == 0
+
+    def _discover(self) -> None:
+        self._discovery.close()
+        self._watched = {
+            v: find_layers(m, self._orders[v], self._select) for v, m in self.models.items()
+        }
+        self._orders = {}
+        for variant, watched in self._watched.items():
+            if not watched.layers:
+                log.warning("covshift.watch: nothing to measure in %s", variant)
+        self._probes = {v: Probe(activation_family(w), self.bins) for v, w in self.watched.items()}
+        self._config = self._describe()
+        self._folder.start(self._config)
+
+    def _arm(self) -> None:
+        stack = ExitStack()
+        try:
+            for variant, watched in self.watched.items():
+                if watched.layers:
+                    self._captured[variant] = stack.enter_context(capture(cast(MLP, watched)))
+                    stack.enter_context(_out_of_place(watched))
+            first = next(iter(self.models.values()))
+            stack.callback(first.register_forward_pre_hook(self._read_batch).remove)
+            self._grads = {}
+            for watched in self.watched.values():
+                for layer in watched.layers:
+                    for parameter in layer.weights():
+                        if parameter.requires_grad:
+                            hook = self._grad_hook(id(parameter))
+                            handle = parameter.register_hook(hook)  # type: ignore[no-untyped-call]
+                            stack.callback(handle.remove)
+        except BaseException:
+            stack.close()
+            raise
+        self._armed = stack
+
+    def _disarm(self) -> None:
+        if self._armed is not None:
+            self._armed.close()
+            self._armed = None
+
+    def _read_batch(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0:
+            self._batch_size = int(inputs[0].shape[0])
+
+    def _grad_hook(self, key: int) -> Any:
+        # Read at backward time, so zero_grad() before step() cannot hide it; the norm of
+        # this backward's gradient (not of an accumulated .grad), kept on the device.
+        def keep(grad: torch.Tensor) -> None:
+            self._grads[key] = torch.linalg.vector_norm(grad.detach().float())
+
+        return keep
+
+    def _measure(self, loss: Scalars, acc: Scalars) -> None:
+        values = {}
+        for variant, watched in self.watched.items():
+            if not watched.layers:
+                continue
+            taps = complete(watched, self._captured.pop(variant))
+            if taps is None:
+                # A layer skipped by this forward, or a compiled model whose graph kept the
+                # hooks it was compiled with (docs/watch.md): no frame rather than half of one.
+                self.missed += 1
+                log.log(
+                    logging.WARNING if self.missed == 1 else logging.DEBUG,
+                    "covshift.watch: step %d: the forward did not run every watched layer of %s "
+                    "through its hooks (a torch.compile'd model?); no frame",
+                    self.steps,
+                    variant,
+                )
+                return
+            values[variant] = tap_values(cast(MLP, watched), taps)
+        if not self._hello_sent:
+            for variant, layers in values.items():
+                model = cast(MLP, self.watched[variant])
+                self._probes[variant].calibrate({variant: layers}, models={variant: model})
+            self._folder.queue.put(Record(self._hello()))  # once, into an empty queue
+            self._hello_sent = True
+        if self._folder.queue.full():
+            self.dropped += 1  # before reducing: a dropped frame costs nothing more
+            return
+        packer = Packer()
+        frame = message(
+            "frame",
+            step=self.steps,
+            epoch=None,
+            lr=self._lr(),
+            batch_size=self._batch_size,
+            variants={v: self._variant(v, values, loss, acc, packer) for v in self.models},
+            dropped=self.dropped,
+        )
+        self._folder.state.update(lr=frame["lr"], batch_size=self._batch_size)
+        if not self._folder.offer(Record(frame, packer)):
+            self.dropped += 1
+
+    def _variant(
+        self,
+        variant: str,
+        values: dict[str, list[dict[str, torch.Tensor]]],
+        loss: Scalars,
+        acc: Scalars,
+        packer: Packer,
+    ) -> dict[str, Json]:
+        entry: dict[str, Json] = {"status": "training"}
+        for key, given in (("loss", loss), ("acc", acc)):
+            value = given.get(variant) if isinstance(given, Mapping) else given
+            if value is not None:
+                entry[key] = packer.add(_scalar(value))
+        if variant in values:
+            watched = self.watched[variant]
+            layers = self._probes[variant].reduce(
+                {variant: values[variant]}, {variant: cast(MLP, watched)}, packer
+            )[variant]
+            for layer, layer_entry in zip(watched.layers, layers, strict=True):
+                # One part per layer: a model split over devices still costs one transfer each.
+                layer_entry["grad_norm"] = packer.add(self._grad_norm(layer))
+            entry["layers"] = layers
+        return entry
+
+    def _grad_norm(self, layer: WatchedLayer) -> torch.Tensor:
+        weights = layer.weights()
+        norms = [self._grads[id(p)] for p in weights if id(p) in self._grads]
+        if not norms:  # no backward, or a feeding layer without weights: null in the frame
+            device = weights[0].device if weights else None
+            return torch.tensor(float("nan"), device=device)
+        total: torch.Tensor = torch.linalg.vector_norm(torch.stack(norms))
+        return total
+
+    def _lr(self) -> float | None:
+        if self.optimizer is None:
+            return None
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _describe(self) -> dict[str, Json]:
+        return {
+            "source": "watch",
+            "name": self.name,
+            "variants": list(self.models),
+            "every": self.every,
+            "models": {
+                v: {
+                    "class": type(m).__name__,
+                    "parameters": sum(p.numel() for p in m.parameters()),
+                    "layers": [layer.name for layer in self.watched[v].layers],
+                }
+                for v, m in self.models.items()
+            },
+        }
+
+    def _hello(self) -> dict[str, Json]:
+        variants: dict[str, Json] = {}
+        for i, (variant, watched) in enumerate(self.watched.items()):
+            norms = [layer.norm for layer in watched.layers if layer.norm is not None]
+            variants[variant] = {
+                "label": variant,
+                "name": variant,
+                "color": COLORS[i % len(COLORS)],
+                "normalizer": type(norms[0]).__name__ if norms else None,
+                "batch_stats": any(isinstance(n, nn.modules.batchnorm._BatchNorm) for n in norms),
+                "taps": list(taps_of(cast(MLP, watched))),
+            }
+        return message(
+            "hello",
+            config=self._config,
+            dataset=None,
+            variants=variants,
+            percentiles=list(PERCENTILES),
+            edges=[],
+            variant_edges={v: p.edges_json() for v, p in self._probes.items()},
+            layers={v: [layer.describe() for layer in w.layers] for v, w in self.watched.items()},
+        )
+
+    def _close(self, error: str | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._discovery.close()
+        self._disarm()
+        if self._watched is None:  # closed before the first step: record what ran so far
+            self._discover()
+        self._folder.finish("failed" if error is not None else "finished", error)
+
+
+def _scalar(value: Scalar) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().reshape(())
+    return torch.tensor(float(value), dtype=torch.float64)
+
+
+@contextmanager
+def _out_of_place(watched: WatchedModel) -> Iterator[None]:
+    """Watched activations run out of place while measured: an in-place ReLU would
+    overwrite the normalizer output captured before it. The values are the same."""
+    flipped = [layer.act for layer in watched.layers if getattr(layer.act, "inplace", False)]
+    for module in flipped:
+        setattr(module, "inplace", False)  # noqa: B010 (a plain attribute of torch's modules)
+    try:
+        yield
+    finally:
+        for module in flipped:
+            setattr(module, "inplace", True)  # noqa: B010
+
+
+def watch(model: nn.Module | Mapping[str, nn.Module], **options: Any) -> Watcher:
+    """Watch a model (or {name: model}) as it trains; see docs/watch.md."""
+    return Watcher(model, **options)
