@@ -56,8 +56,8 @@ def plotly_js() -> str:
 
 def config_text(config: dict[str, Json], leave_out: str = "") -> str:
     """The settings a reader needs to place a figure, as one line."""
-    keys = ("depth", "width", "activation", "init", "lr", "batch_size", "steps", "seed")
-    return ", ".join(f"{k} {config[k]}" for k in keys if k != leave_out) + "."
+    keys = ("arch", "depth", "width", "activation", "init", "lr", "batch_size", "steps", "seed")
+    return ", ".join(f"{k} {config[k]}" for k in keys if k != leave_out and k in config) + "."
 
 
 def thin(points: list[Any]) -> list[Any]:
@@ -92,10 +92,25 @@ def figure(
     x_type: str = "linear",
     y_type: str = "linear",
     y_range: list[float] | None = None,
+    marks: list[int] | None = None,
 ) -> Figure:
+    """A figure spec; `marks` are x values (steps of setting changes) drawn as dashed lines."""
     yaxis: dict[str, Any] = {"title": {"text": y}, "type": y_type}
     if y_range is not None:  # panels compared side by side share it
         yaxis["range"] = y_range
+    shapes = [
+        {
+            "type": "line",
+            "xref": "x",
+            "yref": "paper",
+            "x0": step,
+            "x1": step,
+            "y0": 0,
+            "y1": 1,
+            "line": {"color": "#666", "width": 1, "dash": "dash"},
+        }
+        for step in marks or []
+    ]
     return {
         "data": traces,
         "layout": {
@@ -104,6 +119,7 @@ def figure(
             "xaxis": {"title": {"text": x}, "type": x_type},
             "yaxis": yaxis,
             "margin": {"l": 60, "r": 20, "t": 50, "b": 45},
+            "shapes": shapes,
         },
     }
 
@@ -158,7 +174,14 @@ def content_security_policy(script_hashes: list[str]) -> str:
     )
 
 
-def page(title: str, intro: str, figures: list[Figure], sections: list[str]) -> str:
+def page(
+    title: str,
+    intro: str,
+    figures: list[Figure],
+    sections: list[str],
+    language: str = "en",
+    footer: str = "Written by covshift from its wire records (docs/protocol.md).",
+) -> str:
     """The whole report; `sections` are HTML built with `table` (their values escaped)."""
     draw = (
         f"const figures = {script_json(plotly_text(figures))};\n"
@@ -168,7 +191,7 @@ def page(title: str, intro: str, figures: list[Figure], sections: list[str]) -> 
     policy = content_security_policy([plotly_hash(), script_hash(draw)])
     divs = "".join(f'<div id="figure-{i}" class="figure"></div>' for i in range(len(figures)))
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{html.escape(language)}"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{policy}">
 <title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
@@ -176,6 +199,6 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 text-align:right}}th{{background:#f4f4f4}}.figure{{margin:1em 0}}</style>
 <script>{plotly_js()}</script></head><body>
 <h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>{divs}{"".join(sections)}
-<p><small>Written by covshift from its wire records (docs/protocol.md).</small></p>
+<p><small>{html.escape(footer)}</small></p>
 <script>{draw}</script></body></html>
 """

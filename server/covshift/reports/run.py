@@ -18,6 +18,7 @@ from covshift.errors import CovshiftError
 from covshift.wire import MISFIT, Json
 
 from .page import Figure, columns, config_text, figure, line, page, table, thin, variant_color
+from .text import Text
 
 log = logging.getLogger(__name__)
 
@@ -75,27 +76,88 @@ class RunSeries:
 
 
 def render_run_report(
-    hello: dict[str, Json], records: Iterable[dict[str, Json]], title: str | None = None
+    hello: dict[str, Json],
+    records: Iterable[dict[str, Json]],
+    title: str | None = None,
+    language: str = "en",
 ) -> str:
     """The report of one run: the hello record, then its frames and events in order."""
     series = RunSeries(hello)
     for record in records:
         series.add(record)
-    return _render(series, title)
+    return _render(series, title, Text(language))
 
 
-def _render(series: RunSeries, title: str | None) -> str:
-    hello, dataset = series.hello, series.hello["dataset"]
-    intro = (
-        f"{len(hello['variants'])} variants trained in lockstep on {dataset['name']} "
-        f"({dataset['n_train']} training, {dataset['n_test']} test examples); "
-        + config_text(hello["config"])
+# Settings a change can move, as events name them (docs/protocol.md).
+SETTINGS = ("lr", "batch_size", "bn_momentum")
+
+
+def _render(series: RunSeries, title: str | None, text: Text) -> str:
+    hello, config = series.hello, series.hello["config"]
+    if config.get("source") == "watch":
+        intro = text(
+            "intro.watched",
+            n=len(hello["variants"]),
+            name=config.get("name"),
+            every=config.get("every"),
+        )
+    else:
+        dataset = hello["dataset"]
+        intro = text(
+            "intro",
+            n=len(hello["variants"]),
+            dataset=dataset["name"],
+            train=dataset["n_train"],
+            test=dataset["n_test"],
+            config=config_text(config),
+        )
+    changes = [e for e in series.events if e["kind"] in SETTINGS]
+    if changes:
+        intro += " " + text("markers")
+    marks = [int(e["step"]) for e in changes]
+    figures = [*_band_figures(series, text, marks), *_curve_figures(series, text, marks)]
+    sections = [_settings_table(series, text), _run_table(series, text), _events(series, text)]
+    return page(
+        title or text("run"),
+        intro,
+        figures,
+        sections,
+        language=text.language,
+        footer=text("footer"),
     )
-    figures = [*_band_figures(series), *_curve_figures(series)]
-    return page(title or "covshift run", intro, figures, [_run_table(series), _events(series)])
 
 
-def _band_figures(series: RunSeries) -> list[Figure]:
+def _settings_table(series: RunSeries, text: Text) -> str:
+    """The settings each stretch of steps trained with: the start's, then each change's."""
+    config = series.hello["config"]
+    if not all(name in config for name in SETTINGS):
+        return ""  # a watched run: its settings are its own program's
+    current = {name: config[name] for name in SETTINGS}
+    rows: list[list[str]] = []
+    start, cause = 0, text("cause.start")
+    for event in sorted(
+        (e for e in series.events if e["kind"] in SETTINGS), key=lambda e: int(e["step"])
+    ):
+        step = int(event["step"])
+        if step > start:
+            rows.append(
+                [str(start), str(step), *(_shown(current[n], text) for n in SETTINGS), cause]
+            )
+            start = step
+        current[str(event["kind"])] = event.get("value")
+        cause = text("cause.schedule" if event.get("scheduled") else "cause.change")
+    rows.append([str(start), text("end"), *(_shown(current[n], text) for n in SETTINGS), cause])
+    header = [text("col.from"), text("col.to"), *(text(f"col.{n}") for n in SETTINGS)]
+    return table(text("settings"), [*header, text("col.cause")], rows)
+
+
+def _shown(value: Json, text: Text) -> str:
+    if value is None:
+        return text("cumulative")  # BN momentum null: the equal-weight average
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _band_figures(series: RunSeries, text: Text, marks: list[int]) -> list[Figure]:
     """Ioffe & Szegedy Figure 1(b, c): the last layer's activation input, one panel per variant,
     every panel on the same y range (so a narrow band looks narrow), gaps where it sat out."""
     panels = []
@@ -116,59 +178,49 @@ def _band_figures(series: RunSeries) -> list[Figure]:
         color = variant_color(variant, k)
         traces = [
             {**line(steps, high, "85th", color, width=0), "showlegend": False},
-            {**line(steps, low, "15–85th percentile band", color, width=0), "fill": "tonexty"},
-            line(steps, mid, "median", color),
+            {**line(steps, low, text("band.legend"), color, width=0), "fill": "tonexty"},
+            line(steps, mid, text("median"), color),
         ]
         label = series.hello["variants"][variant]["label"]
         figures.append(
             figure(
                 traces,
-                f"{variant} ({label}): last layer's activation input, 15/50/85th "
-                "percentiles of each batch, all units pooled",
-                "step",
-                "activation input",
+                text("band.title", variant=variant, label=label),
+                text("step"),
+                text("act_input"),
                 y_range=shared,
+                marks=marks,
             )
         )
     return figures
 
 
-def _curve_figures(series: RunSeries) -> list[Figure]:
+def _curve_figures(series: RunSeries, text: Text, marks: list[int]) -> list[Figure]:
     plots = [
-        ("training loss (this batch)", [("loss", "")], "loss", "log"),
+        ("loss.title", [("loss", "")], "loss", "log"),
         (
-            "test accuracy: eval mode (solid), train mode (dash), population stats (dot)",
+            "acc.title",
             [("test_acc", ""), ("test_acc_train_mode", "dash"), ("test_acc_population", "dot")],
             "accuracy",
             "linear",
         ),
-        (
-            "ICS (a): W1 of the last layer's input to its first (solid) and previous frame (dot)",
-            [("w1_start", ""), ("w1", "dot")],
-            "W1",
-            "linear",
-        ),
-        (
-            "ICS (b): ||G - G'|| of the output layer (Santurkar et al. Def. 2.1)",
-            [("grad_diff", "")],
-            "||G - G'||",
-            "log",
-        ),
-        ("ICS (b): cos(G, G') of the output layer", [("grad_cos", "")], "cosine", "linear"),
-        ("landscape: loss range along the gradient", [("loss_range", "")], "loss range", "log"),
-        (
-            "landscape: gradient predictiveness max ||g - g'||",
-            [("grad_predictiveness", "")],
-            "||Δg||",
-            "log",
-        ),
-        ("landscape: effective β-smoothness", [("beta_smoothness", "")], "β", "log"),
+        ("w1.title", [("w1_start", ""), ("w1", "dot")], "W1", "linear"),
+        ("grad_diff.title", [("grad_diff", "")], "||G - G'||", "log"),
+        ("grad_cos.title", [("grad_cos", "")], "cosine", "linear"),
+        ("loss_range.title", [("loss_range", "")], "loss range", "log"),
+        ("grad_predictiveness.title", [("grad_predictiveness", "")], "||Δg||", "log"),
+        ("beta_smoothness.title", [("beta_smoothness", "")], "β", "log"),
     ]
+    words = {"loss", "accuracy", "cosine", "loss range"}  # the axis titles that are words
     figures = []
     for title, names, axis, scale in plots:
         traces = [
             {
-                **line(*columns(data[name]), f"{variant} {name}", variant_color(variant, k)),
+                **line(
+                    *columns(data[name]),
+                    f"{variant} {text('series.' + name)}",
+                    variant_color(variant, k),
+                ),
                 "line": {"color": variant_color(variant, k), "dash": dash or "solid"},
             }
             for k, (variant, data) in enumerate(series.variants.items())
@@ -176,22 +228,23 @@ def _curve_figures(series: RunSeries) -> list[Figure]:
             if data.get(name)
         ]
         if traces:
-            figures.append(figure(traces, title, "step", axis, y_type=scale))
+            y = text(axis) if axis in words else axis
+            figures.append(figure(traces, text(title), text("step"), y, y_type=scale, marks=marks))
     return figures
 
 
-def _run_table(series: RunSeries) -> str:
-    header = [
-        "variant",
-        "train loss",
-        "train acc",
-        "test acc",
-        "acc train mode",
-        "acc population",
-        "act. input 15/50/85 at start",
-        "at end",
-        "W1 to start (end)",
-    ]
+def _run_table(series: RunSeries, text: Text) -> str:
+    columns_shown = (
+        "train_loss",
+        "train_acc",
+        "test_acc",
+        "acc_train_mode",
+        "acc_population",
+        "band_start",
+        "band_end",
+        "w1_start",
+    )
+    header = [text("col.variant"), *(text(f"col.{name}") for name in columns_shown)]
     rows = []
     for variant, data in series.variants.items():
         band = data.get("band", [])
@@ -213,39 +266,32 @@ def _run_table(series: RunSeries) -> str:
                 _last(data, "w1_start"),
             ]
         )
-    return table("Final numbers", header, rows)
+    return table(text("final"), header, rows)
 
 
-SETTING_NAMES = {"lr": "learning rate", "batch_size": "batch size", "bn_momentum": "BN momentum"}
-
-
-def event_text(event: dict[str, Json]) -> str:
+def event_text(event: dict[str, Json], text: Text | None = None) -> str:
     """One event in words, as the page says it (table() escapes it)."""
+    text = text or Text()
     kind = event.get("kind")
-
-    def shown(value: Json) -> str:
-        if value is None:
-            return "cumulative"  # BN momentum null: the equal-weight average
-        return f"{value:g}" if isinstance(value, float) else str(value)
-
-    if kind in SETTING_NAMES:
-        name, before, after = SETTING_NAMES[str(kind)], event.get("previous"), event.get("value")
-        return f"{name} {shown(before)} → {shown(after)}"
+    if kind in SETTINGS:
+        before, after = event.get("previous"), event.get("value")
+        return f"{text('setting.' + str(kind))} {_shown(before, text)} → {_shown(after, text)}"
     if kind == "state":
         message = event.get("message")
-        return f"run {event.get('state')}" + (f": {message}" if message else "")
+        return text("event.state", state=event.get("state")) + (f": {message}" if message else "")
     if kind == "skipped":
         names = ", ".join(str(v) for v in event.get("variants") or [])
-        return f"{names} skipped: {event.get('reason', '')}"
+        return text("event.skipped", names=names, reason=event.get("reason", ""))
     if kind == "diverged":
-        return f"{event.get('variant')} diverged: {event.get('reason', '')}"
+        return text("event.diverged", variant=event.get("variant"), reason=event.get("reason", ""))
     rest = {k: v for k, v in event.items() if k not in ("v", "type", "step", "kind")}
     return json.dumps(rest)
 
 
-def _events(series: RunSeries) -> str:
-    rows = [[str(e["step"]), str(e["kind"]), event_text(e)] for e in series.events]
-    return table("Events", ["step", "kind", "what happened"], rows) if rows else ""
+def _events(series: RunSeries, text: Text) -> str:
+    rows = [[str(e["step"]), str(e["kind"]), event_text(e, text)] for e in series.events]
+    header = [text("col.step"), text("col.kind"), text("col.what")]
+    return table(text("events"), header, rows) if rows else ""
 
 
 def _band_text(band: list[float | None] | None) -> str:
@@ -261,7 +307,7 @@ def _last(data: dict[str, list[Any]], name: str) -> str:
     return f"{values[-1][1]:.4g}"
 
 
-def report_html(run_id: str, lines: Iterable[str]) -> str:
+def report_html(run_id: str, lines: Iterable[str], language: str = "en") -> str:
     """The self-contained report of a run's message lines, as frames.jsonl holds them. Each
     record is reduced to the few numbers plotted as it is read and then let go, so memory
     follows the points kept, not the lines read."""
@@ -280,7 +326,8 @@ def report_html(run_id: str, lines: Iterable[str]) -> str:
     if series.misfits:
         log.warning("run %s: %d damaged records left out of its report", run_id, series.misfits)
     try:
-        return _render(series, title=f"covshift run {run_id}")
+        words = Text(language)
+        return _render(series, f"{words('run')} {run_id}", words)
     except MISFIT:
         raise DamagedRun(f"run {run_id}: its hello is damaged; no report") from None
 
