@@ -16,8 +16,13 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 @pytest.mark.slow  # a fresh interpreter importing torch
 @pytest.mark.parametrize(
     "script",
-    [["cnn_digits.py"], ["cnn_digits.py", "--no-bn"], ["transformer_block.py"]],
-    ids=["cnn", "cnn-no-bn", "transformer"],
+    [
+        ["cnn_digits.py"],
+        ["cnn_digits.py", "--no-bn"],
+        ["cnn_digits.py", "--compare"],
+        ["transformer_block.py"],
+    ],
+    ids=["cnn", "cnn-no-bn", "cnn-compare", "transformer"],
 )
 def test_an_example_writes_a_watched_run(script: list[str], tmp_path: Path) -> None:
     command = [sys.executable, str(EXAMPLES / script[0]), *script[1:], "--steps", "12"]
@@ -33,3 +38,8 @@ def test_an_example_writes_a_watched_run(script: list[str], tmp_path: Path) -> N
     layers = next(iter(records[0]["layers"].values()))
     assert layers, "the example's model has layers to watch"
     assert json.loads((folder / "state.json").read_text())["state"] == "finished"
+    if "--compare" in script:  # both twins in one run, on one step axis
+        assert set(records[0]["variants"]) == {"bn", "plain"}
+        frame = next(r for r in records if r["type"] == "frame")
+        assert set(frame["variants"]) == {"bn", "plain"}
+        assert records[0]["variants"]["plain"]["normalizer"] is None
