@@ -73,8 +73,7 @@ class RunFolder:
             "created": now_iso(),
             "ended": None,
             "step": 0,
-            # No "epoch": a user's loop has none to tell, and the server's RunInfo takes a
-            # number there (its default applies when the key is absent; null reads as damage).
+            "epoch": None,  # a user's loop has no epochs to tell
             "lr": None,
             "batch_size": None,
             "bn_momentum": None,

@@ -68,7 +68,9 @@ class RunInfo(BaseModel):
     ended: AwareDatetime | None = None
     config: dict[str, Any] = Field(description="the run config as validated (see POST)")
     step: int = 0
-    epoch: float = 0.0
+    epoch: float | None = Field(
+        default=0.0, description="epochs trained (null: a watched run, whose loop has none)"
+    )
     lr: float | None = Field(
         description="the learning rate now (null: a watched run that did not pass its optimizer)"
     )

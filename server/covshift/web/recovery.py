@@ -217,21 +217,30 @@ def _records(lines: list[str]) -> list[dict[str, Any]]:
 
 def _progress(records: list[dict[str, Any]], step: int) -> dict[str, Any]:
     """Step, epoch, lr and batch size after the last of these frames, when past `step` and
-    every one of them is a number in its range (a damaged frame changes nothing)."""
+    every one of them is a number in its range or null (a damaged frame changes nothing)."""
     frames = [record for record in records if record["type"] == "frame"]
     if not frames:
         return {}
     last = frames[-1]
     # The worker sends a frame after its update: step + 1 updates were taken.
     taken = _number(last.get("step"), int, 0, MAX_EXACT)
-    progress = {
-        "epoch": _number(last.get("epoch"), float, 0, math.inf),
-        "lr": _number(last.get("lr"), float, 0, math.inf),
-        "batch_size": _number(last.get("batch_size"), int, 1, MAX_EXACT),
-    }
-    if taken is None or taken + 1 <= step or None in progress.values() or progress["lr"] == 0:
+    if taken is None or taken + 1 <= step:
         return {}
-    return {"step": int(taken) + 1, **progress}
+    ranges = {
+        "epoch": (float, 0, math.inf),
+        "lr": (float, 0, math.inf),
+        "batch_size": (int, 1, MAX_EXACT),
+    }
+    progress: dict[str, Any] = {"step": int(taken) + 1}
+    for key, (kind, low, high) in ranges.items():
+        raw = last.get(key)
+        if raw is None:  # a watched run's frames carry no epoch, and lr only when told it
+            continue
+        value = _number(raw, kind, low, high)
+        if value is None or (key == "lr" and value == 0):
+            return {}  # a damaged frame changes nothing
+        progress[key] = value
+    return progress
 
 
 def _number(value: object, kind: type, low: float, high: float) -> float | int | None:
