@@ -80,3 +80,8 @@ test("events become dashed lines on every time axis; colours get alpha", () => {
   assert.deepEqual(shapes.map((s) => [s.xref, s.yref, s.x0]), [["x", "y domain", 5], ["x2", "y2 domain", 5]]);
   assert.equal(withAlpha("#ff8000", 0.5), "rgba(255,128,0,0.5)");
 });
+
+test("densities divide each bin's share by its width", async () => {
+  const { densities } = await import("../../frontend/js/charts/distribution.js");
+  assert.deepEqual(densities([0.5, 0.25, 0.25], [0, 1, 2, 4]), [0.5, 0.25, 0.125]);
+});

@@ -13,14 +13,16 @@ export const CLEAR_RATIO = 2;
 /** Which two variants the lesson compares: plain against the first batch normalizer. */
 export function lessonPair(state) {
   const reference = state.variants.find((v) => state.hello?.variants?.[v]?.batch_stats) ?? null;
-  const plain = state.variants.includes("plain") ? "plain" : null;
+  // A watched run names its models itself: its plain one is the one without a normalizer.
+  const unnormalized = state.variants.find((v) => state.hello?.variants?.[v]?.normalizer === null) ?? null;
+  const plain = state.variants.includes("plain") ? "plain" : unnormalized;
   return plain && reference ? { plain, reference } : null;
 }
 
 /** The sentence under the lesson's chart, from the numbers (pure but for t()). */
 export function claimText(state, layer, tap) {
   const pair = lessonPair(state);
-  if (!pair) return t("claim.noPair");
+  if (!pair) return t(state.hello?.config?.source === "watch" ? "claim.watched" : "claim.noPair");
   const columns = columnsOf(state).slice(-RECENT_FRAMES);
   const levels = state.hello?.percentiles ?? [1, 15, 50, 85, 99];
   const measured = bandMovementRatio(columns, pair.plain, pair.reference, layer, tap, levels);

@@ -8,6 +8,11 @@ import { baseLayout, react, valueAxis, variantColor, variantName, withAlpha } fr
 
 const percent = (share) => `${(100 * share).toFixed(share > 0 && share < 0.01 ? 1 : 0)}%`;
 
+/** Share per bin divided by the bin's width: a density, comparable across different bins. */
+export function densities(shares, edges) {
+  return shares.map((share, i) => share / (edges[i + 1] - edges[i]));
+}
+
 export function createDistributionChart(card, { layer, view, runKey }) {
   return {
     name: `dist-${layer}`,
@@ -26,22 +31,26 @@ export function createDistributionChart(card, { layer, view, runKey }) {
         const [lo, hi] = [edges[used[0]], edges[used[1] + 1]];
         range = range ? [Math.min(range[0], lo), Math.max(range[1], hi)] : [lo, hi];
       }
+      const ownEdges = Boolean(state.hello?.variant_edges);
       const traces = [];
       const notes = [];
       state.variants.forEach((variant, i) => {
         const shares = histogramShares(tapOf(column, variant, layer, tap));
         if (!shares) return;
         const color = variantColor(variant, i);
+        const edges = edgesOf(state, variant, layer, tap);
         traces.push({
           type: "scatter",
           mode: "lines",
-          x: binCentres(edgesOf(state, variant, layer, tap)),
-          y: shares.shares,
+          x: binCentres(edges),
+          // Models with their own bins: share per unit of the value (bins of different widths
+          // would make one model's share per bin look small); one shared set: share per bin.
+          y: ownEdges ? densities(shares.shares, edges) : shares.shares,
           name: variantName(variant),
           line: { color, width: 1.5, shape: "hvh" },
           fill: "tozeroy",
           fillcolor: withAlpha(color, 0.22),
-          hovertemplate: `%{y:.1%}`,
+          hovertemplate: ownEdges ? `%{y:.3g}` : `%{y:.1%}`,
         });
         const stats = layerOf(column, variant, layer);
         const parts = [];
@@ -56,7 +65,9 @@ export function createDistributionChart(card, { layer, view, runKey }) {
         ...baseLayout({ uirevision: `${runKey()}:${tap}`, revision: state.revision, height: 230 }),
         hovermode: "x unified",
         xaxis: valueAxis(t(`tap.${tap}`), { range: range ?? undefined }),
-        yaxis: valueAxis(t("axis.share"), { tickformat: ".0%", rangemode: "tozero" }),
+        yaxis: ownEdges
+          ? valueAxis(t("axis.density"), { rangemode: "tozero" })
+          : valueAxis(t("axis.share"), { tickformat: ".0%", rangemode: "tozero" }),
       };
       react(card.plot, traces, layout, `covshift-layer${layer + 1}-${tap}-distribution`);
       setLegend(
