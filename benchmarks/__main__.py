@@ -11,13 +11,16 @@ from pathlib import Path
 
 import torch
 
-from . import browser, core, server, soak
+from . import browser, core, server, soak, watch
 
 TARGETS = {
     ("throughput", "ratio_default"): (">=", 0.90),
     ("throughput", "ratio_every_step"): (">=", 0.75),
     ("probe_vs_tensorboard", "tensorboard_over_probe"): (">=", 10.0),
     ("ics", "extra_time"): ("<=", 0.15),
+    ("watch", "ratio"): (">=", 0.95),
+    ("watch_vs_tensorboard", "tensorboard_over_watch"): (">=", 10.0),
+    ("watch_memory", "rss_growth"): ("<=", 0.05),
     ("paper_fig1", "seconds"): ("<=", 180.0),
     ("server", "latency_p95_ms_1_clients"): ("<=", 50.0),
     ("server", "latency_p95_ms_50_clients"): ("<=", 100.0),
@@ -35,7 +38,7 @@ TARGETS = {
 }
 
 
-GROUPS = ("core", "server", "browser", "soak")
+GROUPS = ("core", "watch", "server", "browser", "soak")
 FULL_SOAK_MINUTES = 30.0
 
 
@@ -99,6 +102,8 @@ def main() -> int:
 
 def _timed_groups(groups: set[str], quick: bool) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = core.run_all(quick) if "core" in groups else {}
+    if "watch" in groups:
+        results.update(watch.run_watch_benchmark(quick))
     if "server" in groups:
         results["server"] = server.run_server_benchmark(quick)
     if "browser" in groups:
