@@ -47,13 +47,22 @@ MAX_SCHEDULE = 32
 class ScheduledChange(BaseModel):
     """Live controls set at a given step, as if the page had sent them right before it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # Strict as the API's bodies are (web.schemas.JsonTypes): "5" or true is not a step.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
     step: int = Field(ge=1, description="the first training step that uses the new values")
     lr: LearningRate | None = None
     batch_size: BatchSize | None = None
     # Unset leaves BN's momentum alone; null (the cumulative average) has to be said.
     bn_momentum: BnMomentum = Field(None, validate_default=False)
+
+    @field_validator("step", "batch_size", mode="before")
+    @classmethod
+    def _integral_float(cls, value: object) -> object:
+        # JSON Schema's "integer" takes 2.0, and so does the API everywhere else.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
     @model_validator(mode="after")
     def _changes_something(self) -> ScheduledChange:
@@ -160,7 +169,8 @@ class RunConfig(BaseModel):
     schedule: tuple[ScheduledChange, ...] = Field(
         (),
         max_length=MAX_SCHEDULE,
-        description="changes of lr, batch_size or bn_momentum applied right before given steps",
+        description="changes of lr, batch_size or bn_momentum applied right before given "
+        'steps, e.g. [{"step": 500, "batch_size": 4}, {"step": 900, "lr": 0.1}]',
     )
     bins: int = Field(64, ge=8, le=512, description="histogram bins per layer")
     seed: int = Field(0, ge=0, le=2**31 - 1)

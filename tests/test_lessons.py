@@ -1,0 +1,490 @@
+"""Lessons: the registry, the claim kinds on hand-made records, scheduled changes, and every
+lesson's claims holding on its default seed."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import covshift.headless
+import pytest
+import serverkit
+import torch
+from covshift.claims import NUMBERS, Claim, ClaimText, claim_text, evaluate, format_number
+from covshift.config import MAX_SCHEDULE, RunConfig, describe
+from covshift.errors import ConfigError
+from covshift.headless import run_headless
+from covshift.lessons import CHARTS, LESSONS, lesson_table
+from covshift.train.data import Dataset
+from covshift.train.trainer import Trainer
+from covshift.variants import VARIANTS
+from covshift.web.app import create_app
+from covshift.web.rules import rules
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+ROOT = Path(__file__).resolve().parents[1]
+HELLO = {"percentiles": [1, 15, 50, 85, 99]}
+TEXT = {"en": ClaimText("holds {value}", "fails {value}")}
+TAPS = {"linear_out", "norm_xhat", "norm_out", "act_input", "act_output"}
+
+
+# ---- hand-made records ----
+
+
+def band(median: float, width: float) -> dict[str, Any]:
+    lo, hi = median - width / 2, median + width / 2
+    return {"percentiles": [lo - 1, lo, median, hi, hi + 1], "mean": median, "std": width / 2}
+
+
+def frame(step: int, **variants: dict[str, Any]) -> dict[str, Any]:
+    return {"v": 1, "type": "frame", "step": step, "variants": variants}
+
+
+def with_tap(tap: str, stats: dict[str, Any], layer: int = 0) -> dict[str, Any]:
+    layers: list[dict[str, Any]] = [{"taps": {}} for _ in range(layer + 1)]
+    layers[layer]["taps"][tap] = stats
+    return {"status": "training", "layers": layers}
+
+
+def claim(kind: Any, threshold: float, compare: Any = ">=", /, **params: Any) -> Claim:
+    return Claim(kind, params, threshold, TEXT, compare)
+
+
+# ---- band_ratio ----
+
+BAND = {"variant": "plain", "reference": "bn", "layer": 0, "tap": "act_input"}
+
+
+def band_frames() -> list[dict[str, Any]]:
+    # plain: medians 0, 1, 3 and widths 1, 1, 2 -> moved 1 + (2 + 1) = 4;
+    # bn: medians 0, 0.5, 0.5, widths 1 -> moved 0.5, mean width 1 (the unit).
+    plain = [band(0, 1), band(1, 1), band(3, 2)]
+    bn = [band(0, 1), band(0.5, 1), band(0.5, 1)]
+    return [
+        frame(s, plain=with_tap("act_input", p), bn=with_tap("act_input", b))
+        for s, p, b in zip((0, 50, 100), plain, bn, strict=True)
+    ]
+
+
+def test_band_ratio_holds_with_the_hand_computed_numbers() -> None:
+    result = evaluate(
+        claim("band_ratio", 2, from_step=0, to_step=100, **BAND), HELLO, band_frames()
+    )
+    assert result.holds is True
+    assert result.numbers == {"value": 8.0, "ratio": 8.0, "moved": 4.0, "reference_moved": 0.5}
+
+
+def test_band_ratio_fails_below_its_threshold() -> None:
+    result = evaluate(
+        claim("band_ratio", 9, from_step=0, to_step=100, **BAND), HELLO, band_frames()
+    )
+    assert result.holds is False and result.numbers["ratio"] == 8.0
+
+
+def test_band_ratio_waits_for_its_range_and_for_two_frames() -> None:
+    frames = band_frames()
+    unfinished = claim("band_ratio", 2, from_step=0, to_step=150, **BAND)
+    assert evaluate(unfinished, HELLO, frames).holds is None  # no frame at step 150 yet
+    one_frame = claim("band_ratio", 2, from_step=100, to_step=100, **BAND)
+    assert evaluate(one_frame, HELLO, frames).holds is None
+    frames[1]["variants"]["plain"]["layers"][0]["taps"]["act_input"]["percentiles"][2] = None
+    # a frame without finite percentiles is skipped: plain moved |3 - 0| + |2 - 1| = 4
+    skipped = evaluate(claim("band_ratio", 2, from_step=0, to_step=100, **BAND), HELLO, frames)
+    assert skipped.numbers["moved"] == 4.0
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_band_ratio_is_the_pages_band_movement_ratio(tmp_path: Path) -> None:
+    # The page computes the same claim in JS (frontend/js/series.js): both on the same frames.
+    rng = random.Random(0)
+    frames = []
+    for step in range(0, 1000, 50):
+        stats = {
+            v: band(rng.uniform(-1, 1), rng.uniform(0.5, 2) * scale)
+            for v, scale in (("plain", 3), ("bn", 1))
+        }
+        frames.append(frame(step, **{v: with_tap("act_input", s, 1) for v, s in stats.items()}))
+    params = {**BAND, "layer": 1, "from_step": 200, "to_step": 800}
+    python = evaluate(claim("band_ratio", 1, **params), HELLO, frames).numbers
+    columns = [f for f in frames if 200 <= f["step"] <= 800]
+    script = tmp_path / "ratio.mjs"
+    script.write_text(
+        f'import {{ bandMovementRatio }} from "{ROOT / "frontend/js/series.js"}";\n'
+        f"const columns = {json.dumps(columns)};\n"
+        "const levels = [1, 15, 50, 85, 99];\n"
+        'const r = bandMovementRatio(columns, "plain", "bn", 1, "act_input", levels);\n'
+        "console.log(JSON.stringify(r));\n"
+    )
+    done = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    js = json.loads(done.stdout)
+    assert js["ratio"] == pytest.approx(python["ratio"], rel=1e-12)
+    assert js["variant"] == pytest.approx(python["moved"], rel=1e-12)
+    assert js["reference"] == pytest.approx(python["reference_moved"], rel=1e-12)
+
+
+# ---- metric_gap ----
+
+GAP = {"variant": "bn", "metric": "acc", "reference": "bn", "reference_metric": "acc_train_mode"}
+
+
+def scored_frames() -> list[dict[str, Any]]:
+    tests = [(0.9, 0.7), (0.8, 0.7), None, (0.7, None)]  # None: not scored at that step
+    frames = []
+    for step, pair in zip((100, 200, 300, 400), tests, strict=True):
+        test = None if pair is None else {"acc": pair[0], "acc_train_mode": pair[1]}
+        frames.append(frame(step, bn={"status": "training", "loss": 1.0, "test": test}))
+    frames.append(frame(450, bn={"status": "training", "loss": 1.0}))  # no test at this step
+    return frames
+
+
+def test_metric_gap_averages_the_paired_tests() -> None:
+    result = evaluate(
+        claim("metric_gap", 0.1, from_step=0, to_step=450, **GAP), HELLO, scored_frames()
+    )
+    assert result.holds is True
+    assert result.numbers["gap"] == pytest.approx((0.2 + 0.1) / 2)
+    assert result.numbers["gap_points"] == pytest.approx(15.0)
+    assert result.numbers["tests"] == 2
+
+
+def test_metric_gap_fails_and_compares_both_ways() -> None:
+    frames = scored_frames()
+    assert (
+        evaluate(claim("metric_gap", 0.2, from_step=0, to_step=400, **GAP), HELLO, frames).holds
+        is False
+    )
+    at_most = claim("metric_gap", 0.2, "<=", from_step=0, to_step=400, **GAP)
+    assert evaluate(at_most, HELLO, frames).holds is True
+
+
+def test_metric_gap_needs_two_tests() -> None:
+    frames = scored_frames()
+    assert (
+        evaluate(claim("metric_gap", 0, from_step=150, to_step=450, **GAP), HELLO, frames).holds
+        is None
+    )
+
+
+# ---- loss_noise ----
+
+NOISE = {"variant": "plain", "from_step": 0, "change_step": 40, "to_step": 70}
+
+
+def loss_frames(before: list[float], after: list[float]) -> list[dict[str, Any]]:
+    losses = before + after
+    return [frame(10 * i, plain={"status": "training", "loss": v}) for i, v in enumerate(losses)]
+
+
+def test_loss_noise_is_the_ratio_of_mean_frame_to_frame_changes() -> None:
+    frames = loss_frames([1.0, 1.1, 1.0, 1.1], [1.0, 1.5, 1.0, 1.5])
+    result = evaluate(claim("loss_noise", 3, **NOISE), HELLO, frames)
+    assert result.holds is True
+    assert result.numbers["before"] == pytest.approx(0.1)
+    assert result.numbers["after"] == pytest.approx(0.5)
+    assert result.numbers["ratio"] == pytest.approx(5.0)
+
+
+def test_loss_noise_fails_when_nothing_changed_and_waits_for_three_frames() -> None:
+    frames = loss_frames([1.0, 1.1, 1.0, 1.1], [1.0, 1.1, 1.0, 1.1])
+    assert evaluate(claim("loss_noise", 3, **NOISE), HELLO, frames).holds is False
+    short = loss_frames([1.0, 1.1], [1.0, 1.5, 1.0, 1.5])[:-1]
+    assert evaluate(claim("loss_noise", 3, **{**NOISE, "to_step": 40}), HELLO, short).holds is None
+
+
+# ---- event_present ----
+
+SKIPPED = {"kind": "skipped", "match": {"variants": ["bn"]}, "from_step": 0, "to_step": 10}
+
+
+def test_event_present_matches_kind_fields_and_steps() -> None:
+    records = [
+        {"type": "event", "step": 0, "kind": "skipped", "variants": ["bn", "brn"]},
+        frame(10, plain={"status": "training"}),
+    ]
+    result = evaluate(claim("event_present", 1, **SKIPPED), HELLO, records)
+    assert result.holds is True and result.numbers == {"value": 1.0, "count": 1.0, "step": 0.0}
+    other = [{"type": "event", "step": 0, "kind": "skipped", "variants": ["ghost_bn"]}, records[1]]
+    assert evaluate(claim("event_present", 1, **SKIPPED), HELLO, other).holds is False
+
+
+def test_event_present_waits_until_the_range_is_run_through() -> None:
+    records: list[dict[str, Any]] = [frame(5, plain={"status": "training"})]
+    assert evaluate(claim("event_present", 1, **SKIPPED), HELLO, records).holds is None
+
+
+# ---- xhat_standard ----
+
+XHAT = {
+    "variant": "bn",
+    "layer": 0,
+    "from_step": 0,
+    "to_step": 100,
+    "mean_tol": 0.01,
+    "std_tol": 0.01,
+}
+
+
+def xhat_frames(xhat_std: float) -> list[dict[str, Any]]:
+    frames = []
+    for step, (out_mean, out_std) in zip(
+        (0, 50, 100), ((0, 1), (0.1, 1.2), (0.3, 1.4)), strict=True
+    ):
+        entry = with_tap("norm_xhat", {"mean": 0.001, "std": xhat_std})
+        entry["layers"][0]["taps"]["norm_out"] = {"mean": out_mean, "std": out_std}
+        frames.append(frame(step, bn=entry))
+    return frames
+
+
+def test_xhat_standard_holds_while_gamma_and_beta_move_the_output() -> None:
+    result = evaluate(claim("xhat_standard", 0.5, **XHAT), HELLO, xhat_frames(1.002))
+    assert result.holds is True
+    assert result.numbers["out_moved"] == pytest.approx(0.299 + 0.398)
+    assert result.numbers["xhat_std"] == pytest.approx(0.002)
+
+
+def test_xhat_standard_fails_off_standard_or_unmoved_and_waits() -> None:
+    assert evaluate(claim("xhat_standard", 0.5, **XHAT), HELLO, xhat_frames(1.05)).holds is False
+    assert evaluate(claim("xhat_standard", 0.8, **XHAT), HELLO, xhat_frames(1.002)).holds is False
+    assert evaluate(claim("xhat_standard", 0.5, **XHAT), HELLO, xhat_frames(1.0)[:1]).holds is None
+
+
+def test_every_kind_reports_the_numbers_it_documents() -> None:
+    results = {
+        "band_ratio": evaluate(
+            claim("band_ratio", 1, from_step=0, to_step=100, **BAND), HELLO, band_frames()
+        ),
+        "metric_gap": evaluate(
+            claim("metric_gap", 0, from_step=0, to_step=450, **GAP), HELLO, scored_frames()
+        ),
+        "loss_noise": evaluate(
+            claim("loss_noise", 1, **NOISE), HELLO, loss_frames([1, 2, 1, 2], [1, 2, 1, 2])
+        ),
+        "event_present": evaluate(
+            claim("event_present", 1, **SKIPPED),
+            HELLO,
+            [{"type": "event", "step": 0, "kind": "skipped", "variants": ["bn"]}],
+        ),
+        "xhat_standard": evaluate(claim("xhat_standard", 0, **XHAT), HELLO, xhat_frames(1.0)),
+    }
+    assert set(results) == set(NUMBERS)
+    for kind, result in results.items():
+        assert set(result.numbers) == {"value", *NUMBERS[kind]}, kind
+
+
+def test_numbers_are_written_as_the_page_writes_them() -> None:
+    cases = {0.12345: "0.123", 3.0566: "3.06", 17.94: "17.9", 123.4: "123", -0.0212: "-0.021"}
+    cases |= {5.26e-08: "0", 2.0: "2", math.inf: "∞"}
+    assert {x: format_number(x) for x in cases} == cases
+    result = evaluate(
+        claim("band_ratio", 2, from_step=0, to_step=100, **BAND), HELLO, band_frames()
+    )
+    assert claim_text(claim("band_ratio", 2, from_step=0, to_step=100, **BAND), result) == "holds 8"
+
+
+# ---- scheduled changes ----
+
+
+def scheduled(small_config: RunConfig, schedule: list[dict[str, Any]], **values: Any) -> RunConfig:
+    return RunConfig.model_validate({**small_config.model_dump(), "schedule": schedule, **values})
+
+
+def test_a_schedule_changes_the_controls_before_its_steps(
+    small_config: RunConfig, digits: Dataset
+) -> None:
+    config = scheduled(
+        small_config,
+        [
+            {"step": 3, "lr": 0.5},  # the value it has: changes nothing, records nothing
+            {"step": 5, "lr": 0.1},
+            {"step": 10, "batch_size": 8},
+            {"step": 15, "bn_momentum": None},
+        ],
+    )
+    trainer = Trainer(config, digits)
+    events, frames = [], {}
+    plain = trainer.models["plain"]
+    while trainer.step < 16:
+        step = trainer.step
+        before = [p.detach().clone() for p in plain.parameters()]
+        records = trainer.train_step()
+        events += [r for r in records if r["type"] == "event"]
+        frames.update({r["step"]: r for r in records if r["type"] == "frame"})
+        if step in (4, 5):  # plain SGD without momentum: w' = w - lr * grad
+            lr = 0.5 if step == 4 else 0.1
+            for old, p in zip(before, plain.parameters(), strict=True):
+                assert p.grad is not None
+                torch.testing.assert_close(old - p.detach(), lr * p.grad)
+    assert [(e["step"], e["kind"], e["value"], e["previous"]) for e in events] == [
+        (5, "lr", 0.1, 0.5),
+        (10, "batch_size", 8, 32),
+        (15, "bn_momentum", None, 0.1),
+    ]
+    assert all(e["scheduled"] is True for e in events)
+    assert [g["lr"] for o in trainer.optimizers.values() for g in o.param_groups] == [0.1, 0.1]
+    assert (frames[9]["batch_size"], frames[10]["batch_size"]) == (32, 8)
+    assert (frames[4]["lr"], frames[5]["lr"]) == (0.5, 0.1)
+    norms = [m for m in trainer.models["bn"].modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms and all(m.momentum is None for m in norms)
+
+
+def test_a_scheduled_batch_size_one_says_which_variants_it_skips(
+    small_config: RunConfig, digits: Dataset
+) -> None:
+    trainer = Trainer(scheduled(small_config, [{"step": 2, "batch_size": 1}]), digits)
+    records = [r for _ in range(3) for r in trainer.train_step()]
+    events = [(r["step"], r["kind"], r.get("scheduled")) for r in records if r["type"] == "event"]
+    assert events == [(2, "batch_size", True), (2, "skipped", True)]
+
+
+def test_a_schedule_survives_a_trip_through_json(small_config: RunConfig) -> None:
+    # Unset bn_momentum must not come back as null, which would mean the cumulative average.
+    config = scheduled(small_config, [{"step": 5, "lr": 0.1}, {"step": 6, "bn_momentum": None}])
+    again = RunConfig.model_validate_json(config.model_dump_json())
+    assert [c.changes() for c in again.schedule] == [{"lr": 0.1}, {"bn_momentum": None}]
+    assert config.model_dump(mode="json")["schedule"] == [
+        {"step": 5, "lr": 0.1},
+        {"step": 6, "bn_momentum": None},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "says"),
+    [
+        ([{"step": 0, "lr": 0.1}], "schedule.0.step"),
+        ([{"step": 40, "lr": 0.1}], "schedule: step 40 is not before the run's end"),
+        ([{"step": 5}], "schedule.0: an entry sets at least one of"),
+        ([{"step": 5, "lr": 10.5}], "schedule.0.lr"),
+        ([{"step": 5, "batch_size": 4097}], "schedule.0.batch_size"),
+        ([{"step": 5, "bn_momentum": 0}], "schedule.0.bn_momentum"),
+        ([{"step": 5, "lr": 0.1}, {"step": 5, "batch_size": 4}], "schedule: one entry per step"),
+        ([{"step": 5, "lr": 0.1, "momentum": 0.2}], "schedule.0.momentum"),
+        ([{"step": "5", "lr": 0.1}], "schedule.0.step"),  # strict, as the API's bodies
+        ([{"step": True, "lr": 0.1}], "schedule.0.step"),
+        ([{"step": 5, "lr": "0.1"}], "schedule.0.lr"),
+        (
+            [{"step": s, "lr": 0.1} for s in range(1, MAX_SCHEDULE + 2)],
+            "schedule: Tuple should have at most 32 items",
+        ),
+    ],
+)
+def test_a_bad_schedule_is_refused_naming_it(
+    small_config: RunConfig, schedule: list[dict[str, Any]], says: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        scheduled(small_config, schedule)
+    assert says in describe(caught.value)
+
+
+def test_the_longest_schedule_is_accepted(small_config: RunConfig) -> None:
+    entries = [{"step": s, "lr": 0.1 + s / 100} for s in range(1, MAX_SCHEDULE + 1)]
+    assert len(scheduled(small_config, entries).schedule) == MAX_SCHEDULE
+
+
+def test_batch_size_one_for_batch_statistics_only_is_refused_in_the_config() -> None:
+    with pytest.raises(ValidationError) as caught:
+        RunConfig(variants=("bn",), schedule=({"step": 5, "batch_size": 1},))  # type: ignore[arg-type]
+    assert describe(caught.value).startswith("schedule: at step 5, BatchNorm cannot train")
+
+
+def test_a_batch_larger_than_the_data_is_refused_before_training(
+    small_config: RunConfig, digits: Dataset
+) -> None:
+    too_big = len(digits.y_train) + 1
+    with pytest.raises(ConfigError, match=f"schedule: at step 20, batch_size: {too_big} is more"):
+        Trainer(scheduled(small_config, [{"step": 20, "batch_size": too_big}]), digits)
+
+
+def test_the_memory_check_counts_the_largest_scheduled_batch(small_config: RunConfig) -> None:
+    config = scheduled(
+        small_config, [{"step": 5, "batch_size": 1024}, {"step": 9, "batch_size": 64}]
+    )
+    needed = config.memory_estimate_mb(1024)
+    assert needed > config.memory_estimate_mb()
+    config.check_memory(needed)  # at the limit: accepted
+    with pytest.raises(ConfigError, match="batch_size, schedule: the run would need"):
+        config.check_memory(needed - 1)
+
+
+# ---- the registry ----
+
+
+def test_the_lessons_follow_the_notes() -> None:
+    assert [lesson.id for lesson in LESSONS] == [
+        "mini-batch-sgd",
+        "internal-covariate-shift",
+        "normalize-scale-shift",
+        "train-vs-inference",
+        "small-batches",
+        "alternatives",
+    ]
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.id)
+def test_a_lesson_is_consistent_data(lesson: Any) -> None:
+    assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", lesson.id)
+    config = lesson.config()
+    assert 2000 <= config.steps <= 6000  # about a minute on a laptop
+    assert set(lesson.watch.charts) <= set(CHARTS) and lesson.watch.charts
+    assert 0 <= lesson.watch.layer < config.depth and lesson.watch.tap in TAPS
+    assert set(lesson.text) == {"en", "ko"}
+    assert all(t.title and t.body.count(".") >= 2 for t in lesson.text.values())
+    assert lesson.claims
+    for each in lesson.claims:
+        params = each.params
+        assert params["to_step"] < config.steps and params["from_step"] <= params["to_step"]
+        named = {params.get(k) for k in ("variant", "reference")} - {None}
+        assert named <= set(config.variants) and named <= set(VARIANTS)
+        for words in each.text.values():
+            for sentence in (words.holds, words.fails):
+                fields = set(re.findall(r"{(\w+)}", sentence))
+                assert fields <= {"value", *NUMBERS[each.kind]}, (lesson.id, sentence)
+    # what the page gets is the same config
+    assert RunConfig.model_validate(lesson.to_json()["values"]) == config
+
+
+def test_the_rules_carry_the_lessons() -> None:
+    assert rules().lessons == lesson_table()
+    assert [entry["id"] for entry in rules().lessons] == [lesson.id for lesson in LESSONS]
+    assert json.loads(json.dumps(lesson_table(), allow_nan=False)) == lesson_table()
+
+
+@pytest.mark.slow  # each POST starts a worker process
+def test_the_api_starts_every_lesson(tmp_path: Path) -> None:
+    with TestClient(create_app(serverkit.settings(tmp_path, max_runs=1))) as client:
+        listed = client.get("/api/rules").json()["lessons"]
+        assert [entry["id"] for entry in listed] == [lesson.id for lesson in LESSONS]
+        for entry in listed:
+            created = client.post("/api/runs", json=entry["values"])
+            assert created.status_code == 201, (entry["id"], created.text)
+            info = created.json()
+            assert info["config"]["schedule"] == entry["values"].get("schedule", [])
+            assert client.delete(f"/api/runs/{info['id']}").status_code == 200
+
+
+# ---- every lesson shows what it claims ----
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda lesson: lesson.id)
+def test_the_lesson_shows_its_claims(
+    lesson: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The report is tested elsewhere; skipping it saves seconds per lesson.
+    monkeypatch.setattr(covshift.headless, "_write_report", lambda out, render: None)
+    # Only as far as the claims look (plus the last, always probed step), nothing else changed.
+    end = max(each.params["to_step"] for each in lesson.claims)
+    config = lesson.config(steps=min(lesson.config().steps, end + 2))
+    run_headless(config, tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "frames.jsonl").read_text().splitlines()]
+    for each in lesson.claims:
+        result = evaluate(each, lines[0], lines[1:])
+        assert result.holds is True, (lesson.id, each.kind, result.numbers)
+        print(lesson.id, each.kind, claim_text(each, result), result.numbers)
