@@ -16,7 +16,9 @@ from covshift.config import RunConfig
 from covshift.findings import Finding
 from covshift.headless import run_headless
 from covshift.reports import doctor
-from covshift.reports.doctor import RunUnreadable, diagnose, read_run, render_text
+from covshift.reports.doctor import diagnose
+from covshift.reports.doctor_text import render_text
+from covshift.reports.runfile import RunUnreadable, read_run
 from covshift.train.bn_modes import BNModeObserver
 from covshift.train.recalibrate import recalibrate
 from torch import nn

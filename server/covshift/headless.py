@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from covshift.reports.page import ReportError
 from covshift.reports.run import render_run_report
+from covshift.reports.runfile import read_run
 from covshift.reports.sweep import render_sweep_report
 from covshift.train.sweep import PointDone, run_sweep
 from covshift.train.trainer import Trainer
@@ -88,8 +89,7 @@ def run_headless(
                 progress(trainer.step, config.steps, summary.variants)
     result = summary.to_json(trainer, time.perf_counter() - started)
     (out / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    records = _read_records(out / "frames.jsonl")
-    hello = next(records)
+    hello, records = read_run(out)
     _write_report(out, lambda: render_run_report(hello, records, title))
     return result
 
@@ -113,12 +113,6 @@ def run_preset(
     (out / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     _write_report(out, lambda: render_sweep_report(result, title))
     return result
-
-
-def _read_records(path: Path) -> Iterator[dict[str, Json]]:
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            yield json.loads(line)
 
 
 def _write_report(out: Path, render: Callable[[], str]) -> None:
