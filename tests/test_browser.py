@@ -498,3 +498,104 @@ def test_the_step_cursor_sits_where_plotly_draws_that_step(dashboard: Page) -> N
         assert abs(left - expected_left) < 1.0
         assert abs(top - expected_top) < 1.0 and abs(height - expected_height) < 1.0
     assert dashboard.errors == []
+
+
+def test_a_sweep_starts_from_the_form_and_its_chart_fills(
+    dashboard: Page, server: ThreadedServer
+) -> None:
+    dashboard.wait_frames()
+    page = dashboard.page
+    # Every progress line the view shows, from its first (the view exists from the start).
+    page.evaluate(
+        """() => {
+          window.seenProgress = [];
+          const line = document.querySelector('#sweep .sweep-progress');
+          new MutationObserver(() => window.seenProgress.push(line.textContent))
+            .observe(line, { childList: true, characterData: true, subtree: true });
+        }"""
+    )
+    page.click("#new-run > summary")
+    page.select_option("#setup-preset", "batch-sweep")
+    assert "minutes" in page.inner_text("[data-field=sweep_values] .sweep-estimate")  # 221 s
+    page.select_option("#setup-dataset", "moons")
+    for name, value in (("depth", "2"), ("width", "16"), ("steps", "60"), ("test_every", "30")):
+        page.fill(f"#setup-{name}", value)
+    page.fill("#setup-sweep_values", "4, 16")
+    page.click("#new-run button[type=submit]")
+    dashboard.wait_js("() => window.covshift.sweep.runState === 'finished'", timeout=60)
+    seen = dashboard.js("() => window.seenProgress")
+    assert any(text.startswith("Point 1 of 2: batch size 4") for text in seen), seen
+    assert any(text.startswith("Point 2 of 2: batch size 16") for text in seen), seen
+    assert page.inner_text("#sweep .sweep-progress").startswith("Finished: 2 points in")
+    assert page.is_visible("#sweep") and not page.is_visible("#lesson")
+    # The accuracy chart holds one point per batch size for each variant.
+    traces = dashboard.js(
+        "() => document.querySelector('#sweep .sweep-acc .plot').data.map((t) => t.x)"
+    )
+    assert len(traces) == 5 and all(x == [4, 16] for x in traces)
+    assert page.is_visible("#sweep .sweep-noise .plot")
+    # Log-axis tick labels as drawn: the swept values, none overlapping the next.
+    for chart in ("sweep-acc", "sweep-noise"):
+        boxes = dashboard.js(
+            f"""() => [...document.querySelectorAll('#sweep .{chart} .xtick text')].map((t) => {{
+                  const r = t.getBoundingClientRect();
+                  return [t.textContent, r.left, r.right];
+                }})"""
+        )
+        assert [text for text, *_ in boxes] == ["4", "16"]
+        for k in range(1, len(boxes)):
+            assert boxes[k - 1][2] < boxes[k][1], boxes
+    run_id = dashboard.run_id()
+    href = page.get_attribute("#sweep .sweep-actions a", "href")
+    assert href == f"/api/runs/{run_id}/report"
+    assert server.http.get(href).status_code == 200
+    assert dashboard.errors == []
+
+
+def test_the_bn_doctor_card_shows_the_demo_runs_findings(
+    chromium: Any, server: ThreadedServer
+) -> None:
+    # The demo run (live or stopped by a test above), whatever run a test selected before.
+    (demo,) = [run for run in server.runs() if run["demo"]]
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    page = Page(context.new_page(), server)
+    try:
+        page.page.goto(f"{server.url}/#run={demo['id']}")
+        page.page.wait_for_selector("#measuring #doctor-card")
+        page.page.locator("#doctor-card").scroll_into_view_if_needed()
+        status = page.wait_js(
+            """() => {
+              const status = document.querySelector('#doctor-card .doctor-body')?.dataset.status;
+              return status === 'clear' || status === 'found' ? status : null;
+            }""",
+            timeout=20,
+        )
+        card = page.page.inner_text("#doctor-card")
+        assert card.startswith("BN doctor")
+        if status == "clear":
+            assert "no problems found" in card
+            assert (
+                page.js("() => document.querySelectorAll('.doctor-badge:not([hidden])').length")
+                == 0
+            )
+        else:
+            # Each finding shows its severity, title, evidence and fix; each hidden layer the
+            # card lists has its badge in the layer's header, and only those.
+            findings = page.js(
+                """() => [...document.querySelectorAll('#doctor-card .doctor-finding')].map((f) =>
+                     [f.querySelector('.doctor-severity').textContent,
+                      f.querySelector('.doctor-title b').textContent,
+                      f.querySelector('.doctor-evidence').textContent,
+                      f.querySelector('.doctor-fix').textContent])"""
+            )
+            assert findings and all(all(part.strip() for part in f) for f in findings)
+            listed = set(re.findall(r"Hidden layer (\d+)", card))
+            badged = page.js(
+                """() => [...document.querySelectorAll('.layer')]
+                     .filter((l) => !l.querySelector('.doctor-badge').hidden)
+                     .map((l) => l.id.replace('layer-', ''))"""
+            )
+            assert set(badged) == listed
+        assert page.errors == []
+    finally:
+        context.close()

@@ -26,6 +26,8 @@ export const getRun = (id) => request("GET", `/api/runs/${encodeURIComponent(id)
 export const createRun = (config) => request("POST", "/api/runs", config);
 export const changeRun = (id, changes) => request("PATCH", `/api/runs/${encodeURIComponent(id)}`, changes);
 export const stopRun = (id) => request("DELETE", `/api/runs/${encodeURIComponent(id)}`);
+/** The BN doctor's findings about a run: {run, findings} (docs/doctor.md). */
+export const getDoctor = (id) => request("GET", `/api/runs/${encodeURIComponent(id)}/doctor`);
 
 export function exportUrl(id, format) {
   return `/api/runs/${encodeURIComponent(id)}/export?format=${encodeURIComponent(format)}`;

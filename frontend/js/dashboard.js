@@ -6,6 +6,7 @@ import { createBnChart } from "./charts/bn.js";
 import { createCard } from "./charts/card.js";
 import { createClaim } from "./charts/claim.js";
 import { createDistributionChart } from "./charts/distribution.js";
+import { createDoctor, createDoctorCard, createLayerBadge } from "./charts/doctor.js";
 import { createDriftChart } from "./charts/drift.js";
 import { createHeatmap } from "./charts/heatmap.js";
 import { createIcsChart } from "./charts/ics.js";
@@ -19,7 +20,20 @@ function renamed(widget, name) {
   return Object.assign(widget, { name });
 }
 
-export function createDashboard({ lessonRoot, overview, layersRoot, measuringRoot, scheduler, view, cursor, runKey }) {
+/**
+ * What a watched run's layer is called: the user's module names, e.g. "layer1.0.bn1
+ * (BatchNorm2d) → relu". Null for the server's own runs (their layers are "hidden layer n").
+ */
+export function watchedLayerName(hello, layer) {
+  if (hello?.config?.source !== "watch") return null;
+  for (const layers of Object.values(hello.layers ?? {})) {
+    const found = Array.isArray(layers) ? layers[layer] : null;
+    if (found?.name) return `${found.name} (${found.kind})${found.activation ? ` → ${found.activation}` : ""}`;
+  }
+  return null;
+}
+
+export function createDashboard({ intro = null, lessonRoot, overview, layersRoot, measuringRoot, scheduler, view, cursor, runKey }) {
   let shape = null;
   let widgets = [];
   let unsubscribe = () => {};
@@ -51,11 +65,17 @@ export function createDashboard({ lessonRoot, overview, layersRoot, measuringRoo
     clear();
     shape = key;
     const context = { view, cursor, runKey };
+    // A watched run: the user's own models, named by their modules, not plain against BN.
+    const watched = state.hello?.config?.source === "watch";
+    if (intro) intro.dataset.i18n = watched ? "intro.watched" : "intro.body";
 
     // The lesson first: the last hidden layer, plain against BN, with its claim checked live.
     const last = Math.max(0, state.depth - 1);
     const lessonContext = { ...context, layer: last };
-    const bands = createCard({ title: "chart.lesson", note: "note.lesson", className: "lesson-bands", titleParams: { n: last + 1 } });
+    const lessonTitle = watched
+      ? { title: "chart.lessonWatched", titleParams: { n: last + 1, name: watchedLayerName(state.hello, last) ?? "" } }
+      : { title: "chart.lesson", titleParams: { n: last + 1 } };
+    const bands = createCard({ ...lessonTitle, note: watched ? "note.lessonWatched" : "note.lesson", className: "lesson-bands" });
     const dist = createCard({ title: "chart.dist", note: "note.lessonDist", className: "lesson-dist" });
     const claim = document.createElement("p");
     claim.className = "claim";
@@ -80,17 +100,23 @@ export function createDashboard({ lessonRoot, overview, layersRoot, measuringRoo
     add(createIcsChart(ics, context), ics);
 
     const hasNorm = normalizedVariants(state).length > 0;
+    const layerBadges = []; // per hidden layer: the BN doctor's mark in its header
     for (let layer = 0; layer < state.depth; layer += 1) {
       const section = document.createElement("section");
       section.className = "layer";
       section.id = `layer-${layer + 1}`;
       const heading = document.createElement("h2");
       heading.className = "layer-title";
-      heading.dataset.i18n = "layer.title";
-      heading.dataset.i18nParams = JSON.stringify({ n: layer + 1 });
+      const name = watchedLayerName(state.hello, layer);
+      heading.dataset.i18n = name ? "layer.titleWatched" : "layer.title";
+      heading.dataset.i18nParams = JSON.stringify({ n: layer + 1, name });
       const grid = document.createElement("div");
       grid.className = `layer-grid${hasNorm ? "" : " no-bn"}`;
       section.append(heading, grid);
+      // Floated beside the title, not inside it: translatePage rewrites the title's whole text.
+      const badge = createLayerBadge();
+      heading.before(badge);
+      layerBadges.push(badge);
       layersRoot.append(section);
       const layerContext = { ...context, layer };
       const dist = createCard({ title: "chart.dist", note: "note.dist", className: "dist" });
@@ -106,7 +132,14 @@ export function createDashboard({ lessonRoot, overview, layersRoot, measuringRoo
         add(createBnChart(bn, layerContext), bn);
       }
     }
+    // Below drift and ICS: the BN doctor's findings, which also mark the layers' headers.
+    const doctor = createDoctorCard();
+    measuringRoot.append(doctor.root);
+    const doctorWidget = createDoctor(doctor, { runKey, badges: layerBadges });
+    widgets.push(doctorWidget);
+    scheduler.add(doctorWidget);
     for (const root of [lessonRoot, overview, layersRoot, measuringRoot]) translatePage(root);
+    if (intro) translatePage(intro.parentElement ?? intro);
     unsubscribe = cursor.subscribe((step) => {
       for (const widget of widgets) widget.showCursor?.(step);
     });

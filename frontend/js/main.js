@@ -12,6 +12,7 @@ import { loadRules } from "./rules.js";
 import { createSetupForm } from "./setup.js";
 import { applyMessage, createState } from "./state.js";
 import { createStatusBar, RateMeter, stepsPerSecond } from "./status.js";
+import { createSweepView } from "./sweep.js";
 import { createViewPanel } from "./view.js";
 
 const RUNS_POLL_MS = 2000;
@@ -44,6 +45,7 @@ const session = {
 const cursor = createCursorBus();
 const scheduler = createScheduler({ getState: () => session.state });
 const dashboard = createDashboard({
+  intro: document.querySelector(".intro"),
   lessonRoot: $("lesson"),
   overview: $("overview"),
   layersRoot: $("layers"),
@@ -70,6 +72,9 @@ const setup = createSetupForm($("new-run"), {
   },
 });
 
+// A sweep's messages go to its own view, which replaces the dashboard while it is shown.
+const sweepView = createSweepView(document.querySelector("main"), { getRunId: () => session.runId, stop: stopViewedRun });
+
 // ---- the stream ----
 
 // Time spent taking messages in (parse + apply), for benchmarks.
@@ -91,6 +96,8 @@ function take(text) {
   } catch {
     return; // not JSON: nothing a reader could use
   }
+  // A sweep's messages are its view's; its state events also set the run state on top.
+  if (sweepView.take(msg) && msg.type !== "event") return;
   session.state = applyMessage(session.state, msg);
   const type = msg?.type;
   if (type === "frame") {
@@ -131,6 +138,7 @@ function selectRun(id) {
   session.runId = id;
   history.replaceState(null, "", `#run=${encodeURIComponent(id)}`);
   session.state = createState();
+  sweepView.hide();
   live.frames.reset();
   live.runInfo = session.runs.find((run) => run.id === id) ?? null;
   session.lastReading = null;
@@ -264,6 +272,9 @@ window.covshift = {
   },
   get connection() {
     return live.connection;
+  },
+  get sweep() {
+    return sweepView.state;
   },
   scheduler,
   intake,

@@ -31,6 +31,8 @@ export const defaultsOf = () => current().defaults;
 export const choicesOf = () => current().choices;
 /** The presets a run can start from: name -> {title, description, values}. */
 export const presetsOf = () => current().presets;
+/** The sweep presets: name -> {title, description, values, field, sweep_values, max_points, measured_s}. */
+export const sweepsOf = () => current().sweeps ?? {};
 /** The variant registry: name -> {label, description, color, normalizer, batch_stats, …}. */
 export const variantsOf = () => current().variants;
 /** Does this variant normalise with batch statistics (so batch size 1 cannot train it)? */

@@ -2,12 +2,16 @@
 
 import { createRun, fieldErrors } from "./api.js";
 import { boundsText, formatNumber, validate } from "./bounds.js";
-import { t, translatePage } from "./i18n.js";
+import { onLangChange, t, translatePage } from "./i18n.js";
 import { el } from "./dom.js";
-import { choicesOf, defaultsOf, presetsOf, variantsOf } from "./rules.js";
+import { choicesOf, defaultsOf, presetsOf, sweepsOf, variantsOf } from "./rules.js";
+import { durationText, estimateSeconds, LONG_SWEEP_S, parseSweepValues } from "./sweep.js";
+
+/** Every preset the form offers: the runs', then the sweeps' (each marked "sweep" in its text). */
+const allPresets = () => ({ ...presetsOf(), ...sweepsOf() });
 
 /** A preset's form values ("" = none): the server's defaults, then the preset's values (pure). */
-export function presetValues(name, defaults = defaultsOf(), presets = presetsOf()) {
+export function presetValues(name, defaults = defaultsOf(), presets = allPresets()) {
   if (!presets[name]) return { ...defaults, preset: "" };
   return { ...defaults, ...presets[name].values, preset: name };
 }
@@ -22,6 +26,12 @@ export function buildConfig(raw, { cumulative }) {
   for (const field of SELECT_FIELDS) config[field] = raw[field];
   config.variants = raw.variants;
   if (raw.preset) config.preset = raw.preset;
+  const sweep = sweepsOf()[raw.preset];
+  if (sweep) {
+    const parsed = parseSweepValues(raw.sweep_values, sweep.max_points);
+    if (parsed.ok) config.sweep_values = parsed.values;
+    else errors.sweep_values = t(parsed.key, parsed.params);
+  }
   if (!raw.variants?.length) errors.variants = t("err.variants");
   for (const field of NUMBER_FIELDS) {
     if (field === "bn_momentum" && cumulative) {
@@ -42,7 +52,7 @@ export function buildConfig(raw, { cumulative }) {
 export function createSetupForm(root, { onCreated, getCurrentConfig }) {
   const choices = choicesOf();
   const defaults = defaultsOf();
-  const presets = presetsOf();
+  const presets = allPresets();
   const inputs = {};
   const messages = {};
   const summary = el("summary", "", { i18n: "setup.title" });
@@ -57,6 +67,8 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
   form.append(intro, grid, general, buttons);
   root.replaceChildren(summary, form);
   let cumulative = null;
+  let sweepBox = null;
+  let sweepNote = null;
 
   function field(name, control, { wide = false, hint = "" } = {}) {
     const box = el("div", `field${wide ? " wide" : ""}`, { "data-field": name });
@@ -94,6 +106,13 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
     preset.addEventListener("change", () => fill(presetValues(preset.value, defaults, presets)));
     inputs.preset = preset;
     field("preset", preset, { wide: true });
+    // A sweep's values, shown only while a sweep preset is chosen, with how long it will take.
+    const sweepValues = el("input", "", { id: "setup-sweep_values", type: "text", autocomplete: "off" });
+    inputs.sweep_values = sweepValues;
+    sweepBox = field("sweep_values", sweepValues, { wide: true });
+    sweepNote = el("span", "sweep-estimate");
+    sweepBox.insertBefore(sweepNote, sweepBox.lastChild);
+    sweepValues.addEventListener("input", showSweep);
     for (const name of ["dataset", "activation", "init", "optimizer"]) {
       const select = el("select", "", { id: `setup-${name}` });
       for (const option of choices[name]) {
@@ -120,6 +139,7 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
       const input = el("input", "", { id: `setup-${name}`, type: "text", inputmode: "decimal", autocomplete: "off", size: "7" });
       inputs[name] = input;
       const box = field(name, input, { hint: boundsText(name) });
+      if (name === "steps") input.addEventListener("input", showSweep);
       if (name === "bn_momentum") {
         const label = el("label", "check");
         cumulative = el("input", "", { type: "checkbox" });
@@ -141,7 +161,22 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
     cumulative.checked = values.bn_momentum === null;
     inputs.bn_momentum.disabled = cumulative.checked;
     if (cumulative.checked) inputs.bn_momentum.value = "0.1";
+    inputs.sweep_values.value = (sweepsOf()[inputs.preset.value]?.sweep_values ?? []).map(formatNumber).join(", ");
     clear();
+    showSweep();
+  }
+
+  /** The sweep values' field and the sweep's estimated length, for a sweep preset only. */
+  function showSweep() {
+    const sweep = sweepsOf()[inputs.preset.value];
+    sweepBox.hidden = !sweep;
+    if (!sweep) return;
+    const parsed = parseSweepValues(inputs.sweep_values.value, sweep.max_points);
+    const points = parsed.ok ? parsed.values.length : sweep.sweep_values.length;
+    const seconds = estimateSeconds(sweep, Number(inputs.steps.value), points);
+    const long = seconds !== null && seconds > LONG_SWEEP_S;
+    sweepNote.className = `sweep-estimate${long ? " long" : ""}`;
+    sweepNote.textContent = [t("setup.sweepHint"), seconds === null ? "" : t(long ? "sweep.estimateLong" : "sweep.estimate", { time: durationText(seconds) })].join(" ");
   }
 
   function clear() {
@@ -170,6 +205,7 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
     const raw = {};
     for (const name of SELECT_FIELDS) raw[name] = inputs[name].value;
     raw.preset = inputs.preset.value;
+    raw.sweep_values = inputs.sweep_values.value;
     raw.variants = inputs.variants.filter((box) => box.checked).map((box) => box.value);
     for (const name of NUMBER_FIELDS) raw[name] = inputs[name].value;
     return raw;
@@ -214,5 +250,6 @@ export function createSetupForm(root, { onCreated, getCurrentConfig }) {
   });
 
   build();
+  onLangChange(showSweep);
   return { fill: (config) => fill(config ?? defaults) };
 }

@@ -74,6 +74,11 @@ def _config_from(args: argparse.Namespace) -> RunConfig:
             values[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
         elif name == "bn_momentum" and raw.lower() == CUMULATIVE:
             values[name] = None
+        elif name == "schedule":  # a JSON list; anything else is refused naming the field
+            try:
+                values[name] = json.loads(raw)
+            except ValueError:
+                values[name] = raw
         else:
             values[name] = raw
     if getattr(args, "preset", None):
@@ -240,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     # Torch-free: diagnosing a stored run reads its records only.
-    from .reports.doctor import diagnose, read_run, render_text
+    from .reports.doctor import diagnose
+    from .reports.doctor_text import render_text
+    from .reports.runfile import read_run
 
     try:
         hello, records = read_run(args.run_dir)

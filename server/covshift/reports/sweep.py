@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterable
 
-from covshift.wire import Json
+from covshift.presets import PRESETS
+from covshift.wire import MISFIT, Json
 
 from .page import Figure, config_text, figure, line, page, table, variant_color
+from .run import DamagedRun, NoDataYet
 
 
 def render_sweep_report(result: dict[str, Json], title: str | None = None) -> str:
@@ -37,6 +41,47 @@ def render_sweep_report(result: dict[str, Json], title: str | None = None) -> st
         figures,
         [table("Final test accuracy (eval mode) and status", header, rows)],
     )
+
+
+def sweep_report_html(run_id: str, lines: Iterable[str]) -> str:
+    """The report of a sweep the server ran, from its message lines (hello, a `point` per
+    finished point, then the `sweep` result): the whole result once it has one, else the
+    points finished so far (a running, stopped or failed sweep)."""
+    hello: dict[str, Json] | None = None
+    points: list[dict[str, Json]] = []
+    whole: dict[str, Json] | None = None
+    for text in lines:
+        record = json.loads(text)
+        kind = record.get("type")
+        if kind == "hello":
+            hello = record
+        elif kind == "point":
+            points.append(record)
+        elif kind == "sweep":
+            whole = record
+    if whole is None and hello is None:
+        raise NoDataYet(f"sweep {run_id} has no data yet (its worker is still loading)")
+    try:
+        result = whole if whole is not None else _so_far(hello or {}, points)
+        preset = PRESETS.get(str(result.get("preset")))
+        title = preset.title if preset is not None else f"covshift {result['field']} sweep"
+        if whole is None:
+            title += f" ({len(points)} of {len(result['values'])} points)"
+        return render_sweep_report(result, title)
+    except MISFIT:
+        raise DamagedRun(f"sweep {run_id}: its records are damaged; no report") from None
+
+
+def _so_far(hello: dict[str, Json], points: list[dict[str, Json]]) -> dict[str, Json]:
+    """A sweep's result as far as its finished points go (run_sweep's shape)."""
+    return {
+        "type": "sweep",
+        **{key: hello[key] for key in ("preset", "field", "values", "config", "dataset")},
+        "points": [
+            {"value": p["value"], "variants": p["variants"], "batch_noise": p["batch_noise"]}
+            for p in points
+        ],
+    }
 
 
 def _sweep_accuracy(result: dict[str, Json], variants: list[str]) -> Figure:

@@ -12,7 +12,8 @@ import signal
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 
-from .messages import Command, Output
+from .messages import Command, Output, SweepPlan
+from .sweep_worker import sweep_main
 from .worker import worker_main
 
 # One read hands the server at most this many outputs, so a burst is cut into batches.
@@ -26,14 +27,22 @@ class WorkerGone(Exception):
 class WorkerHandle:
     """The server's side of one worker: start it, send commands, read outputs, end it."""
 
-    def __init__(self, config_json: str, name: str, memory_limit_mb: int | None = None) -> None:
-        """Start the worker; with memory_limit_mb, the OS holds it to that much memory."""
+    def __init__(
+        self,
+        config_json: str,
+        name: str,
+        memory_limit_mb: int | None = None,
+        sweep: SweepPlan | None = None,
+    ) -> None:
+        """Start the worker (a sweep's, given a plan); with memory_limit_mb, the OS holds it
+        to that much memory."""
         context = multiprocessing.get_context("spawn")
         worker_commands, self._commands = context.Pipe(duplex=False)
         self._outputs, worker_outputs = context.Pipe(duplex=False)
+        pipes = (worker_commands, worker_outputs, memory_limit_mb)
         self.process: BaseProcess = context.Process(
-            target=worker_main,
-            args=(config_json, worker_commands, worker_outputs, memory_limit_mb),
+            target=worker_main if sweep is None else sweep_main,
+            args=(config_json, *pipes) if sweep is None else (config_json, sweep, *pipes),
             name=f"covshift-run-{name}",
             daemon=True,  # never outlive the server
         )

@@ -8,9 +8,35 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from covshift.config import RunConfig
 
 Action = Literal["control", "stop"]
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A sweep a worker runs instead of one run: the preset it comes from, the config field
+    it changes and the values it gives that field (validated), one short run each."""
+
+    preset: str
+    field: str
+    values: tuple[float, ...]
+
+    def configs(self, base: RunConfig) -> list[RunConfig]:
+        """Each point's config (the values are validated already)."""
+        return [base.model_copy(update={self.field: value}) for value in self.values]
+
+    def record(self) -> dict[str, Any]:
+        """What a sweep adds to its config.json and RunInfo.config: the page and the report
+        tell a sweep from a run by "kind", and count its points from "sweep"."""
+        return {
+            "kind": "sweep",
+            "preset": self.preset,
+            "sweep": {"field": self.field, "values": list(self.values)},
+        }
 
 
 @dataclass(frozen=True)
@@ -18,7 +44,7 @@ class Status:
     """Where the trainer is: what GET /api/runs/{id} shows between frames."""
 
     step: int
-    epoch: float
+    epoch: float | None  # None only for a watched run read back (a user loop has none)
     lr: float | None  # None only for a watched run read back (it may not say)
     batch_size: int | None
     bn_momentum: float | None

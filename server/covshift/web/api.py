@@ -1,11 +1,11 @@
 """HTTP routes: health, fan-out stats, and runs (list, create, read, change, stop, export,
-report). Thin: the manager does the work; errors map to status codes in app.py."""
+report, doctor). Thin: the manager does the work; errors map to status codes in app.py."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -15,8 +15,10 @@ from starlette.responses import Response
 
 from covshift.config import describe
 from covshift.errors import ConfigError
+from covshift.reports.doctor import diagnose_lines
 from covshift.reports.export import csv_lines
 from covshift.reports.run import report_filename, report_html
+from covshift.reports.sweep import sweep_report_html
 
 from .deps import Manager, RunDep
 from .lifecycle import RunInfo
@@ -124,16 +126,18 @@ async def list_runs(manager: Manager) -> list[RunInfo]:
     },
 )
 async def create_run(body: RunRequest, manager: Manager) -> RunInfo:
-    """Start a run. Its worker loads data, then streams on /ws/runs/{id}."""
+    """Start a run, or with a sweep preset a sweep (docs/protocol.md, *Sweeps*). Its worker
+    loads data, then streams on /ws/runs/{id}."""
     try:
         config = body.to_config(
             str(manager.settings.mnist_dir) if manager.settings.mnist_dir else None
         )
+        sweep = body.sweep_plan(config)
     except ValidationError as exc:
         raise ConfigError(describe(exc)) from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    run = await manager.create(config)
+    run = await manager.create(config, sweep=sweep)
     return run.info()
 
 
@@ -211,7 +215,8 @@ async def export_run(
         409: {"model": Problem, "description": "the run has no data yet"},
         200: {
             "content": {"text/html": {"schema": {"type": "string"}}},
-            "description": "the run's self-contained HTML report (plotly.js inlined)",
+            "description": "the run's self-contained HTML report (plotly.js inlined); a "
+            "sweep's plots its points against the swept value",
         },
     },
 )
@@ -221,9 +226,53 @@ async def report_run(run: RunDep) -> Response:
     history_frames), so a report's memory does not grow with the run's length."""
     hello, messages = await run.snapshot()
     lines = messages if hello is None else [hello, *messages]
-    html = await asyncio.to_thread(report_html, run.id, lines)
+    # A sweep's report plots its points against the swept value (so far, until it ends).
+    render = sweep_report_html if run.config.get("kind") == "sweep" else report_html
+    html = await asyncio.to_thread(render, run.id, lines)
     headers = {"content-disposition": f'attachment; filename="{report_filename(run.id)}"'}
     return HTMLResponse(html, headers=headers)
+
+
+class DoctorFinding(BaseModel):
+    """One finding of the BN doctor (docs/doctor.md): what is wrong with one variant's
+    normalization, the numbers that made it fire, and the fix."""
+
+    variant: str
+    layer: int | None = Field(description="0-based hidden layer; null for the whole network")
+    code: str = Field(description="the check that fired (stable, for scripts)")
+    severity: Literal["warn", "info"]
+    title: str
+    evidence: str
+    fix: str
+    numbers: dict[str, int | float | str | bool | list[int | float | None] | None] = Field(
+        description="the values the evidence quotes (a non-finite one is null)"
+    )
+
+
+class Diagnosis(BaseModel):
+    """What `covshift doctor RUN_DIR --json` prints: an empty list when nothing looks wrong."""
+
+    run: str
+    findings: list[DoctorFinding]
+
+
+@router.get(
+    "/api/runs/{run_id}/doctor",
+    tags=["runs"],
+    responses={
+        **NOT_FOUND,
+        409: {"model": Problem, "description": "the run has no data yet, or its hello is damaged"},
+    },
+)
+async def doctor_run(run: RunDep, manager: Manager) -> Diagnosis:
+    """The BN doctor's findings about a live or ended run: read from its frames.jsonl so far
+    (or a run kept only in memory: its history), the same checks as `covshift doctor`."""
+    in_memory = run.export_lines()
+    lines: Iterable[str] = in_memory if in_memory is not None else manager.store.lines(run.id)
+    # Off the event loop: a long run's file is read through once.
+    found = await asyncio.to_thread(diagnose_lines, run.id, lines)
+    findings = [DoctorFinding.model_validate(finding.to_json()) for finding in found]
+    return Diagnosis(run=run.id, findings=findings)
 
 
 def _chunks(file: IO[bytes], size: int, chunk: int = 1 << 16) -> Iterator[bytes]:

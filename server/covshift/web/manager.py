@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from covshift.config import RunConfig
 from covshift.errors import ConfigError
+from covshift.runtime.messages import SweepPlan
 from covshift.settings import Settings
 
 from .commands import RunNotActive, WorkerTimeout
@@ -126,10 +127,15 @@ class RunManager:
         except KeyError:
             raise UnknownRun(f"no run with id {run_id!r}") from None
 
-    async def create(self, config: RunConfig, *, demo: bool = False) -> Run:
-        """Start a run; TooManyRuns when max_runs are already active, ConfigError when it is
-        estimated to need more than max_run_memory_mb."""
-        config.check_memory(self.settings.max_run_memory_mb)
+    async def create(
+        self, config: RunConfig, *, demo: bool = False, sweep: SweepPlan | None = None
+    ) -> Run:
+        """Start a run (a sweep, given its plan); TooManyRuns when max_runs are already
+        active, ConfigError when it (any point of a sweep) is estimated to need more than
+        max_run_memory_mb."""
+        points = [config] if sweep is None else sweep.configs(config)
+        for point in points:
+            point.check_memory(self.settings.max_run_memory_mb)
         limit = self.settings.max_runs
         if self.active_count() >= limit:
             raise TooManyRuns(
@@ -148,6 +154,7 @@ class RunManager:
             stored=stored,
             command_timeout=self.settings.command_timeout_s,
             memory_limit_mb=self.settings.max_run_memory_mb,
+            sweep=sweep,
         )
         # Registered before the first await, so concurrent creates see the slot taken.
         self._runs[run_id] = run
@@ -156,7 +163,8 @@ class RunManager:
         except OSError as exc:
             del self._runs[run_id]
             raise StoreError(f"the run could not start: {exc}") from None
-        log.info("run %s started (%s, demo=%s)", run_id, config.dataset, demo)
+        kind = f"{sweep.preset} sweep" if sweep is not None else "run"
+        log.info("%s %s started (%s, demo=%s)", kind, run_id, config.dataset, demo)
         return run
 
     async def change(self, run: AnyRun, changes: dict[str, object]) -> RunInfo:

@@ -1,5 +1,5 @@
-"""GET /api/rules: every bound, default, choice, preset and variant the page needs, from the
-one place each is declared (the config model, the presets, the variant registry).
+"""GET /api/rules: every bound, default, choice, preset, variant and lesson the page needs, from
+the one place each is declared (the config model, the presets, the variant and lesson registries).
 
 The page holds no copy of these: it fetches them once at start, so a bound changed on the
 server is the bound the page enforces.
@@ -14,12 +14,18 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from covshift.config import RunConfig
+from covshift.lessons import lesson_table
 from covshift.presets import PRESETS
 from covshift.variants import variant_table
 
-from .schemas import RunPatch
+from .schemas import MAX_SWEEP_POINTS, RunPatch
 
 router = APIRouter(tags=["rules"])
+
+# Seconds a whole sweep of each preset took at the preset's own settings, measured with
+# `covshift run --preset NAME` (one torch thread) on a 2-core machine that other jobs were
+# also using: the page scales them to the steps and points asked for, an estimate only.
+MEASURED_SWEEP_S = {"batch-sweep": 221.0, "lr-sweep": 38.0}
 
 
 class Bound(BaseModel):
@@ -42,6 +48,11 @@ class Rules(BaseModel):
     presets: dict[str, dict[str, Any]]
     variants: dict[str, dict[str, Any]]
     live_controls: list[str]
+    # The sweep presets (POST /api/runs starts one as a sweep): name -> title, description,
+    # values (a config), field, sweep_values, max_points and measured_s (MEASURED_SWEEP_S).
+    sweeps: dict[str, dict[str, Any]]
+    # In the order of the concept notes; each lesson's "values" is a config to POST /api/runs.
+    lessons: list[dict[str, Any]]
 
 
 def _numeric(schema: dict[str, Any]) -> Bound | None:
@@ -85,10 +96,24 @@ def rules() -> Rules:
         presets={
             name: {"title": p.title, "description": p.description, "values": p.values}
             for name, p in PRESETS.items()
-            if p.sweep is None  # sweeps run from the command line
+            if p.sweep is None  # sweeps are listed under `sweeps`
         },
         variants=variant_table(),
         live_controls=[name for name in RunPatch.model_fields if name != "paused"],
+        sweeps={
+            name: {
+                "title": p.title,
+                "description": p.description,
+                "values": p.values,
+                "field": p.sweep.field,
+                "sweep_values": list(p.sweep.values),
+                "max_points": MAX_SWEEP_POINTS,
+                "measured_s": MEASURED_SWEEP_S.get(name),
+            }
+            for name, p in PRESETS.items()
+            if p.sweep is not None
+        },
+        lessons=lesson_table(),
     )
 
 

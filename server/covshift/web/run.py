@@ -17,7 +17,7 @@ from typing import Any
 
 from covshift.config import RunConfig
 from covshift.runtime.handle import WorkerGone, WorkerHandle
-from covshift.runtime.messages import Command, Output, Status
+from covshift.runtime.messages import Command, Output, Status, SweepPlan
 from covshift.wire import encode, state_event
 
 from .commands import COMMAND_TIMEOUT_S, CommandChannel, RunNotActive, WorkerTimeout
@@ -71,6 +71,7 @@ class Run:
         # The validated config of a run this server started (a changed batch size is checked
         # against the memory limit with it); None for a run read back from the store.
         self._run_config: RunConfig | None = None
+        self._sweep: SweepPlan | None = None  # a sweep's plan: its worker runs that instead
         self._launched: asyncio.Future[None] | None = None
         self._pump: asyncio.Task[None] | None = None
         self._stopping = False
@@ -88,12 +89,13 @@ class Run:
         stored: bool,
         command_timeout: float = COMMAND_TIMEOUT_S,
         memory_limit_mb: int | None = None,
+        sweep: SweepPlan | None = None,
     ) -> Run:
         info = RunInfo(
             id=run_id,
             state=RunState.CREATED,
             created=datetime.now(timezone.utc),
-            config=public_config(config.model_dump(mode="json")),
+            config=public_config(_record(config, sweep)),
             lr=config.lr,
             batch_size=config.batch_size,
             bn_momentum=config.bn_momentum,
@@ -102,6 +104,7 @@ class Run:
         )
         run = cls(info, pool, store, history_frames, command_timeout, memory_limit_mb)
         run._run_config = config
+        run._sweep = sweep
         return run
 
     @property
@@ -138,11 +141,13 @@ class Run:
         """Create the store folder and start the worker process (both off the loop)."""
         loop = asyncio.get_running_loop()
         self._launched = loop.create_future()
-        record = config.model_dump(mode="json")
+        record = _record(config, self._sweep)
 
         def start() -> tuple[FramesLog | None, WorkerHandle]:
             frames = self._store.create(self.info(), record) if self.stored else None
-            worker = WorkerHandle(config.model_dump_json(), self.id[:8], self.memory_limit_mb)
+            worker = WorkerHandle(
+                config.model_dump_json(), self.id[:8], self.memory_limit_mb, self._sweep
+            )
             return frames, worker
 
         try:
@@ -305,6 +310,11 @@ class Run:
             return None
         history = self.history.snapshot() if self.history is not None else []
         return ([self.hello] if self.hello is not None else []) + history
+
+
+def _record(config: RunConfig, sweep: SweepPlan | None) -> dict[str, Any]:
+    """config.json: the run config as validated, and for a sweep what makes it one."""
+    return {**config.model_dump(mode="json"), **(sweep.record() if sweep is not None else {})}
 
 
 async def _finishes(task: asyncio.Task[None], timeout: float) -> bool:

@@ -8,6 +8,7 @@ All three take JSON's types as their JSON Schema states them (JsonTypes).
 
 from __future__ import annotations
 
+from itertools import pairwise
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -15,15 +16,21 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from covshift.config import BatchSize, BnMomentum, LearningRate, RunConfig
+from covshift.config import BatchSize, BnMomentum, LearningRate, RunConfig, describe
 from covshift.presets import PRESETS, preset_config
+from covshift.runtime.messages import SweepPlan
 
 RUN_PRESETS = tuple(name for name, preset in PRESETS.items() if preset.sweep is None)
+SWEEP_PRESETS = tuple(name for name, preset in PRESETS.items() if preset.sweep is not None)
+# A sweep is one short run per value, one after another: 16 keeps a sweep of the presets'
+# length within minutes and its chart readable.
+MAX_SWEEP_POINTS = 16
 
 
 def _request_schema(schema: dict[str, Any]) -> None:
@@ -32,12 +39,13 @@ def _request_schema(schema: dict[str, Any]) -> None:
     # What the validators check, said in the schema too, so generated clients (and
     # fuzzers) send what is accepted.
     properties["variants"]["uniqueItems"] = True
-    properties["preset"]["anyOf"] = [{"enum": list(RUN_PRESETS)}, {"type": "null"}]
+    properties["preset"]["anyOf"] = [{"enum": list(PRESETS)}, {"type": "null"}]
     schema["examples"] = [
         {"dataset": "moons", "variants": ["plain", "bn"], "depth": 2, "width": 16},
         {"dataset": "digits", "activation": "relu", "lr": 1.0, "batch_size": 16},
         {"preset": "paper-fig1"},
         {"preset": "noisy-bn", "steps": 2000, "lr": 0.2},
+        {"preset": "batch-sweep", "steps": 200, "sweep_values": [4, 16, 64]},
     ]
 
 
@@ -70,7 +78,8 @@ def _takes(model: type[BaseModel], field: str, kind: type) -> bool:
 
 class RunRequest(RunConfig, JsonTypes):
     """POST /api/runs: a run config. Unset fields take the preset's values, if one is named,
-    else RunConfig's defaults."""
+    else RunConfig's defaults. A sweep preset starts a sweep: one short run of this config
+    per value of the preset's field."""
 
     model_config = ConfigDict(json_schema_extra=_request_schema)
 
@@ -78,20 +87,37 @@ class RunRequest(RunConfig, JsonTypes):
         default=None,
         description="a named experiment whose values apply under the fields given: "
         + ", ".join(RUN_PRESETS)
-        + " (sweeps run from the CLI)",
-        examples=list(RUN_PRESETS),
+        + "; or a sweep, one short run per value of a field: "
+        + ", ".join(SWEEP_PRESETS),
+        examples=list(PRESETS),
+    )
+    sweep_values: tuple[float, ...] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SWEEP_POINTS,
+        description="a sweep preset only: the values its field takes, increasing, each within "
+        "that field's bounds (default: the preset's own)",
     )
 
     @field_validator("preset")
     @classmethod
-    def _known_run_preset(cls, value: str | None) -> str | None:
-        if value is None or value in RUN_PRESETS:
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is None or value in PRESETS:
             return value
-        if value in PRESETS:
+        raise ValueError(f"unknown preset {value!r}; one of {', '.join(PRESETS)}")
+
+    @model_validator(mode="after")
+    def _sweep_values_for_a_sweep(self) -> RunRequest:
+        values = self.sweep_values
+        if values is None:
+            return self
+        if self.preset not in SWEEP_PRESETS:
             raise ValueError(
-                f"{value!r} is a sweep; sweeps run from the CLI (covshift run --preset {value})"
+                f"sweep_values: only a sweep preset ({', '.join(SWEEP_PRESETS)}) takes them"
             )
-        raise ValueError(f"unknown preset {value!r}; one of {', '.join(RUN_PRESETS)}")
+        if any(low >= high for low, high in pairwise(values)):
+            raise ValueError("sweep_values: give them in increasing order, each once")
+        return self
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -111,13 +137,30 @@ class RunRequest(RunConfig, JsonTypes):
         """The RunConfig to train (the preset's values under the fields given), with the
         server's MNIST directory filled in."""
         if self.preset is not None:
-            explicit = self.model_dump(include=self.model_fields_set - {"data_dir", "preset"})
+            explicit = self.model_dump(include=self.model_fields_set - _NOT_CONFIG)
             return self._with_mnist_dir(preset_config(self.preset, explicit), mnist_dir)
         return self._with_mnist_dir(self, mnist_dir)
 
+    def sweep_plan(self, base: RunConfig) -> SweepPlan | None:
+        """The sweep to run on `base` (this request's config), None for a plain run; each
+        value is checked as the config of its point (ValueError naming sweep_values)."""
+        sweep = PRESETS[self.preset].sweep if self.preset is not None else None
+        if sweep is None:
+            return None
+        checked = []
+        for value in self.sweep_values or sweep.values:
+            try:
+                point = RunConfig.model_validate({**base.model_dump(), sweep.field: value})
+            except ValidationError as exc:
+                raise ValueError(
+                    f"sweep_values: {value:g} is no {sweep.field} for this config: {describe(exc)}"
+                ) from None
+            checked.append(getattr(point, sweep.field))
+        return SweepPlan(self.preset or "", sweep.field, tuple(checked))
+
     @staticmethod
     def _with_mnist_dir(config: RunConfig, mnist_dir: str | None) -> RunConfig:
-        values = config.model_dump(exclude={"data_dir", "preset"})
+        values = config.model_dump(exclude=_NOT_CONFIG)
         if config.dataset == "mnist":
             if mnist_dir is None:
                 raise ValueError(
@@ -126,6 +169,10 @@ class RunRequest(RunConfig, JsonTypes):
                 )
             values["data_dir"] = mnist_dir
         return RunConfig.model_validate(values)
+
+
+# RunRequest's fields that are not RunConfig's (data_dir is the server's to set).
+_NOT_CONFIG = {"data_dir", "preset", "sweep_values"}
 
 
 class RunPatch(JsonTypes):
