@@ -43,7 +43,10 @@ def test_page_files_and_json_are_compressed_and_the_page_revalidates(client: Tes
     assert r.headers["content-encoding"] == "gzip" and r.headers["cache-control"] == "no-cache"
     source = Path(__file__).resolve().parent.parent / "frontend" / "js" / "messages.js"
     assert gzip.decompress(sent) == source.read_bytes()
-    assert client.get("/js/messages.js", headers={"if-none-match": r.headers["etag"]}).status_code == 304
+    assert (
+        client.get("/js/messages.js", headers={"if-none-match": r.headers["etag"]}).status_code
+        == 304
+    )
     rules = client.get("/api/rules", headers={"accept-encoding": "gzip"})
     assert rules.headers["content-encoding"] == "gzip" and rules.json()["bounds"]
     # Tiny answers are not worth compressing.

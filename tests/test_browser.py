@@ -484,7 +484,8 @@ def test_the_step_cursor_sits_where_plotly_draws_that_step(dashboard: Page) -> N
             for (const name of Object.keys(full).filter((k) => /^xaxis\\d*$/.test(k))) {
               const axis = full[name];
               const step = (axis.range[0] + axis.range[1]) / 2;
-              const places = cursorPlaces(plot.layout, plot.clientWidth, step, [name.replace('axis', '')]);
+              const axisName = name.replace('axis', '');
+              const places = cursorPlaces(plot.layout, plot.clientWidth, step, [axisName]);
               if (places.length !== 1) return null;
               const y = full[axis.anchor.replace(/^y(\\d*)$/, 'yaxis$1')];
               results.push([places[0].left, axis._offset + axis.l2p(step),
