@@ -292,3 +292,36 @@ def test_a_long_runs_report_and_export_take_memory_bounded_by_the_history(
     band = _figures(report)[0]["data"][2]["x"]  # the first variant's median, by step
     assert band[0] == 0 and band[-1] == 4 * FRAMES - 1  # first and newest frames kept
     assert len(band) <= HISTORY_FRAMES
+
+
+def test_the_report_lists_the_settings_over_time_marks_changes_and_speaks_korean(
+    digits: Dataset,
+) -> None:
+    schedule = [{"step": 6, "lr": 0.125}]
+    config = RunConfig(
+        depth=1, width=8, steps=10, probe_every=2, test_every=100, ics_every=0, schedule=schedule
+    )
+    trainer = Trainer(config, digits)
+    records: list[dict] = []
+    for step in range(config.steps):
+        if step == 3:  # a person's change, then the lesson's scheduled one at step 6
+            records += trainer.set_batch_size(30)
+        records += trainer.train_step()
+    page = render_run_report(trainer.hello(), records)
+    settings = page.split("<h2>Settings over time</h2>")[1].split("</table>")[0]
+    rows = [
+        [cell.split("</td>")[0] for cell in row.split("<td>")[1:]]
+        for row in settings.split("<tr>")[2:]
+    ]
+    assert rows == [
+        ["0", "3", "0.5", "60", "0.1", "the run&#x27;s start"],
+        ["3", "6", "0.5", "30", "0.1", "a change"],
+        ["6", "end", "0.125", "30", "0.1", "the lesson&#x27;s schedule"],
+    ]
+    # Every step-axis figure marks both changes with a dashed line at their steps.
+    for figure in _figures(page):
+        marks = sorted(shape["x0"] for shape in figure["layout"]["shapes"])
+        assert marks == [3, 6], figure["layout"]["title"]
+    korean = render_run_report(trainer.hello(), records, language="ko")
+    assert '<html lang="ko">' in korean and "시간에 따른 설정" in korean
+    assert "학습률 0.5 → 0.125" in korean and "Settings over time" not in korean

@@ -33,9 +33,11 @@ export function exportUrl(id, format) {
   return `/api/runs/${encodeURIComponent(id)}/export?format=${encodeURIComponent(format)}`;
 }
 
-/** The run's self-contained HTML report (GET /api/runs/{id}/report), live or finished. */
-export function reportUrl(id) {
-  return `/api/runs/${encodeURIComponent(id)}/report`;
+/** The run's self-contained HTML report (GET /api/runs/{id}/report), live or finished, in
+ * the page's language when given. */
+export function reportUrl(id, lang = null) {
+  const base = `/api/runs/${encodeURIComponent(id)}/report`;
+  return lang ? `${base}?lang=${encodeURIComponent(lang)}` : base;
 }
 
 /**

@@ -2,7 +2,7 @@
 
 import { exportUrl, reportUrl } from "./api.js";
 import { formatNumber } from "./bounds.js";
-import { t } from "./i18n.js";
+import { getLang, t } from "./i18n.js";
 import { variantName } from "./charts/plot.js";
 import { ACTIVE_STATES } from "./state.js";
 
@@ -136,7 +136,10 @@ export function createRunsList(root, { onSelect }) {
     csv.textContent = "CSV";
     csv.setAttribute("download", "");
     const report = document.createElement("a");
-    report.href = reportUrl(currentId);
+    report.href = reportUrl(currentId, getLang());
+    // The language may change after the link is made: the click takes the current one.
+    const reportFor = currentId;
+    report.addEventListener("click", () => (report.href = reportUrl(reportFor, getLang())));
     report.dataset.i18n = "runs.report";
     report.textContent = t("runs.report");
     report.setAttribute("download", "");

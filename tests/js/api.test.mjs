@@ -29,4 +29,5 @@ test("problems naming no known field stay general", () => {
 test("export links name the run and the format", () => {
   assert.equal(exportUrl("a/b", "csv"), "/api/runs/a%2Fb/export?format=csv");
   assert.equal(reportUrl("a/b"), "/api/runs/a%2Fb/report");
+  assert.equal(reportUrl("a/b", "ko"), "/api/runs/a%2Fb/report?lang=ko");
 });

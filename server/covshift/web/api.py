@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterable, Iterator
-from typing import IO, Any, Literal
+from typing import IO, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, StreamingResponse
@@ -19,6 +19,7 @@ from covshift.reports.doctor import diagnose_lines
 from covshift.reports.export import csv_lines
 from covshift.reports.run import report_filename, report_html
 from covshift.reports.sweep import sweep_report_html
+from covshift.reports.text import Language
 
 from .deps import Manager, RunDep
 from .lifecycle import RunInfo
@@ -220,15 +221,22 @@ async def export_run(
         },
     },
 )
-async def report_run(run: RunDep) -> Response:
+async def report_run(
+    run: RunDep,
+    lang: Annotated[
+        Language, Query(description="the report's language, as the page's (en, ko)")
+    ] = "en",
+) -> Response:
     """Download the HTML report of a live or finished run: the same one `covshift run --out`
     writes, from what a new tab would get (the history rule: frames downsampled to at most
     history_frames), so a report's memory does not grow with the run's length."""
     hello, messages = await run.snapshot()
     lines = messages if hello is None else [hello, *messages]
     # A sweep's report plots its points against the swept value (so far, until it ends).
-    render = sweep_report_html if run.config.get("kind") == "sweep" else report_html
-    html = await asyncio.to_thread(render, run.id, lines)
+    if run.config.get("kind") == "sweep":
+        html = await asyncio.to_thread(sweep_report_html, run.id, lines)
+    else:
+        html = await asyncio.to_thread(report_html, run.id, lines, lang)
     headers = {"content-disposition": f'attachment; filename="{report_filename(run.id)}"'}
     return HTMLResponse(html, headers=headers)
 
