@@ -31,3 +31,46 @@ def test_the_access_log_is_off_unless_asked_for(tmp_path: Path) -> None:
     with liveserver.serve(tmp_path / "loud", "--no-demo", "--access-log") as server:
         assert httpx.get(f"{server.base}/api/runs").status_code == 200
         wait_for(lambda: "GET /api/runs" in server.output(), timeout=10)
+
+
+def test_every_server_setting_is_a_flag_and_flags_win() -> None:
+    from covshift.cli import build_parser
+    from covshift.settings import Settings
+    from covshift.web.serve import settings_from
+
+    parser = build_parser()
+    serve_help = (
+        next(
+            action
+            for action in parser._subparsers._group_actions  # type: ignore[union-attr]
+        )
+        .choices["serve"]
+        .format_help()
+    )
+    # Two settings keep their established spellings; every other is --its-name.
+    spelled = {"open_browser": "--no-browser", "demo_run": "--no-demo"}
+    for name in Settings.model_fields:
+        flag = spelled.get(name, "--" + name.replace("_", "-"))
+        assert flag in serve_help, f"{name} has no flag {flag}"
+    args = parser.parse_args(
+        [
+            "serve",
+            "--history-frames",
+            "64",
+            "--ws-compression",
+            "--allowed-hosts",
+            "a.lan, localhost",
+            "--demo",
+            '{"lr": 1.5, "dataset": "moons"}',
+            "--command-timeout-s",
+            "2.5",
+        ]
+    )
+    settings = settings_from(args)
+    assert settings.history_frames == 64 and settings.ws_compression is True
+    assert settings.allowed_hosts == ["a.lan", "localhost"]
+    assert settings.demo.lr == 1.5 and settings.demo.dataset == "moons"
+    assert settings.command_timeout_s == 2.5
+    # A bound is the setting's own: one past it is refused with the field named.
+    with pytest.raises(ValueError, match="history_frames"):
+        settings_from(parser.parse_args(["serve", "--history-frames", "1"]))

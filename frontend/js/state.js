@@ -158,6 +158,15 @@ function layerCount(hello, config) {
 }
 
 /**
+ * Channels (units) of one variant's hidden layer: the hello's layer description (a CNN's
+ * conv channels, a watched model's normalizer), else the MLP's width; 0 when unknown.
+ */
+export function layerChannels(hello, variant, layer) {
+  const described = hello?.variants?.[variant]?.layers?.[layer]?.channels;
+  return Number.isInteger(described) ? described : (hello?.config?.width ?? 0);
+}
+
+/**
  * The fixed bin edges of one variant's layer and tap: its own where the hello gives each
  * variant edges (a watched run's models), else the run's shared ones; [] when unknown.
  */

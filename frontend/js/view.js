@@ -1,8 +1,18 @@
 /** The "Show" panel: the time window, which tap the distribution charts show, which BN variant and channel. */
 
-import { normalizedVariants } from "./state.js";
+import { layerChannels, normalizedVariants } from "./state.js";
 import { t } from "./i18n.js";
 import { EVENT_COLORS } from "./charts/plot.js";
+
+/** The most channels any hidden layer of this variant has (a CNN's or a watched model's
+ * layers may differ; the BN chart clamps to each layer's own). At least 1. */
+export function channelCount(state, variant) {
+  let most = 0;
+  for (let layer = 0; layer < Math.max(1, state.depth ?? 0); layer += 1) {
+    most = Math.max(most, layerChannels(state.hello, variant, layer));
+  }
+  return Math.max(1, most);
+}
 
 const TAPS = ["linear_out", "norm_xhat", "norm_out", "act_input", "act_output"];
 
@@ -21,7 +31,7 @@ function options(select, values, key) {
 /**
  * Wire the panel's inputs to `view` (the person's choices the charts read). onChange(kind)
  * says which charts to redraw now: "window" (every step axis), "tap" or "bn". Returns {fill(state)} to offer the choices
- * a run has, after its hello.
+ * a run has, after its hello, and {setTap(tap)} to choose a tap for the person.
  */
 export function createViewPanel(view, { $, getState, onChange }) {
   $("view-window").value = view.window;
@@ -34,7 +44,7 @@ export function createViewPanel(view, { $, getState, onChange }) {
     onChange("tap");
   });
   $("view-channel").addEventListener("input", (event) => {
-    const width = getState().hello?.config?.width ?? 1;
+    const width = channelCount(getState(), view.bnVariant);
     const value = Number(event.target.value);
     const ok = Number.isInteger(value) && value >= 1 && value <= width;
     // Refused in place, with the range: the charts keep the last valid channel.
@@ -76,7 +86,7 @@ export function createViewPanel(view, { $, getState, onChange }) {
   function fill(state) {
     const normalized = normalizedVariants(state);
     if (!normalized.includes(view.bnVariant)) view.bnVariant = normalized.includes("bn") ? "bn" : (normalized[0] ?? null);
-    const width = state.hello?.config?.width ?? 1;
+    const width = channelCount(state, view.bnVariant);
     view.channel = Math.min(view.channel, width - 1);
 
     const available = TAPS.filter((tap) => state.variants.some((v) => (state.hello?.variants?.[v]?.taps ?? []).includes(tap)));
@@ -92,5 +102,12 @@ export function createViewPanel(view, { $, getState, onChange }) {
     $("view-bn-variant-box").hidden = normalized.length < 2;
   }
 
-  return { fill };
+  /** Show `tap` (a lesson asks for one): chosen now if this run offers it, else at the next fill. */
+  function setTap(tap) {
+    view.tap = tap;
+    if ([...$("view-tap").options].some((option) => option.value === tap)) $("view-tap").value = tap;
+    onChange("tap");
+  }
+
+  return { fill, setTap };
 }

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     demo_store: bool = Field(
         default=False, description="also write the demo run to the log directory"
     )
-    open_browser: bool = True
+    open_browser: bool = Field(default=True, description="open the page in a browser at start")
     # Off: one open tab polls the run list every 2 s, and a line per request would scroll
     # the URL off the terminal. Errors are logged either way.
     access_log: bool = Field(default=False, description="log one line per HTTP request")
@@ -90,10 +90,20 @@ class Settings(BaseSettings):
         description="Host header names answered (any port), replacing the loopback names; "
         "'*' answers any name, which lets DNS rebinding in",
     )
-    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="bytes of a request body or websocket message; more is answered 413",
+    )
     # ~30 KB per frame for the default config: 500 frames is ~15 MB per live run, what a
     # new tab downloads on connect, and as many columns as the page's charts keep.
-    history_frames: int = Field(default=500, ge=2, le=1_000_000)
+    history_frames: int = Field(
+        default=500,
+        ge=2,
+        le=1_000_000,
+        description="frames a run keeps in memory for a new tab (evenly thinned over the run)",
+    )
     client_queue: int = Field(
         default=256, ge=1, le=100_000, description="messages buffered per client"
     )

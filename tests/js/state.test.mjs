@@ -258,3 +258,11 @@ test("a watched run's models keep their own edges and layer counts", () => {
   assert.equal(shared.depth, 1);
   assert.deepEqual(edgesOf(shared, "bn", 0, "act_input"), [0, 1]);
 });
+
+test("a layer's channels come from its description, else the MLP's width", async () => {
+  const { layerChannels } = await import("../../frontend/js/state.js");
+  const cnn = { config: { width: 100 }, variants: { bn: { layers: [{ channels: 16 }, { channels: 32 }] } } };
+  assert.equal(layerChannels(cnn, "bn", 1), 32);
+  assert.equal(layerChannels(cnn, "plain", 0), 100);
+  assert.equal(layerChannels({ config: {} }, "bn", 0), 0);
+});

@@ -1,7 +1,7 @@
 /** Inside BN for one layer and channel: batch vs running mean and variance, and γ, β over time. */
 
 import { t } from "../i18n.js";
-import { columnsIn } from "../state.js";
+import { columnsIn, layerChannels } from "../state.js";
 import { bnChannel, stepsOf } from "../series.js";
 import { panelDomains } from "./bands.js";
 import { setLegend } from "./card.js";
@@ -35,7 +35,7 @@ export function createBnChart(card, { layer, view, cursor, runKey }) {
       const variant = state.variants.includes(view.bnVariant) ? view.bnVariant : null;
       const columns = columnsIn(state, view);
       const x = stepsOf(columns);
-      const width = state.hello?.config?.width ?? 0;
+      const width = variant ? layerChannels(state.hello, variant, layer) : 0;
       const channel = Math.min(view.channel, Math.max(0, width - 1));
       const color = variant ? variantColor(variant, state.variants.indexOf(variant)) : "#888";
       const series = variant ? bnChannel(columns, variant, layer, channel) : null;

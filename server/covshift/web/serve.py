@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import threading
 import time
@@ -46,6 +47,35 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
             metavar="N",
             help=f"{field.description} [{bounds}] (default: {field.default})",
         )
+    more = parser.add_argument_group("other settings (each also a COVSHIFT_* variable)")
+    for name in OTHER_SETTINGS:
+        field = Settings.model_fields[name]
+        flag = "--" + name.replace("_", "-")
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        shown = "(the demo config below)" if name == "demo" else f"(default: {default})"
+        described = f"{field.description or name.replace('_', ' ')} {shown}"
+        if field.annotation is bool:
+            more.add_argument(flag, action=argparse.BooleanOptionalAction, help=described)
+        elif field.annotation in (int, float):
+            number = int if field.annotation is int else float
+            more.add_argument(flag, type=number, metavar="N", help=described)
+        elif name == "demo":
+            more.add_argument(
+                flag,
+                type=json.loads,
+                metavar="JSON",
+                help="the demo run's config, as the JSON a POST /api/runs takes",
+            )
+        elif name in ("allowed_origins", "allowed_hosts"):
+            more.add_argument(
+                flag, type=_names, metavar="A,B", help=f"{described}; comma-separated"
+            )
+        else:  # a path
+            more.add_argument(flag, type=Path, metavar="DIR", help=described)
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 # Settings of web/connections.py, each also a flag: --max-header-bytes and so on.
@@ -58,11 +88,26 @@ CONNECTION_SETTINGS = (
 )
 
 
+# Every other setting, each a flag of its own name: --history-frames, --allowed-hosts...
+OTHER_SETTINGS = (
+    "demo",
+    "demo_store",
+    "allowed_origins",
+    "allowed_hosts",
+    "max_body_bytes",
+    "history_frames",
+    "client_queue",
+    "ws_compression",
+    "mnist_dir",
+    "command_timeout_s",
+    "max_run_memory_mb",
+)
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
+    names = ("host", "port", "logdir", "max_runs", *CONNECTION_SETTINGS, *OTHER_SETTINGS)
     overrides: dict[str, Any] = {
-        name: value
-        for name in ("host", "port", "logdir", "max_runs", *CONNECTION_SETTINGS)
-        if (value := getattr(args, name, None)) is not None
+        name: value for name in names if (value := getattr(args, name, None)) is not None
     }
     if args.no_browser:
         overrides["open_browser"] = False
