@@ -21,9 +21,8 @@ from typing import IO, Any
 from covshift.wire import encode, state_event
 
 from . import recovery, storefs
+from .audience import Audience
 from .commands import RunNotActive
-from .fanout import ClientQueue
-from .history import History
 from .lifecycle import RunInfo, RunState
 from .store import MAX_LINE_BYTES, RunStore, line_type
 
@@ -38,7 +37,7 @@ CONTROLS_REFUSED = (
 )
 
 
-class FollowedRun:
+class FollowedRun(Audience):
     """A run trained by another process, read from its folder as it grows."""
 
     demo = False
@@ -47,19 +46,14 @@ class FollowedRun:
     commands_pending = 0
 
     def __init__(self, info: RunInfo, pool: Executor, store: RunStore, history_frames: int):
-        self.id = info.id
+        super().__init__(info.id, store, history_frames, live=True)
         self.created = info.created
         self.config = info.config
         self.state = info.state
         self.error = info.error
         self.ended = info.ended
         self._info = info
-        self.hello: str | None = None
-        self.history: History | None = History(history_frames)
-        self.history_frames = history_frames
-        self.clients: set[ClientQueue] = set()
         self._pool = pool
-        self._store = store
         self._offset = 0
         self._file: IO[bytes] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -135,11 +129,9 @@ class FollowedRun:
                 continue
             if kind == "hello":
                 self.hello = line
-                self._broadcast(line, False)
+                self.broadcast(line, False)
                 continue
-            if self.history is not None:
-                self.history.append(line, kind == "frame")
-            self._broadcast(line, kind == "frame")
+            self.deliver(line, kind == "frame")
             if kind == "event":
                 end = recovery.recorded_end([line])
                 if end is not None:
@@ -186,29 +178,10 @@ class FollowedRun:
         self.error = error if error is not None else self.error
         self.ended = datetime.now(timezone.utc)
         if error == recovery.ABANDONED:  # the file's end was written by `recover`
-            self._broadcast(encode(state_event(self._info.step, "stopped", message=error)), False)
+            self.broadcast(encode(state_event(self._info.step, "stopped", message=error)), False)
 
-    def _broadcast(self, text: str, is_frame: bool) -> None:
-        for client in self.clients:
-            client.put(text, is_frame)
-
-    # ---- the Run interface the API and the websocket use ----
-
-    async def attach(self, client: ClientQueue) -> tuple[str | None, list[str]]:
-        if self.history is not None:
-            self.clients.add(client)
-            return self.hello, self.history.snapshot()
-        replay = await self.snapshot()
-        self.clients.add(client)
-        return replay
-
-    async def snapshot(self) -> tuple[str | None, list[str]]:
-        if self.history is not None:
-            return self.hello, self.history.snapshot()
-        return await asyncio.to_thread(self._store.replay, self.id, self.history_frames)
-
-    def detach(self, client: ClientQueue) -> None:
-        self.clients.discard(client)
+    # ---- the rest of the Run interface the API and the websocket use (attach, snapshot
+    # and detach are the Audience's) ----
 
     def export_lines(self) -> list[str] | None:
         return None  # always stored: exported from its file

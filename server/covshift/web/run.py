@@ -20,9 +20,8 @@ from covshift.runtime.handle import WorkerGone, WorkerHandle
 from covshift.runtime.messages import Command, Output, Status, SweepPlan
 from covshift.wire import encode, state_event
 
+from .audience import Audience
 from .commands import COMMAND_TIMEOUT_S, CommandChannel, RunNotActive, WorkerTimeout
-from .fanout import ClientQueue
-from .history import History
 from .lifecycle import RunInfo, RunState
 from .runlog import RunLog
 from .store import FramesLog, RunStore, public_config
@@ -36,7 +35,7 @@ READ_TIMEOUT_S = 0.25
 STOP_TIMEOUT_S = 2.0
 
 
-class Run:
+class Run(Audience):
     """One run: live (with a worker process) or read back from the store."""
 
     def __init__(
@@ -48,7 +47,8 @@ class Run:
         command_timeout: float = COMMAND_TIMEOUT_S,
         memory_limit_mb: int | None = None,
     ) -> None:
-        self.id = info.id
+        # Live runs keep their history; stored runs replay from frames.jsonl instead.
+        super().__init__(info.id, store, history_frames, live=not info.state.terminal)
         self.created = info.created
         self.config = info.config
         self.demo = info.demo
@@ -57,13 +57,7 @@ class Run:
         self.error = info.error
         self.ended = info.ended
         self.status = Status(info.step, info.epoch, info.lr, info.batch_size, info.bn_momentum)
-        self.hello: str | None = None
-        # Live runs keep their history; stored runs replay from frames.jsonl instead.
-        self.history: History | None = None if info.state.terminal else History(history_frames)
-        self.history_frames = history_frames
-        self.clients: set[ClientQueue] = set()
         self._pool = pool
-        self._store = store
         self._worker: WorkerHandle | None = None
         self._log = RunLog(self.id, None)
         self._commands = CommandChannel(self.id, command_timeout)
@@ -246,7 +240,7 @@ class Run:
             for kind, text in output.messages:
                 if kind == "hello":
                     self.hello = text
-                    self._broadcast(text, False)
+                    self.broadcast(text, False)
                 else:
                     self._emit(text, kind == "frame", record=False)
             if output.status is not None:
@@ -258,15 +252,9 @@ class Run:
 
     def _emit(self, text: str, is_frame: bool, record: bool = True) -> None:
         """A message to history and clients (and to the store when the pump did not)."""
-        if self.history is not None:
-            self.history.append(text, is_frame)
-        self._broadcast(text, is_frame)
+        self.deliver(text, is_frame)
         if record:
             self._log.append([text])
-
-    def _broadcast(self, text: str, is_frame: bool) -> None:
-        for client in self.clients:
-            client.put(text, is_frame)
 
     def _set_state(self, state: RunState, error: str | None) -> None:
         self.state = state
@@ -282,27 +270,6 @@ class Run:
                 log.error("run %s: could not save its state: %s", self.id, exc)
 
     # ---- clients ----
-
-    async def attach(self, client: ClientQueue) -> tuple[str | None, list[str]]:
-        """Start sending live messages to client; returns (hello, history) to send first."""
-        if self.history is not None:
-            # No await between the snapshot and joining: nothing is missed or sent twice.
-            self.clients.add(client)
-            return self.hello, self.history.snapshot()
-        replay = await self.snapshot()
-        self.clients.add(client)
-        return replay
-
-    async def snapshot(self) -> tuple[str | None, list[str]]:
-        """(hello, messages) as a new tab gets them: the live history, or frames.jsonl replayed
-        through the same downsampling. Bounded by history_frames whatever the run's length."""
-        if self.history is not None:
-            return self.hello, self.history.snapshot()
-        # Not the pumps' pool: many tabs opening old runs must not delay live frames.
-        return await asyncio.to_thread(self._store.replay, self.id, self.history_frames)
-
-    def detach(self, client: ClientQueue) -> None:
-        self.clients.discard(client)
 
     def export_lines(self) -> list[str] | None:
         """The messages of a run kept only in memory (hello first); None for a stored run."""
