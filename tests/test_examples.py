@@ -35,7 +35,7 @@ def test_an_example_writes_a_watched_run(script: list[str], tmp_path: Path) -> N
     records = [json.loads(line) for line in (folder / "frames.jsonl").read_text().splitlines()]
     assert records[0]["type"] == "hello"
     assert [r["step"] for r in records if r["type"] == "frame"] == [1, 5, 10]
-    layers = next(iter(records[0]["layers"].values()))
+    layers = next(iter(records[0]["variants"].values()))["layers"]
     assert layers, "the example's model has layers to watch"
     assert json.loads((folder / "state.json").read_text())["state"] == "finished"
     if "--compare" in script:  # both twins in one run, on one step axis

@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 from covshift.watching import Watcher
+from covshift.watching.layers import _xhat
+from covshift.watching.snapshot import frozen
 from covshift.web import recovery
 from torch import nn
 from torch.nn import functional as F
@@ -115,7 +118,7 @@ def test_a_watched_run_writes_its_folder(tmp_path: Path) -> None:
     records = read(w.path)
     hello = records[0]
     assert hello["type"] == "hello" and hello["config"] == config
-    assert hello["layers"]["bn-mlp"] == [
+    assert hello["variants"]["bn-mlp"]["layers"] == [
         {"name": "1", "kind": "BatchNorm1d", "feeding": "0", "activation": "2", "channels": 16},
         {"name": "4", "kind": "BatchNorm1d", "feeding": "3", "activation": "5", "channels": 16},
     ]
@@ -238,8 +241,8 @@ def test_a_dict_of_models_is_one_run_with_a_variant_each(tmp_path: Path) -> None
     records = read(w.path)
     hello = records[0]
     assert hello["config"]["variants"] == ["bn", "plain"]
-    assert [layer["kind"] for layer in hello["layers"]["plain"]] == ["ReLU", "Tanh"]
-    assert hello["layers"]["plain"][0]["feeding"] == "0"
+    assert [layer["kind"] for layer in hello["variants"]["plain"]["layers"]] == ["ReLU", "Tanh"]
+    assert hello["variants"]["plain"]["layers"][0]["feeding"] == "0"
     assert hello["variants"]["plain"]["normalizer"] is None
     assert hello["variants"]["plain"]["taps"] == ["linear_out", "act_input", "act_output"]
     assert hello["variants"]["bn"]["color"] != hello["variants"]["plain"]["color"]
@@ -276,6 +279,132 @@ def test_a_slow_writer_drops_frames_never_steps(tmp_path: Path) -> None:
     assert max(durations) < 0.1  # no step waited for the writer
 
 
+class HeldReductions:
+    """Makes the writer thread wait inside the watcher's Probe.reduce until `release()`. The
+    wait gives up after 5 s, so a watcher reducing on the training thread fails the test
+    (`opened` records False) instead of hanging it."""
+
+    def __init__(self, w: Watcher, variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert w._reducer is not None  # the first step found the layers
+        probe = w._reducer.probes[variant]
+        reduce = probe.reduce
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.opened: list[bool] = []
+        self.on_training_thread: list[bool] = []
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            self.on_training_thread.append(threading.current_thread() is threading.main_thread())
+            self.entered.set()
+            self.opened.append(self.gate.wait(timeout=5))
+            return reduce(*args, **kwargs)
+
+        monkeypatch.setattr(probe, "reduce", held)
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+def test_a_frame_reduced_after_later_steps_holds_its_own_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = bn_model()
+    bn, relu = model[1], model[2]
+    seen: dict[str, torch.Tensor] = {}
+    bn.register_forward_hook(lambda m, i, o: seen.update(bn_in=i[0].detach().clone()))
+    relu.register_forward_hook(lambda m, i, o: seen.update(relu_out=o.detach().clone()))
+    w = covshift.watch(model, every=100, logdir=tmp_path)  # one frame: step 1
+    expected: dict[str, np.ndarray] = {}
+    held: list[HeldReductions] = []
+
+    def before_watch_step(step: int) -> None:
+        if step == 1:  # the frame step (step 0 found the layers): the values it must report
+            held.append(HeldReductions(w, "Sequential", monkeypatch))
+            expected.update(
+                running_mean=bn.running_mean.numpy().copy(),
+                running_var=bn.running_var.numpy().copy(),
+                gamma=bn.weight.detach().numpy().copy(),
+                bn_in=seen["bn_in"].numpy(),
+                relu_out=seen["relu_out"].numpy(),
+            )
+        if step == 6:  # five more steps ran: now let the writer reduce step 1
+            held[0].release()
+
+    train({"m": model}, 7, w, before_watch_step)
+    w.close()
+    assert held[0].opened == [True] and held[0].on_training_thread == [False]
+    # The live module moved on in the five steps the frame waited through.
+    assert not np.array_equal(bn.running_mean.numpy(), expected["running_mean"])
+    assert not np.array_equal(bn.weight.detach().numpy(), expected["gamma"])
+    records = read(w.path)
+    (frame,) = frames(records)
+    assert frame["step"] == 1 and frame["dropped"] == 0
+    layer = frame["variants"]["Sequential"]["layers"][0]
+    for name in ("running_mean", "running_var", "gamma"):
+        np.testing.assert_array_equal(np.float32(layer["bn"][name]), expected[name])
+    np.testing.assert_allclose(layer["bn"]["batch_mean"], expected["bn_in"].mean(0), rtol=1e-5)
+    edges = records[0]["variant_edges"]["Sequential"][0]
+    for tap, values in (("linear_out", expected["bn_in"]), ("act_output", expected["relu_out"])):
+        counts, _ = np.histogram(values, bins=np.float32(edges[tap]))
+        assert layer["taps"][tap]["counts"] == counts.tolist()
+    assert layer["dead"] == pytest.approx(float((expected["relu_out"] <= 0).mean()))
+
+
+def test_a_full_queue_drops_frames_before_hooking_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = bn_model()
+    w = covshift.watch(model, every=1, logdir=tmp_path)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    hooked = []
+    for step, (x, y) in enumerate(batches(12)):
+        hooked.append(all_hooks(model) != [])
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        w.step()
+        if step == 0:
+            held = HeldReductions(w, "Sequential", monkeypatch)
+        if step == 1:  # the writer holds frame 1: the queue now fills with frames 2 to 5
+            assert held.entered.wait(timeout=5)
+    # Steps 1-5 were measured (4 of them queued behind frame 1); from step 6 on the queue was
+    # full at the step before, so those steps ran with no hook at all and count as dropped.
+    assert hooked[1:] == [True] * 5 + [False] * 6
+    assert w.dropped == 6
+    held.release()
+    w.close()
+    written = frames(read(w.path))
+    assert [f["step"] for f in written] == [1, 2, 3, 4, 5]
+    assert all(f["dropped"] == 0 for f in written)
+    assert all_hooks(model) == []
+
+
+def test_a_frozen_module_reads_as_the_live_one_did_at_the_copy() -> None:
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3)
+    bn(torch.randn(8, 3, 4, 4))
+    linear = nn.utils.parametrizations.weight_norm(nn.Linear(4, 3))
+    twins = frozen(bn), frozen(linear)
+    recorded = [t.detach().clone() for t in (bn.running_mean, bn.running_var, bn.weight)]
+    g = linear.parametrizations.weight.original0.detach().clone()
+    bn(torch.randn(8, 3, 4, 4) * 3 + 1)  # moves the running buffers in place
+    with torch.no_grad():
+        bn.weight.add_(1.0)
+        linear.parametrizations.weight.original0.mul_(2.0)
+    twin, twin_linear = twins
+    assert isinstance(twin, nn.BatchNorm2d) and twin.eps == bn.eps and twin.training
+    assert not torch.equal(bn.running_mean, recorded[0])
+    for now, then in zip((twin.running_mean, twin.running_var, twin.weight), recorded, strict=True):
+        assert torch.equal(now, then)
+    assert torch.equal(twin_linear.parametrizations.weight.original0, g)
+    # In eval mode x̂ uses the running statistics: the frozen ones, as torch computes it.
+    x = torch.randn(5, 3, 4, 4)
+    twin.eval()
+    expected = (x - recorded[0][:, None, None]) / torch.sqrt(recorded[1][:, None, None] + bn.eps)
+    torch.testing.assert_close(_xhat(twin, x), expected)
+    assert bn.training  # the live module's mode is its own
+
+
 def test_layers_are_found_in_execution_order_and_can_be_selected(tmp_path: Path) -> None:
     class Reversed(nn.Module):
         def __init__(self) -> None:
@@ -294,7 +423,7 @@ def test_layers_are_found_in_execution_order_and_can_be_selected(tmp_path: Path)
         for x, _ in batches(2):
             model(x).sum().backward()
             w.step()
-    layers = read(w.path)[0]["layers"]["Reversed"]
+    layers = read(w.path)[0]["variants"]["Reversed"]["layers"]
     assert [(x["name"], x["feeding"], x["activation"]) for x in layers] == [
         ("early_norm", "early", None),
         ("late_norm", "late", None),
@@ -367,7 +496,7 @@ def test_a_conv_model_is_measured_per_channel(
         for _ in range(2):
             model(x).sum().backward()
             w.step()
-    layers = read(w.path)[0]["layers"]["Sequential"]
+    layers = read(w.path)[0]["variants"]["Sequential"]["layers"]
     assert [(x["kind"], x["channels"]) for x in layers] == [("BatchNorm2d", 4), ("BatchNorm2d", 6)]
     written = frames(read(w.path))
     if not written or written[0]["variants"]["Sequential"]["layers"][1]["bn"] is None:

@@ -2,9 +2,10 @@
 
 The layout is the run store's (covshift/web/store.py): `covshift serve --logdir` lists the
 folder, follows frames.jsonl while state.json's heartbeat is fresh and replays it later.
-The training thread only offers records to a bounded queue; the writer thread resolves
-them to JSON, appends and flushes, and refreshes the heartbeat, so a slow disk costs
-frames (counted), never training time.
+The training thread only offers records, or jobs that make them (a frame step's
+measuring), to a bounded queue; the writer thread runs the jobs one at a time in queue
+order, resolves the records to JSON, appends and flushes, and refreshes the heartbeat,
+so slow measuring or a slow disk costs frames (counted), never training time.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ log = logging.getLogger(__name__)
 # The server reads a heartbeat older than recovery.HEARTBEAT_STALE_S (30 s) as a dead
 # process; every 2 s leaves it a wide margin and costs one small file write.
 HEARTBEAT_S = 2.0
-# Frames waiting for the writer. A frame is tens of KB resolved; eight is a few seconds of
-# slack at any sane `every` and a bounded amount of memory when the disk stalls.
-QUEUE_FRAMES = 8
+# Frames waiting for the writer. A waiting frame keeps its step's captured tensors (a layer's
+# activations, several times over) until the writer reduces it, so the bound is memory: four
+# is a few hundred steps of slack at the default `every`, and at most four steps' activations
+# held on top of the training's own (on a GPU, in its memory).
+QUEUE_FRAMES = 4
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class Record:
     template: dict[str, Json]
     packer: Packer | None = None
 
+
+# A frame step's measuring, run by the writer thread: it returns the records to write.
+Job = Callable[[], list[Record]]
 
 # Stands for "no record came": the writer woke up only to refresh the heartbeat.
 _WAKE = Record({})
@@ -58,11 +64,14 @@ class RunFolder:
     def __init__(self, path: Path, state: dict[str, Any]) -> None:
         self.path = path
         self.state = state  # state.json's content; the training thread updates its numbers
-        self.queue: queue.Queue[Record | None] = queue.Queue(maxsize=QUEUE_FRAMES)
+        self.queue: queue.Queue[Record | Job | None] = queue.Queue(maxsize=QUEUE_FRAMES)
         self._frames: IO[str] | None = None
         self._thread: threading.Thread | None = None
         self._last_beat = 0.0
         self.write_line: Callable[[str], None] = self._append
+        # CPU seconds the writer thread spent on queued items (their measuring and writing),
+        # so a benchmark can add it to the training thread's share of a frame.
+        self.cpu_s = 0.0
 
     @classmethod
     def new(cls, logdir: Path) -> RunFolder:
@@ -100,13 +109,18 @@ class RunFolder:
         self._thread = threading.Thread(target=self._run, name="covshift-watch-writer", daemon=True)
         self._thread.start()
 
-    def offer(self, record: Record) -> bool:
-        """Queue a record for the writer; False (and nothing queued) when the queue is full."""
+    def offer(self, item: Record | Job) -> bool:
+        """Queue a record or a job for the writer; False (and nothing queued) when the queue
+        is full."""
         try:
-            self.queue.put_nowait(record)
+            self.queue.put_nowait(item)
         except queue.Full:
             return False
         return True
+
+    def wait(self) -> None:
+        """Block until the writer has handled everything queued so far."""
+        self.queue.join()
 
     def beat(self) -> None:
         self.state["heartbeat"] = now_iso()
@@ -116,18 +130,25 @@ class RunFolder:
     def _run(self) -> None:
         while True:
             try:
-                record = self.queue.get(timeout=HEARTBEAT_S)
+                item = self.queue.get(timeout=HEARTBEAT_S)
             except queue.Empty:
-                record = _WAKE  # nothing to write: wake up to beat
-            if record is None:
+                item = _WAKE  # nothing to write: wake up to beat
+            if item is None:
+                self.queue.task_done()
                 return
+            started = time.thread_time()
             try:
-                if record.template:
-                    self._write(record)
+                for record in item() if callable(item) else [item]:
+                    if record.template:
+                        self._write(record)
                 if time.monotonic() - self._last_beat >= HEARTBEAT_S:
                     self.beat()
             except Exception:  # a full disk must not end the training that produces frames
                 log.exception("covshift.watch: could not write to %s", self.path)
+            finally:
+                self.cpu_s += time.thread_time() - started
+                if item is not _WAKE:
+                    self.queue.task_done()
 
     def _write(self, record: Record) -> None:
         resolved = record.template

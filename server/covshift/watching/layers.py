@@ -220,17 +220,27 @@ def activation_family(model: WatchedModel) -> str:
     return "relu"
 
 
+def ran_every_layer(model: WatchedModel, captured: Captured) -> bool:
+    """Whether the captured forward passed every watched layer's hooks (a layer skipped by
+    the forward, or a compiled graph that kept older hooks, leaves its store empty)."""
+    return all(
+        ("norm_input" if layer.norm is not None else "act_input") in store
+        for layer, store in zip(model.layers, captured, strict=True)
+    )
+
+
 def complete(model: WatchedModel, captured: Captured) -> Captured | None:
     """The taps of each layer from what capture recorded, as (samples, channels) tensors:
-    linear_out is the normalizer's input, x̂ is recomputed from it, and without an activation
-    after the normalizer act_input and act_output are its output. None when a layer did not
-    run in the captured forward."""
+    linear_out is the normalizer's input, x̂ is recomputed from it (with the running
+    statistics of `model`'s normalizers in eval mode: pass a frozen copy to get a past
+    step's), and without an activation after the normalizer act_input and act_output are
+    its output. None when a layer did not run in the captured forward."""
+    if not ran_every_layer(model, captured):
+        return None
     result: Captured = []
     for layer, store in zip(model.layers, captured, strict=True):
         rows = _Rows(layer)
         if layer.norm is not None:
-            if "norm_input" not in store:
-                return None
             x = store["norm_input"]
             xhat = store.get("xhat")
             taps = {
@@ -242,8 +252,6 @@ def complete(model: WatchedModel, captured: Captured) -> Captured | None:
                 "act_output": store.get("act_output", store["norm_out"]),
             }
         else:
-            if "act_input" not in store:
-                return None
             taps = {
                 "linear_out": store["act_input"],
                 "act_input": store["act_input"],

@@ -3,7 +3,9 @@
 The first forward pass only records which modules run, in order (layers.find_layers).
 From then on, `step()` arms the measuring hooks at the end of the step before a frame
 step and removes them at the frame step's own `step()` call, so the hooks exist for one
-forward and one backward every `every` steps and never otherwise.
+forward and one backward every `every` steps and never otherwise. At the frame step the
+training thread only keeps what the hooks captured and copies the state the next steps
+would change (snapshot.FrameStep); the folder's writer thread reduces it (reducer.Reducer).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -19,30 +22,16 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from covshift.train.histogram import PERCENTILES
 from covshift.train.models import MLP
-from covshift.train.packing import Packer
-from covshift.train.probes import Captured, Probe, capture, tap_values, taps_of
-from covshift.variants import VARIANTS
-from covshift.wire import Json, message
+from covshift.train.probes import Captured, capture
+from covshift.wire import Json
 
-from .folder import Record, RunFolder
-from .layers import (
-    ExecutionOrder,
-    WatchedLayer,
-    WatchedModel,
-    activation_family,
-    complete,
-    find_layers,
-    recording,
-)
+from .folder import RunFolder
+from .layers import ExecutionOrder, WatchedModel, find_layers, ran_every_layer, recording
+from .reducer import Reducer
+from .snapshot import FrameStep, Scalars, current_streams, frozen_model, scalars_of
 
 log = logging.getLogger(__name__)
-
-Scalar = float | int | torch.Tensor
-Scalars = Scalar | Mapping[str, Scalar] | None
-# Variant colours in the registry's order, so a watched run looks like the built-in ones.
-COLORS = [info.color for info in VARIANTS.values()]
 
 
 def default_logdir() -> Path:
@@ -86,10 +75,9 @@ class Watcher:
         self._folder = RunFolder.new(Path(logdir) if logdir is not None else default_logdir())
         self._orders = {v: ExecutionOrder() for v in self.models}
         self._watched: dict[str, WatchedModel] | None = None
-        self._probes: dict[str, Probe] = {}
-        self._config: dict[str, Json] = {}
-        self._hello_sent = False
+        self._reducer: Reducer | None = None  # the writer thread's, once the layers are known
         self._armed: ExitStack | None = None
+        self._skipping = False  # this frame step's frame was dropped before capturing it
         self._captured: dict[str, Captured] = {}
         self._grads: dict[int, torch.Tensor] = {}
         self._batch_size: int | None = None
@@ -125,13 +113,25 @@ class Watcher:
         elif self._armed is not None:
             self._disarm()
             try:
-                self._measure(loss, acc)
+                self._take(loss, acc)
             except Exception:  # a measuring bug must not stop the user's training
                 log.exception("covshift.watch: measuring step %d failed", self.steps)
+        elif self._skipping:
+            self._skipping = False
+            self.dropped += 1
         self.steps += 1
         self._folder.state["step"] = self.steps
         if self._is_frame(self.steps):
-            self._arm()
+            if self._folder.queue.full():
+                # The writer is behind: drop the frame now, before any hook or copy costs
+                # the next step anything. Counted at that step, if it comes.
+                self._skipping = True
+            else:
+                self._arm()
+
+    def flush(self) -> None:
+        """Wait until every frame taken so far is measured and written."""
+        self._folder.wait()
 
     def close(self) -> None:
         """Remove every hook, write what is queued and record the run as finished."""
@@ -164,9 +164,9 @@ class Watcher:
         for variant, watched in self._watched.items():
             if not watched.layers:
                 log.warning("covshift.watch: nothing to measure in %s", variant)
-        self._probes = {v: Probe(activation_family(w), self.bins) for v, w in self.watched.items()}
-        self._config = self._describe()
-        self._folder.start(self._config)
+        config = self._describe()
+        self._reducer = Reducer(self.watched, config, self.bins)
+        self._folder.start(config)
 
     def _arm(self) -> None:
         stack = ExitStack()
@@ -207,13 +207,15 @@ class Watcher:
 
         return keep
 
-    def _measure(self, loss: Scalars, acc: Scalars) -> None:
-        values = {}
+    def _take(self, loss: Scalars, acc: Scalars) -> None:
+        """The frame step's part on the training thread: keep the captured tensors, copy the
+        normalizers' state, queue the rest for the writer thread (reducer.Reducer)."""
+        captured: dict[str, Captured] = {}
         for variant, watched in self.watched.items():
             if not watched.layers:
                 continue
-            taps = complete(watched, self._captured.pop(variant))
-            if taps is None:
+            taken = self._captured.pop(variant)
+            if not ran_every_layer(watched, taken):
                 # A layer skipped by this forward, or a compiled model whose graph kept the
                 # hooks it was compiled with (docs/watch.md): no frame rather than half of one.
                 self.missed += 1
@@ -225,62 +227,22 @@ class Watcher:
                     variant,
                 )
                 return
-            values[variant] = tap_values(cast(MLP, watched), taps)
-        if not self._hello_sent:
-            for variant, layers in values.items():
-                model = cast(MLP, self.watched[variant])
-                self._probes[variant].calibrate({variant: layers}, models={variant: model})
-            self._folder.queue.put(Record(self._hello()))  # once, into an empty queue
-            self._hello_sent = True
-        if self._folder.queue.full():
-            self.dropped += 1  # before reducing: a dropped frame costs nothing more
-            return
-        packer = Packer()
-        frame = message(
-            "frame",
+            captured[variant] = taken
+        frame_step = FrameStep(
             step=self.steps,
-            epoch=None,
             lr=self._lr(),
             batch_size=self._batch_size,
-            variants={v: self._variant(v, values, loss, acc, packer) for v in self.models},
             dropped=self.dropped,
+            captured=captured,
+            models={v: frozen_model(self.watched[v]) for v in captured},
+            grads=self._grads,  # _arm starts a new dict: this one is the frame step's alone
+            scalars={v: scalars_of(v, loss, acc) for v in self.models},
+            streams=current_streams(captured),
         )
-        self._folder.state.update(lr=frame["lr"], batch_size=self._batch_size)
-        if not self._folder.offer(Record(frame, packer)):
-            self.dropped += 1
-
-    def _variant(
-        self,
-        variant: str,
-        values: dict[str, list[dict[str, torch.Tensor]]],
-        loss: Scalars,
-        acc: Scalars,
-        packer: Packer,
-    ) -> dict[str, Json]:
-        entry: dict[str, Json] = {"status": "training"}
-        for key, given in (("loss", loss), ("acc", acc)):
-            value = given.get(variant) if isinstance(given, Mapping) else given
-            if value is not None:
-                entry[key] = packer.add(_scalar(value))
-        if variant in values:
-            watched = self.watched[variant]
-            layers = self._probes[variant].reduce(
-                {variant: values[variant]}, {variant: cast(MLP, watched)}, packer
-            )[variant]
-            for layer, layer_entry in zip(watched.layers, layers, strict=True):
-                # One part per layer: a model split over devices still costs one transfer each.
-                layer_entry["grad_norm"] = packer.add(self._grad_norm(layer))
-            entry["layers"] = layers
-        return entry
-
-    def _grad_norm(self, layer: WatchedLayer) -> torch.Tensor:
-        weights = layer.weights()
-        norms = [self._grads[id(p)] for p in weights if id(p) in self._grads]
-        if not norms:  # no backward, or a feeding layer without weights: null in the frame
-            device = weights[0].device if weights else None
-            return torch.tensor(float("nan"), device=device)
-        total: torch.Tensor = torch.linalg.vector_norm(torch.stack(norms))
-        return total
+        self._folder.state.update(lr=frame_step.lr, batch_size=self._batch_size)
+        assert self._reducer is not None
+        if not self._folder.offer(partial(self._reducer, frame_step)):
+            self.dropped += 1  # not expected: only this thread fills the queue, checked at arm
 
     def _lr(self) -> float | None:
         if self.optimizer is None:
@@ -303,29 +265,6 @@ class Watcher:
             },
         }
 
-    def _hello(self) -> dict[str, Json]:
-        variants: dict[str, Json] = {}
-        for i, (variant, watched) in enumerate(self.watched.items()):
-            norms = [layer.norm for layer in watched.layers if layer.norm is not None]
-            variants[variant] = {
-                "label": variant,
-                "name": variant,
-                "color": COLORS[i % len(COLORS)],
-                "normalizer": type(norms[0]).__name__ if norms else None,
-                "batch_stats": any(isinstance(n, nn.modules.batchnorm._BatchNorm) for n in norms),
-                "taps": list(taps_of(cast(MLP, watched))),
-            }
-        return message(
-            "hello",
-            config=self._config,
-            dataset=None,
-            variants=variants,
-            percentiles=list(PERCENTILES),
-            edges=[],
-            variant_edges={v: p.edges_json() for v, p in self._probes.items()},
-            layers={v: [layer.describe() for layer in w.layers] for v, w in self.watched.items()},
-        )
-
     def _close(self, error: str | None) -> None:
         if self._closed:
             return
@@ -335,12 +274,6 @@ class Watcher:
         if self._watched is None:  # closed before the first step: record what ran so far
             self._discover()
         self._folder.finish("failed" if error is not None else "finished", error)
-
-
-def _scalar(value: Scalar) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.detach().reshape(())
-    return torch.tensor(float(value), dtype=torch.float64)
 
 
 @contextmanager
