@@ -371,7 +371,11 @@ def test_change_markers_have_a_key_and_hover_away_from_the_toolbar(dashboard: Pa
 def test_heatmaps_carry_a_colour_scale_axis_titles_and_round_ends(dashboard: Page) -> None:
     dashboard.wait_frames()
     dashboard.page.locator("#layer-1").scroll_into_view_if_needed()
-    dashboard.wait_js("() => document.querySelector('#layer-1 .y-top')?.textContent !== ''")
+    # Drawn: the ends of its bins are written and its axes named (both set by one update).
+    dashboard.wait_js(
+        "() => (document.querySelector('#layer-1 .y-top')?.textContent ?? '') !== ''"
+        " && (document.querySelector('#layer-1 .heatmap-axes')?.textContent ?? '') !== ''"
+    )
     key = dashboard.page.inner_text("#layer-1 .heatmap-key")
     assert "outside the range" in key and "up: activation input" in key
     assert "across: steps" in key
@@ -600,3 +604,174 @@ def test_the_bn_doctor_card_shows_the_demo_runs_findings(
         assert page.errors == []
     finally:
         context.close()
+
+
+def test_restart_with_these_settings_starts_a_run_with_the_settings_of_now(
+    dashboard: Page, server: ThreadedServer
+) -> None:
+    dashboard.wait_frames()
+    first = dashboard.run_id()
+    dashboard.enter("#control-batch_size", "8")
+    dashboard.page.wait_for_selector("[data-field=batch_size] .msg.ok")
+    dashboard.page.click("#restart-button")
+    moved = f"() => window.covshift?.runId !== {first!r} && window.covshift.runId"
+    second = dashboard.wait_js(moved)
+    config = server.run(second)["config"]
+    assert config["batch_size"] == 8 and config["dataset"] == server.run(first)["config"]["dataset"]
+    assert server.run(first)["state"] == "running"  # the first run goes on
+    server.call(lambda: server.manager.get(second).stop())
+    assert dashboard.errors == []
+
+
+def lesson_entry(lesson_id: str) -> dict[str, Any]:
+    (entry,) = [each for each in rules_module.rules().lessons if each["id"] == lesson_id]
+    return entry
+
+
+def test_a_lesson_starts_from_the_first_screen_with_its_config_and_panel(
+    chromium: Any, server: ThreadedServer
+) -> None:
+    context = chromium.new_context(viewport={"width": 1280, "height": 720})
+    page = Page(context.new_page(), server)
+    run_id = None
+    try:
+        page.page.goto(server.url + "/")
+        page.wait_frames()
+        # Six lessons on the first screen, each under its title.
+        titles = page.js(
+            "() => [...document.querySelectorAll('.lesson-button')].map((b) => b.innerText)"
+        )
+        assert [" ".join(title.split()[1:]) for title in titles] == [
+            entry["text"]["en"]["title"] for entry in rules_module.rules().lessons
+        ]
+        button = page.page.locator(".lesson-button[data-lesson=internal-covariate-shift]")
+        box = button.bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 720
+        button.click()
+        run_id = page.wait_js(
+            "() => window.covshift.lesson === 'internal-covariate-shift' && window.covshift.runId"
+        )
+        # The run is the lesson's config, and the page shows it with the lesson's panel.
+        config = server.run(run_id)["config"]
+        values = lesson_entry("internal-covariate-shift")["values"]
+        assert {key: config[key] for key in values} == values
+        assert page.page.inner_text("#lesson-panel .lesson-panel-title") == (
+            "Lesson 2: Internal covariate shift"
+        )
+        claim = page.page.inner_text("#lesson-panel .lesson-claim")
+        assert claim.startswith(("checking… (judged at step 1,500)", "Over steps 0–1500")), claim
+        assert page.js("() => window.covshift.view.tap") == "act_input"
+        # The panel's claims stand in for the stock one; the lesson chart stays on screen.
+        page.wait_js(
+            """() => {
+              const plots = [...document.querySelectorAll('#lesson .plot')];
+              return window.covshift.state.frames > 2 && plots.length === 2
+                && plots.every((p) => p.data?.some((t) => t.x.length > 2));
+            }""",
+            timeout=30,
+        )
+        assert not page.page.is_visible("#lesson .claim")
+        bottoms = page.js(
+            "() => [...document.querySelectorAll('#lesson .card')]"
+            ".map((card) => card.getBoundingClientRect().bottom)"
+        )
+        assert len(bottoms) == 2 and max(bottoms) <= 720, bottoms
+        # Closed, the panel goes and the run goes on.
+        page.page.click("#lesson-panel .lesson-close")
+        assert not page.page.is_visible("#lesson-panel")
+        assert page.page.is_visible("#lesson .claim")
+        assert server.run(run_id)["state"] in ("created", "running")
+        assert page.errors == []
+    finally:
+        if run_id:
+            server.http.delete(f"/api/runs/{run_id}")
+        context.close()
+
+
+def test_a_scheduled_lesson_lists_its_changes_and_marks_the_first(
+    dashboard: Page, server: ThreadedServer
+) -> None:
+    dashboard.wait_frames()
+    page = dashboard.page
+    run_id = None
+    try:
+        page.click(".lesson-button[data-lesson=small-batches]")
+        run_id = dashboard.wait_js(
+            "() => window.covshift.lesson === 'small-batches' && window.covshift.runId"
+        )
+        schedule = dashboard.js(
+            "() => [...document.querySelectorAll('#lesson-panel .lesson-schedule li')]"
+            ".map((li) => li.textContent)"
+        )
+        assert schedule == ["at step 200: batch size 1 → 4", "at step 1,500: batch size 4 → 256"]
+        # The lesson's tap in the "Distribution of" select and the distribution charts.
+        dashboard.wait_js("() => document.querySelector('#view-tap').value === 'norm_xhat'")
+        assert dashboard.js("() => window.covshift.view.tap") == "norm_xhat"
+        # BN is skipped at batch size 1 from step 0: the first claim is judged at once.
+        dashboard.wait_js(
+            """() => document.querySelector('#lesson-panel .lesson-claim')?.dataset.status
+                 === 'holds'""",
+            timeout=30,
+        )
+        first = page.inner_text("#lesson-panel .lesson-claim")
+        assert first.startswith("At batch size 1 BN was skipped from step 0: one example")
+        # Step 200: the scheduled change happens once, is marked on the lesson chart and ticked.
+        dashboard.wait_js(
+            """() => {
+              const plot = document.querySelector('#lesson .lesson-bands .plot');
+              return (plot?.layout?.shapes ?? []).some((s) => s.x0 === 200);
+            }""",
+            timeout=40,
+        )
+        events = dashboard.js(
+            "() => window.covshift.state.events.filter((e) => e.kind === 'batch_size')"
+        )
+        assert [(e["step"], e["value"], e["scheduled"]) for e in events][:1] == [(200, 4, True)]
+        dashboard.wait_js(
+            "() => document.querySelector('#lesson-panel .lesson-schedule li').classList"
+            ".contains('done')"
+        )
+        # A "watch" link takes the reader to the chart it names.
+        page.click("#lesson-panel .lesson-link:has-text('hidden layer 3')")
+        dashboard.wait_js(
+            """() => {
+              const top = document.querySelector('#layer-3 .card.dist').getBoundingClientRect().top;
+              return top > 0 && top < 120;
+            }"""
+        )
+        assert dashboard.errors == []
+    finally:
+        if run_id:
+            server.http.delete(f"/api/runs/{run_id}")
+
+
+def test_no_tick_labels_overlap_on_the_first_screen_at_1280(
+    chromium: Any, server: ThreadedServer
+) -> None:
+    context = chromium.new_context(viewport={"width": 1280, "height": 720})
+    page = Page(context.new_page(), server)
+    page.page.goto(server.url + "/")
+    page.wait_frames(30)
+    page.wait_js("() => document.querySelectorAll('#lesson .xtick text').length > 3")
+    # Every pair of neighbouring tick labels on one axis: the right one starts after the left
+    # one ends (Plotly's own <text> elements, measured as the browser drew them).
+    overlaps = page.js(
+        """() => {
+          const found = [];
+          for (const axis of document.querySelectorAll('.xaxislayer-above, .yaxislayer-above')) {
+            const boxes = [...axis.querySelectorAll('text')].map((t) => t.getBoundingClientRect())
+              .filter((b) => b.width > 0);
+            const horizontal = axis.classList.contains('xaxislayer-above');
+            boxes.sort((a, b) => (horizontal ? a.left - b.left : a.top - b.top));
+            for (let i = 1; i < boxes.length; i += 1) {
+              const gap = horizontal ? boxes[i].left - boxes[i - 1].right
+                                     : boxes[i].top - boxes[i - 1].bottom;
+              if (gap < 0) found.push(gap);
+            }
+          }
+          return found;
+        }"""
+    )
+    assert overlaps == []
+    assert page.errors == []
+    context.close()

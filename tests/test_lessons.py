@@ -488,3 +488,96 @@ def test_the_lesson_shows_its_claims(
         result = evaluate(each, lines[0], lines[1:])
         assert result.holds is True, (lesson.id, each.kind, result.numbers)
         print(lesson.id, each.kind, claim_text(each, result), result.numbers)
+
+
+# ---- the page judges claims with the same formulas (frontend/js/claims.js) ----
+
+
+def cross_check_cases() -> list[tuple[Claim, list[dict[str, Any]]]]:
+    """Every kind on the hand-made records above: holding, failing and undecided."""
+    skipped_percentile = band_frames()
+    skipped_percentile[1]["variants"]["plain"]["layers"][0]["taps"]["act_input"]["percentiles"][
+        2
+    ] = None
+    rng = random.Random(1)
+    wandering = [
+        frame(
+            step,
+            plain=with_tap("act_input", band(rng.uniform(-1, 1), rng.uniform(0.5, 6)), 1),
+            bn=with_tap("act_input", band(rng.uniform(-0.2, 0.2), rng.uniform(0.9, 1.1)), 1),
+        )
+        for step in range(0, 1000, 50)
+    ]
+    skipped_event = {"type": "event", "step": 0, "kind": "skipped", "variants": ["bn", "brn"]}
+    trained = frame(10, plain={"status": "training"})
+    return [
+        (claim("band_ratio", 2, from_step=0, to_step=100, **BAND), band_frames()),
+        (claim("band_ratio", 9, from_step=0, to_step=100, **BAND), band_frames()),
+        (claim("band_ratio", 2, from_step=0, to_step=150, **BAND), band_frames()),
+        (claim("band_ratio", 2, from_step=100, to_step=100, **BAND), band_frames()),
+        (claim("band_ratio", 2, from_step=0, to_step=100, **BAND), skipped_percentile),
+        (claim("band_ratio", 2, from_step=200, to_step=800, **{**BAND, "layer": 1}), wandering),
+        (claim("metric_gap", 0.1, from_step=0, to_step=450, **GAP), scored_frames()),
+        (claim("metric_gap", 0.2, from_step=0, to_step=400, **GAP), scored_frames()),
+        (claim("metric_gap", 0.2, "<=", from_step=0, to_step=400, **GAP), scored_frames()),
+        (claim("metric_gap", 0, from_step=150, to_step=450, **GAP), scored_frames()),
+        (claim("loss_noise", 3, **NOISE), loss_frames([1.0, 1.1, 1.0, 1.1], [1.0, 1.5, 1.0, 1.5])),
+        (claim("loss_noise", 3, **NOISE), loss_frames([1.0, 1.1, 1.0, 1.1], [1.0, 1.1, 1.0, 1.1])),
+        (claim("loss_noise", 3, **NOISE), loss_frames([1.0, 1.0, 1.0], [1.0, 1.5, 1.0, 1.5])),
+        (
+            claim("loss_noise", 3, **{**NOISE, "to_step": 40}),
+            loss_frames([1.0, 1.1], [1.0, 1.5, 1.0, 1.5])[:-1],
+        ),
+        (claim("event_present", 1, **SKIPPED), [skipped_event, trained]),
+        (claim("event_present", 1, **SKIPPED), [{**skipped_event, "variants": ["x"]}, trained]),
+        (claim("event_present", 1, **SKIPPED), [frame(5, plain={"status": "training"})]),
+        (claim("event_present", 1, **SKIPPED), [skipped_event]),
+        (claim("xhat_standard", 0.5, **XHAT), xhat_frames(1.002)),
+        (claim("xhat_standard", 0.5, **XHAT), xhat_frames(1.05)),
+        (claim("xhat_standard", 0.8, **XHAT), xhat_frames(1.002)),
+        (claim("xhat_standard", 0.5, **XHAT), xhat_frames(1.0)[:1]),
+    ]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_page_judges_every_kind_as_the_server_does(tmp_path: Path) -> None:
+    cases = cross_check_cases()
+    assert {each.kind for each, _ in cases} == set(NUMBERS)
+    numbers = [0.12345, 3.0566, 123.4, 100.5, 101.5, -0.0212, 5.26e-08, 0.0625, 1.125, 99.95]
+    numbers += [18.255, 0.0005, 2.0, -250.5, 0.1 + 0.2, 9.995, 0.9995]
+    (tmp_path / "cases.json").write_text(
+        json.dumps(
+            {
+                "hello": {"type": "hello", **HELLO},
+                "cases": [[each.to_json(), records] for each, records in cases],
+                "numbers": numbers,
+            }
+        )
+    )
+    js = ROOT / "frontend/js"
+    script = tmp_path / "judge.mjs"
+    script.write_text(
+        "import { readFileSync } from 'node:fs';\n"
+        "import { evaluateClaim, evaluateRecords, formatClaimNumber }"
+        f' from "{js / "claims.js"}";\n'
+        f'import {{ applyMessage, createState }} from "{js / "state.js"}";\n'
+        f"const input = JSON.parse(readFileSync({json.dumps(str(tmp_path / 'cases.json'))}));\n"
+        "const judged = input.cases.map(([claim, records]) => {\n"
+        "  let state = createState();\n"
+        "  for (const m of [input.hello, ...records])\n"
+        "    state = applyMessage(state, structuredClone(m));\n"
+        "  return [evaluateRecords(claim, input.hello, records), evaluateClaim(claim, state)];\n"
+        "});\n"
+        "const written = input.numbers.map(formatClaimNumber);\n"
+        "console.log(JSON.stringify({ judged, written }));\n"
+    )
+    done = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    for (each, records), results in zip(cases, answer["judged"], strict=True):
+        python = evaluate(each, HELLO, records)
+        for result in results:  # from the records, and from the page's state
+            assert result["holds"] == python.holds, (each.kind, each.params, result)
+            assert result["numbers"] == pytest.approx(python.numbers, rel=1e-12), each.kind
+    assert any(python.holds is True for python in (evaluate(c, HELLO, r) for c, r in cases))
+    assert answer["written"] == [format_number(x) for x in numbers]

@@ -167,13 +167,29 @@ class NumberControl {
   }
 }
 
-/** Pause / resume, one step while paused, and stop; each acknowledged on screen at once. */
-function createRunButtons(root, { send, stop }) {
+/**
+ * The config of a new run that starts over with the viewed run's settings as they are now
+ * (after its changes): its config with today's learning rate, batch size and BN momentum,
+ * and no schedule (its changes have happened; the new run keeps these values). Pure.
+ */
+export function restartConfig(config, settings) {
+  const { schedule, ...rest } = config ?? {};
+  const next = { ...rest };
+  for (const field of ["lr", "batch_size", "bn_momentum"]) {
+    if (settings && field in settings && (settings[field] !== null || field === "bn_momentum")) next[field] = settings[field];
+  }
+  return next;
+}
+
+/** Pause / resume, one step while paused, stop, and restart with the settings as they are
+ * now; each acknowledged on screen at once. */
+function createRunButtons(root, { send, stop, restart }) {
   const buttons = el("div", "buttons");
   const pause = el("button", "primary", { type: "button", id: "pause-button" });
   const step = el("button", "", { type: "button", id: "step-button", i18n: "controls.step" });
   const stopButton = el("button", "danger", { type: "button", id: "stop-button", i18n: "controls.stop" });
-  buttons.append(pause, step, stopButton);
+  const restartButton = el("button", "", { type: "button", id: "restart-button", i18n: "controls.restart" });
+  buttons.append(pause, step, stopButton, restartButton);
   const message = el("p", "msg", { role: "status", "aria-live": "polite" });
   root.append(buttons, message, el("p", "muted small", { i18n: "controls.stepHint" }));
   let paused = false;
@@ -208,13 +224,21 @@ function createRunButtons(root, { send, stop }) {
     const reply = await stop();
     say(message, reply.ok ? "" : reply.message, reply.ok ? null : "error");
   });
+  restartButton.addEventListener("click", async () => {
+    restartButton.disabled = true;
+    say(message, t("controls.sending"), "pending");
+    const reply = await restart();
+    restartButton.disabled = false;
+    say(message, reply.ok ? "" : reply.message, reply.ok ? null : "error");
+  });
 
   return {
-    update(runState, active) {
+    update(runState, active, restartable) {
       if (!sending) showPaused(runState === "paused");
       pause.disabled = !active;
       step.disabled = !active || !paused;
       stopButton.disabled = !active;
+      restartButton.hidden = !restartable;
     },
   };
 }
@@ -223,7 +247,7 @@ function createRunButtons(root, { send, stop }) {
  * Build the live controls into `root`. `send(changes)` returns a promise of {ok, message,
  * run}; `stop()` stops the run. Returns {update(state)}.
  */
-export function createLiveControls(root, { send, stop }) {
+export function createLiveControls(root, { send, stop, restart }) {
   let context = { nTrain: null, variants: [] };
   let active = false;
   const options = { send, context: () => context, isActive: () => active };
@@ -261,7 +285,7 @@ export function createLiveControls(root, { send, stop }) {
     momentum.submitEntry();
   });
 
-  const buttons = createRunButtons(root, { send, stop });
+  const buttons = createRunButtons(root, { send, stop, restart });
 
   function update(state) {
     const runState = state.runState;
@@ -284,7 +308,10 @@ export function createLiveControls(root, { send, stop }) {
     cumulative.disabled = !active || !hasBn;
     // While a change is on its way the box shows what the person chose, not the old setting.
     if (!momentum.pending) cumulative.checked = state.settings.bn_momentum === null;
-    buttons.update(runState, active);
+    // A run of the server's own can start over with today's settings (a sweep or a watched
+    // run cannot: the one has its own values, the other is the user's program).
+    const config = state.hello?.config;
+    buttons.update(runState, active, Boolean(config) && !watched && config.kind !== "sweep");
     updateBatchNote();
   }
 

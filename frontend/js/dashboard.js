@@ -26,8 +26,8 @@ function renamed(widget, name) {
  */
 export function watchedLayerName(hello, layer) {
   if (hello?.config?.source !== "watch") return null;
-  for (const layers of Object.values(hello.layers ?? {})) {
-    const found = Array.isArray(layers) ? layers[layer] : null;
+  for (const variant of Object.values(hello.variants ?? {})) {
+    const found = Array.isArray(variant?.layers) ? variant.layers[layer] : null;
     if (found?.name) return `${found.name} (${found.kind})${found.activation ? ` → ${found.activation}` : ""}`;
   }
   return null;
@@ -60,7 +60,7 @@ export function createDashboard({ intro = null, lessonRoot, overview, layersRoot
 
   /** Build the charts if the run's shape changed; true when it did. */
   function build(state) {
-    const key = JSON.stringify([state.variants, state.depth, normalizedVariants(state)]);
+    const key = JSON.stringify([state.variants, state.depth, normalizedVariants(state), view.lessonLayer ?? null]);
     if (key === shape) return false;
     clear();
     shape = key;
@@ -70,12 +70,17 @@ export function createDashboard({ intro = null, lessonRoot, overview, layersRoot
     if (intro) intro.dataset.i18n = watched ? "intro.watched" : "intro.body";
 
     // The lesson first: the last hidden layer, plain against BN, with its claim checked live.
-    const last = Math.max(0, state.depth - 1);
+    // (A lesson's run shows the layer the lesson names: view.lessonLayer, 0-based.)
+    const lessonLayer = view.lessonLayer;
+    const last = Number.isInteger(lessonLayer) && lessonLayer < state.depth ? lessonLayer : Math.max(0, state.depth - 1);
     const lessonContext = { ...context, layer: last };
+    // Without a plain network (a run of normalizers only) the panels are not "plain against BN".
+    const unpaired = !watched && !state.variants.includes("plain");
     const lessonTitle = watched
       ? { title: "chart.lessonWatched", titleParams: { n: last + 1, name: watchedLayerName(state.hello, last) ?? "" } }
-      : { title: "chart.lesson", titleParams: { n: last + 1 } };
-    const bands = createCard({ ...lessonTitle, note: watched ? "note.lessonWatched" : "note.lesson", className: "lesson-bands" });
+      : { title: unpaired ? "chart.lessonVariants" : "chart.lesson", titleParams: { n: last + 1 } };
+    const lessonNote = watched ? "note.lessonWatched" : unpaired ? "note.lessonVariants" : "note.lesson";
+    const bands = createCard({ ...lessonTitle, note: lessonNote, className: "lesson-bands" });
     const dist = createCard({ title: "chart.dist", note: "note.lessonDist", className: "lesson-dist" });
     const claim = document.createElement("p");
     claim.className = "claim";

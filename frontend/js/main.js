@@ -1,11 +1,12 @@
 /** Wires the page together: runs, the websocket stream, state, controls, charts and language. */
 
-import { changeRun, getRun, listRuns, stopRun } from "./api.js";
+import { changeRun, createRun, getRun, listRuns, stopRun } from "./api.js";
 import { createCursorBus } from "./charts/cursor.js";
 import { Connection, runSocketUrl } from "./connection.js";
-import { createLiveControls } from "./controls.js";
+import { createLiveControls, restartConfig } from "./controls.js";
 import { createDashboard } from "./dashboard.js";
 import { getLang, onLangChange, setLang, t, translatePage } from "./i18n.js";
+import { createLessons } from "./lessons.js";
 import { createRunsList, pickRun } from "./runs.js";
 import { createScheduler } from "./scheduler.js";
 import { loadRules } from "./rules.js";
@@ -61,7 +62,7 @@ const statusBar = scheduler.add(
     live,
   ),
 );
-const controls = createLiveControls($("live-controls"), { send: sendControl, stop: stopViewedRun });
+const controls = createLiveControls($("live-controls"), { send: sendControl, stop: stopViewedRun, restart: restartViewedRun });
 scheduler.add({ name: "controls", intervalMs: 150, update: (s) => controls.update(s) });
 const runsList = createRunsList($("runs"), { onSelect: (id) => selectRun(id) });
 const setup = createSetupForm($("new-run"), {
@@ -136,6 +137,7 @@ function selectRun(id) {
   for (const resolve of session.pending.values()) resolve({ ok: false, message: t("controls.noRun") });
   session.pending.clear();
   session.runId = id;
+  lessons.showRun(id); // before the hello: the charts are built for the lesson's layer and tap
   history.replaceState(null, "", `#run=${encodeURIComponent(id)}`);
   session.state = createState();
   sweepView.hide();
@@ -230,6 +232,17 @@ async function stopViewedRun() {
   return answer.ok ? { ok: true } : { ok: false, message: String(answer.body?.detail ?? t("err.network")) };
 }
 
+/** Start a new run with the viewed run's config and its settings as they are now. */
+async function restartViewedRun() {
+  const config = session.state.hello?.config;
+  if (!config) return { ok: false, message: t("controls.noRun") };
+  const answer = await createRun(restartConfig(config, session.state.settings));
+  if (!answer.ok) return { ok: false, message: String(answer.body?.detail ?? t("err.network")) };
+  await refreshRuns();
+  selectRun(answer.body.id);
+  return { ok: true };
+}
+
 // ---- view choices ----
 
 const viewPanel = createViewPanel(view, {
@@ -244,6 +257,19 @@ const viewPanel = createViewPanel(view, {
     for (const widget of dashboard.widgetsShowing(prefixes)) scheduler.urgent(widget);
   },
 });
+
+// ---- lessons: a strip of six on the first screen, and the viewed lesson's panel ----
+
+const lessons = createLessons({
+  strip: $("lessons"),
+  panel: $("lesson-panel"),
+  view,
+  getState: () => session.state,
+  getRunId: () => session.runId,
+  startRun: (run) => refreshRuns().then(() => selectRun(run.id)),
+  choose: (choices) => viewPanel.choose(choices),
+});
+scheduler.add(lessons.widget);
 
 // ---- language ----
 
@@ -275,6 +301,9 @@ window.covshift = {
   },
   get sweep() {
     return sweepView.state;
+  },
+  get lesson() {
+    return lessons.current?.lesson.id ?? null;
   },
   scheduler,
   intake,

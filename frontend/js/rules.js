@@ -37,3 +37,5 @@ export const sweepsOf = () => current().sweeps ?? {};
 export const variantsOf = () => current().variants;
 /** Does this variant normalise with batch statistics (so batch size 1 cannot train it)? */
 export const usesBatchStats = (name) => current().variants[name]?.batch_stats === true;
+/** The lessons, in the order of the notes: [{id, values, watch, text, claims}] (docs/lessons.md). */
+export const lessonsOf = () => current().lessons ?? [];

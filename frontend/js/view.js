@@ -31,7 +31,7 @@ function options(select, values, key) {
 /**
  * Wire the panel's inputs to `view` (the person's choices the charts read). onChange(kind)
  * says which charts to redraw now: "window" (every step axis), "tap" or "bn". Returns {fill(state)} to offer the choices
- * a run has, after its hello, and {setTap(tap)} to choose a tap for the person.
+ * a run has, after its hello, and {choose({tap, window})} to make choices for the person.
  */
 export function createViewPanel(view, { $, getState, onChange }) {
   $("view-window").value = view.window;
@@ -102,12 +102,21 @@ export function createViewPanel(view, { $, getState, onChange }) {
     $("view-bn-variant-box").hidden = normalized.length < 2;
   }
 
-  /** Show `tap` (a lesson asks for one): chosen now if this run offers it, else at the next fill. */
-  function setTap(tap) {
-    view.tap = tap;
-    if ([...$("view-tap").options].some((option) => option.value === tap)) $("view-tap").value = tap;
-    onChange("tap");
+  /**
+   * Make choices for the person (a lesson asks for its tap and the whole run): {tap, window},
+   * each optional. A tap this run does not offer yet is chosen at the next fill.
+   */
+  function choose({ tap, window } = {}) {
+    if (window) {
+      view.window = window;
+      $("view-window").value = window;
+    }
+    if (tap) {
+      view.tap = tap;
+      if ([...$("view-tap").options].some((option) => option.value === tap)) $("view-tap").value = tap;
+    }
+    onChange(window ? "window" : "tap"); // "window" redraws every chart, the tap's included
   }
 
-  return { fill, setTap };
+  return { fill, choose };
 }

@@ -85,3 +85,11 @@ test("densities divide each bin's share by its width", async () => {
   const { densities } = await import("../../frontend/js/charts/distribution.js");
   assert.deepEqual(densities([0.5, 0.25, 0.25], [0, 1, 2, 4]), [0.5, 0.25, 0.125]);
 });
+
+test("a step axis over part of the width gets proportionally fewer ticks", async () => {
+  const { stepAxis } = await import("../../frontend/js/charts/plot.js");
+  assert.equal(stepAxis().nticks, 6);
+  assert.equal(stepAxis({ domain: [0, 0.47] }).nticks, 3);
+  assert.equal(stepAxis({ domain: [0.7, 1] }).nticks, 2);
+  assert.equal(stepAxis({ domain: [0, 0.3], nticks: 5 }).nticks, 5);
+});

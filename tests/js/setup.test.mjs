@@ -37,3 +37,11 @@ test("choosing no preset puts back the server's defaults, not the last preset's 
   assert.notDeepEqual(afterPreset.variants, none.variants);
   assert.equal(none.preset, "");
 });
+
+test("a restart takes the run's config with today's settings and no schedule", async () => {
+  const { restartConfig } = await import("../../frontend/js/controls.js");
+  const config = { dataset: "digits", lr: 0.5, batch_size: 60, bn_momentum: 0.1, seed: 3, schedule: [{ step: 10, batch_size: 1 }] };
+  const next = restartConfig(config, { lr: 2, batch_size: 1, bn_momentum: null });
+  assert.deepEqual(next, { dataset: "digits", lr: 2, batch_size: 1, bn_momentum: null, seed: 3 });
+  assert.deepEqual(config.schedule, [{ step: 10, batch_size: 1 }]); // the run's own config untouched
+});

@@ -48,7 +48,7 @@ export function createBnChart(card, { layer, view, cursor, runKey }) {
       };
       PANELS.forEach((panel, i) => {
         const suffix = i === 0 ? "" : String(i + 1);
-        layout[`xaxis${suffix}`] = stepAxis({ domain: domains[i], anchor: panel.yaxis, nticks: 4, ...(i ? { matches: "x" } : {}) });
+        layout[`xaxis${suffix}`] = stepAxis({ domain: domains[i], anchor: panel.yaxis, ...(i ? { matches: "x" } : {}) });
         layout[`yaxis${suffix}`] = valueAxis("", { anchor: panel.xaxis, nticks: 5 });
         for (const field of series ? panel.fields : []) {
           traces.push({

@@ -118,13 +118,20 @@ export function baseLayout({ uirevision, height = 230, revision = 0, margin = {}
 // an update near half the cost.
 const CHEAP_TICKS = { tickangle: 0, ticklabeloverflow: "allow", nticks: 6 };
 
+/**
+ * A step axis. One that spans part of the width (a panel of side-by-side subplots) gets
+ * fewer ticks, in proportion, so labels like "12000" never run into each other.
+ */
 export function stepAxis(extra = {}) {
+  const domain = extra.domain ?? [0, 1];
+  const nticks = extra.nticks ?? Math.max(2, Math.round(CHEAP_TICKS.nticks * (domain[1] - domain[0])));
   return {
     title: { text: t("axis.step"), standoff: 4, font: { size: 10 } },
     zeroline: false,
     gridcolor: "#eee",
     ...CHEAP_TICKS,
     ...extra,
+    nticks,
   };
 }
 
