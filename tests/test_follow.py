@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -151,3 +153,72 @@ def test_the_heartbeat_rule() -> None:
     assert not recovery.heartbeat_alive({"heartbeat": "2026-01-01T00:00:00"}, now)  # no zone
     assert not recovery.heartbeat_alive({"heartbeat": 5}, now)
     assert not recovery.heartbeat_alive({}, now)
+
+
+def test_a_watched_run_that_opted_in_takes_the_learning_rate_from_the_page(
+    client: TestClient, logdir: Path
+) -> None:
+    import covshift
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    stop = threading.Event()
+    watcher = covshift.watch(model, every=5, logdir=logdir, optimizer=optimizer, live_lr=True)
+
+    def loop() -> None:  # the user's own training loop, in its own thread
+        while not stop.is_set():
+            x = torch.randn(16, 4)
+            loss = F.cross_entropy(model(x), (x[:, 0] > 0).long())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            watcher.step(loss=loss)
+            time.sleep(0.005)
+
+    trainer = threading.Thread(target=loop)
+    trainer.start()
+    try:
+        run = wait_for(lambda: listed(client, watcher.path.name), timeout=10)
+        assert run["config"]["controls"] == ["lr"]
+        changed = client.patch(f"/api/runs/{watcher.path.name}", json={"lr": 0.02})
+        assert changed.status_code == 200, changed.text
+        assert optimizer.param_groups[0]["lr"] == 0.02  # applied before the answer came
+        # Only what the program opted in to: batch size stays its own.
+        refused = client.patch(f"/api/runs/{watcher.path.name}", json={"batch_size": 8})
+        assert refused.status_code == 409
+    finally:
+        stop.set()
+        trainer.join()
+        watcher.close()
+    records = [
+        json.loads(line) for line in (watcher.path / "frames.jsonl").read_text().splitlines()
+    ]
+    changes = [r for r in records if r.get("kind") == "lr"]
+    assert [(c["previous"], c["value"], c["control"]) for c in changes] == [(0.1, 0.02, 1)]
+
+
+def test_a_change_not_taken_by_its_deadline_is_never_applied(tmp_path: Path) -> None:
+    import covshift
+    import torch
+    from covshift.web.store import RunStore
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with covshift.watch(model, every=2, logdir=tmp_path, optimizer=optimizer, live_lr=True) as w:
+        model(torch.randn(8, 4)).sum().backward()
+        w.step()
+        late = datetime.now(timezone.utc) - timedelta(seconds=1)
+        RunStore(tmp_path).write_control(
+            w.path.name, {"seq": 1, "lr": 5.0, "deadline": late.isoformat()}
+        )
+        time.sleep(1.2)  # the writer has read it by now
+        for _ in range(3):
+            model(torch.randn(8, 4)).sum().backward()
+            w.step()
+    assert optimizer.param_groups[0]["lr"] == 0.1
+    assert '"kind":"lr"' not in (w.path / "frames.jsonl").read_text()

@@ -250,8 +250,9 @@ function createRunButtons(root, { send, stop, restart }) {
 export function createLiveControls(root, { send, stop, restart }) {
   let context = { nTrain: null, variants: [] };
   let active = false;
+  let lrOpen = false; // the learning rate also opens for a watched run that allows it
   const options = { send, context: () => context, isActive: () => active };
-  const lr = new NumberControl("lr", { ...options, slider: true });
+  const lr = new NumberControl("lr", { ...options, isActive: () => lrOpen, slider: true });
   const batch = new NumberControl("batch_size", { ...options, slider: true });
   const momentum = new NumberControl("bn_momentum", { ...options, slider: false });
 
@@ -291,18 +292,21 @@ export function createLiveControls(root, { send, stop, restart }) {
     const runState = state.runState;
     // A watched run is trained by the user's own process: its settings change there.
     const watched = state.hello?.config?.source === "watch";
-    active = runState !== null && ACTIVE_STATES.has(runState) && !watched;
+    const running = runState !== null && ACTIVE_STATES.has(runState);
+    active = running && !watched;
+    // A watched run's program may let the page change its learning rate (live_lr=True).
+    lrOpen = running && (!watched || (state.hello?.config?.controls ?? []).includes("lr"));
     const hasRun = state.hello !== null;
     context = { nTrain: state.hello?.dataset?.n_train ?? null, variants: state.variants };
     noRun.hidden = hasRun && active;
     // Before the run's first message the page is loading it, not without one.
     noRun.textContent = watched
-      ? t("controls.watched")
+      ? t(lrOpen ? "controls.watchedLr" : "controls.watched")
       : hasRun && runState !== null
         ? t("controls.ended", { state: t(`runstate.${runState}`) })
         : t("controls.loading");
     const hasBn = batchStatVariants(state).length > 0;
-    lr.show(state.settings.lr, { disabled: !active });
+    lr.show(state.settings.lr, { disabled: !lrOpen });
     batch.show(state.settings.batch_size, { disabled: !active });
     momentum.show(state.settings.bn_momentum, { disabled: !active || !hasBn, note: hasBn || !hasRun ? null : t("controls.noBn") });
     cumulative.disabled = !active || !hasBn;

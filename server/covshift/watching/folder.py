@@ -37,6 +37,10 @@ HEARTBEAT_S = 2.0
 # is a few hundred steps of slack at the default `every`, and at most four steps' activations
 # held on top of the training's own (on a GPU, in its memory).
 QUEUE_FRAMES = 4
+# How often the writer looks for a change the dashboard asked for (control.json): a person
+# who moves the learning rate sees it taken within this, plus one training step.
+CONTROL_POLL_S = 0.5
+CONTROL_FILE = "control.json"
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,12 @@ class RunFolder:
         # CPU seconds the writer thread spent on queued items (their measuring and writing),
         # so a benchmark can add it to the training thread's share of a frame.
         self.cpu_s = 0.0
+        # Set when the user let the dashboard change the learning rate (watch(live_lr=True)):
+        # the writer then polls control.json and hands a change to the training thread.
+        self.controlled = False
+        self._control: tuple[int, float] | None = None
+        self._control_seen = 0
+        self._control_lock = threading.Lock()
 
     @classmethod
     def new(cls, logdir: Path) -> RunFolder:
@@ -127,12 +137,41 @@ class RunFolder:
         _write_atomic(self.path / "state.json", json.dumps(self.state))
         self._last_beat = time.monotonic()
 
+    def take_control(self) -> tuple[int, float] | None:
+        """The newest change the dashboard asked for and the training thread has not taken
+        yet, as (seq, lr); None when there is none."""
+        with self._control_lock:
+            pending, self._control = self._control, None
+        return pending
+
+    def _poll_control(self) -> None:
+        """Read control.json (the server writes it, atomically) for a change not seen yet.
+        One whose deadline has passed is never taken: the server has answered "not
+        applied" by then, and that answer must stay true."""
+        try:
+            record = json.loads((self.path / CONTROL_FILE).read_text(encoding="utf-8"))
+            seq, lr, deadline = int(record["seq"]), float(record["lr"]), record["deadline"]
+            expired = datetime.fromisoformat(deadline) <= datetime.now(timezone.utc)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("covshift.watch: %s is unreadable; no change taken", CONTROL_FILE)
+            return
+        if seq <= self._control_seen:
+            return
+        self._control_seen = seq
+        if not expired and lr > 0:
+            with self._control_lock:
+                self._control = (seq, lr)
+
     def _run(self) -> None:
         while True:
             try:
-                item = self.queue.get(timeout=HEARTBEAT_S)
+                item = self.queue.get(timeout=CONTROL_POLL_S if self.controlled else HEARTBEAT_S)
             except queue.Empty:
                 item = _WAKE  # nothing to write: wake up to beat
+            if self.controlled:
+                self._poll_control()
             if item is None:
                 self.queue.task_done()
                 return

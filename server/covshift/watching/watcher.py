@@ -24,9 +24,9 @@ from torch import nn
 
 from covshift.train.models import MLP
 from covshift.train.probes import Captured, capture
-from covshift.wire import Json
+from covshift.wire import Json, message
 
-from .folder import RunFolder
+from .folder import Record, RunFolder
 from .layers import ExecutionOrder, WatchedModel, find_layers, ran_every_layer, recording
 from .reducer import Reducer
 from .snapshot import FrameStep, Scalars, current_streams, frozen_model, scalars_of
@@ -55,9 +55,15 @@ class Watcher:
         optimizer: torch.optim.Optimizer | None = None,
         layers: Sequence[nn.Module] | str | None = None,
         bins: int = 64,
+        live_lr: bool = False,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
+        if live_lr and optimizer is None:
+            raise ValueError(
+                "live_lr: the dashboard changes the learning rate through the "
+                "optimizer; pass optimizer= as well"
+            )
         if isinstance(model, nn.Module):
             self.models = {name or type(model).__name__: model}
         else:
@@ -73,6 +79,8 @@ class Watcher:
         self.missed = 0  # frame steps whose forward did not pass every watched layer's hooks
         self._select = layers
         self._folder = RunFolder.new(Path(logdir) if logdir is not None else default_logdir())
+        self.live_lr = live_lr
+        self._folder.controlled = live_lr
         self._orders = {v: ExecutionOrder() for v in self.models}
         self._watched: dict[str, WatchedModel] | None = None
         self._reducer: Reducer | None = None  # the writer thread's, once the layers are known
@@ -104,6 +112,8 @@ class Watcher:
         several models)."""
         if self._closed:
             raise RuntimeError("covshift.watch: step() after close()")
+        if self.live_lr:
+            self._take_lr()
         if len(self.models) > 1:
             for value in (loss, acc):
                 if value is not None and not isinstance(value, Mapping):
@@ -128,6 +138,20 @@ class Watcher:
                 self._skipping = True
             else:
                 self._arm()
+
+    def _take_lr(self) -> None:
+        """A learning rate the dashboard asked for, applied between two steps (here, on the
+        training thread) to every parameter group, and recorded as one event."""
+        change = self._folder.take_control()
+        if change is None or self.optimizer is None:
+            return
+        seq, lr = change
+        previous = float(self.optimizer.param_groups[0]["lr"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self._folder.state["lr"] = lr
+        event = message("event", step=self.steps, kind="lr", value=lr, previous=previous)
+        self._folder.queue.put(Record({**event, "control": seq}))  # rare: may wait for room
 
     def flush(self) -> None:
         """Wait until every frame taken so far is measured and written."""
@@ -255,6 +279,8 @@ class Watcher:
             "name": self.name,
             "variants": list(self.models),
             "every": self.every,
+            # What the dashboard may change in this run (watch(live_lr=True)), else nothing.
+            "controls": ["lr"] if self.live_lr else [],
             "models": {
                 v: {
                     "class": type(m).__name__,

@@ -15,14 +15,14 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import Executor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import IO, Any
 
 from covshift.wire import encode, state_event
 
 from . import recovery, storefs
 from .audience import Audience
-from .commands import RunNotActive
+from .commands import COMMAND_TIMEOUT_S, RunNotActive, WorkerTimeout
 from .lifecycle import RunInfo, RunState
 from .store import MAX_LINE_BYTES, RunStore, line_type
 
@@ -45,7 +45,14 @@ class FollowedRun(Audience):
     pid = None
     commands_pending = 0
 
-    def __init__(self, info: RunInfo, pool: Executor, store: RunStore, history_frames: int):
+    def __init__(
+        self,
+        info: RunInfo,
+        pool: Executor,
+        store: RunStore,
+        history_frames: int,
+        command_timeout: float = COMMAND_TIMEOUT_S,
+    ):
         super().__init__(info.id, store, history_frames, live=True)
         self.created = info.created
         self.config = info.config
@@ -54,6 +61,9 @@ class FollowedRun(Audience):
         self.ended = info.ended
         self._info = info
         self._pool = pool
+        self._command_timeout = command_timeout
+        self._control_seq = 0  # control.json's last seq from this server
+        self._answers: dict[int, asyncio.Future[None]] = {}
         self._offset = 0
         self._file: IO[bytes] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -133,12 +143,26 @@ class FollowedRun(Audience):
                 continue
             self.deliver(line, kind == "frame")
             if kind == "event":
+                self._answered(line)
                 end = recovery.recorded_end([line])
                 if end is not None:
                     note = end.get("message")
                     self._end(RunState(end["state"]), note if isinstance(note, str) else None)
             elif kind == "frame":
                 self._progress(line)
+
+    def _answered(self, line: str) -> None:
+        """A change the watcher took: its event names the control.json seq it answers."""
+        record = storefs.parse_message(line) or {}
+        seq, lr = record.get("control"), record.get("value")
+        if record.get("kind") != "lr" or not isinstance(seq, int):
+            return
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+            with contextlib.suppress(ValueError):
+                self._info = RunInfo.model_validate({**self._info.model_dump(), "lr": lr})
+        answered = self._answers.get(seq)
+        if answered is not None and not answered.done():
+            answered.set_result(None)
 
     def _progress(self, line: str) -> None:
         record = storefs.parse_message(line) or {}
@@ -187,7 +211,35 @@ class FollowedRun(Audience):
         return None  # always stored: exported from its file
 
     async def control(self, changes: dict[str, Any]) -> str | None:
-        raise RunNotActive(CONTROLS_REFUSED)
+        """The one change a watched run may take, when its program opted in (watch(...,
+        live_lr=True), config "controls"): the learning rate, written to control.json with
+        a deadline for the watcher to take between two steps. None once its event says it
+        was applied; WorkerTimeout (504) when not taken by the deadline, after which the
+        watcher never takes it."""
+        allowed = set(self.config.get("controls") or [])
+        if not changes or not set(changes) <= allowed:
+            raise RunNotActive(CONTROLS_REFUSED)
+        if not self.state.active:
+            raise RunNotActive(f"run {self.id} is {self.state.value}; it takes no more changes")
+        loop = asyncio.get_running_loop()
+        self._control_seq += 1
+        seq = self._control_seq
+        answered: asyncio.Future[None] = loop.create_future()
+        self._answers[seq] = answered
+        deadline = datetime.now(timezone.utc) + timedelta(seconds=self._command_timeout)
+        record = {"seq": seq, "lr": changes["lr"], "deadline": deadline.isoformat()}
+        try:
+            await loop.run_in_executor(self._pool, self._store.write_control, self.id, record)
+            await asyncio.wait_for(asyncio.shield(answered), self._command_timeout)
+        except asyncio.TimeoutError:
+            raise WorkerTimeout(
+                f"run {self.id}: its program did not take the change within "
+                f"{self._command_timeout:g} s (is its loop paused?); it was not applied and "
+                "never will be"
+            ) from None
+        finally:
+            self._answers.pop(seq, None)
+        return None
 
     async def stop(self, reason: str | None = None) -> None:
         """The server lets go of the run (at shutdown); it never stops another process."""

@@ -92,7 +92,13 @@ class RunManager:
         """A run read from the store: followed while another process writes it, else
         replayed from its files."""
         if info.source == "watch" and info.state.active:
-            followed = FollowedRun(info, self._pool, self.store, self.settings.history_frames)
+            followed = FollowedRun(
+                info,
+                self._pool,
+                self.store,
+                self.settings.history_frames,
+                self.settings.command_timeout_s,
+            )
             self._runs[info.id] = followed
             followed.start()
         else:

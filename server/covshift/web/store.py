@@ -155,19 +155,29 @@ class RunStore:
         self.save(info)
         return FramesLog(folder / "frames.jsonl")
 
+    def write_control(self, run_id: str, record: dict[str, Any]) -> None:
+        """Replace a watched run's control.json (what the dashboard asks its program to
+        change): the one file the server writes in a folder another process owns."""
+        self._replace(run_id, "control.json", json.dumps(record) + "\n")
+
     def save(self, info: RunInfo) -> None:
         """Replace state.json atomically (a crash leaves the old or the new one, never half),
         inside the run folder: OSError when the folder is a link."""
         text = info.model_dump_json(exclude={"config", "clients"}, indent=2) + "\n"
-        temporary = f".state-{secrets.token_hex(8)}.json"
-        folder_fd = storefs.open_folder(self.folder(info.id))
+        self._replace(info.id, "state.json", text)
+
+    def _replace(self, run_id: str, name: str, text: str) -> None:
+        """Write a temporary file in the run folder and rename it over `name`, never through
+        a link."""
+        temporary = f".{name.removesuffix('.json')}-{secrets.token_hex(8)}.json"
+        folder_fd = storefs.open_folder(self.folder(run_id))
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | storefs.NOFOLLOW
             fd = os.open(temporary, flags, 0o600, dir_fd=folder_fd)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as file:
                     file.write(text)
-                os.replace(temporary, "state.json", src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+                os.replace(temporary, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
             except OSError:
                 # e.g. disk full: leave no stray file
                 with contextlib.suppress(OSError):
