@@ -99,7 +99,7 @@ def test_conv_histograms_pool_every_value_of_a_layer_whatever_its_size() -> None
     assert captured[2]["linear_out"].shape == (10, 4, 4, 4)
     for layer in (0, 2):
         values = captured[layer]["linear_out"].numpy().ravel()
-        edges = probe.edges[layer, "linear_out"].numpy()
+        edges = probe.edges["plain", layer, "linear_out"].numpy()
         expected, _ = np.histogram(values, bins=edges)
         tap = layers[layer]["taps"]["linear_out"]
         assert tap["counts"] == expected.tolist()

@@ -116,7 +116,7 @@ def test_windowed_drift_matches_scipy_against_the_frame_drift_window_back() -> N
     trainer, frames = _act_input_frames(config, 8)
     for variant in config.variants:
         for layer in range(config.depth):
-            edges = trainer.probe.edges[layer, "act_input"].double().numpy()
+            edges = trainer.probe.edges[variant, layer, "act_input"].double().numpy()
             width = edges[1] - edges[0]
             centres = np.concatenate(
                 [[edges[0] - width / 2], edges[:-1] + width / 2, [edges[-1] + width / 2]]

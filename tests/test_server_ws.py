@@ -71,7 +71,7 @@ def test_hello_then_history_then_live_frames(client: TestClient, run_id: str) ->
     with client.websocket_connect(f"/ws/runs/{run_id}") as ws:
         hello = json.loads(ws.receive_text())
         assert (hello["v"], hello["type"]) == (1, "hello")
-        assert hello["config"]["dataset"] == "spirals" and hello["edges"]
+        assert hello["config"]["dataset"] == "spirals" and hello["variant_edges"]
         step_now = client.get(f"/api/runs/{run_id}").json()["step"]
         live, before = receive_until(ws, lambda m: m.get("step", 0) > step_now + 20)
         frames = frames_of([*before, live])

@@ -65,8 +65,11 @@ def test_frames_are_versioned_json_and_describe_every_layer(small_config: RunCon
     trainer = Trainer(small_config)
     hello = trainer.hello()
     assert hello["type"] == "hello" and hello["v"] == 1
-    assert len(hello["edges"]) == small_config.depth
-    assert len(hello["edges"][0]["act_input"]) == small_config.bins + 1
+    assert hello["edges"] == []  # each variant has its own: variant_edges
+    for variant in small_config.variants:
+        edges = hello["variant_edges"][variant]
+        assert len(edges) == small_config.depth
+        assert len(edges[0]["act_input"]) == small_config.bins + 1
     frames = [m for m in _run(trainer) if m["type"] == "frame"]
     assert [f["step"] for f in frames] == list(range(small_config.steps))
     for frame in frames:
@@ -290,3 +293,19 @@ def test_ghost_bn_streams_the_statistics_its_running_averages_follow(digits: Dat
     for layer in layers:
         whole = 0.8 * whole + 0.2 * torch.tensor(layer["batch_var"], dtype=torch.float64)
     assert not torch.allclose(whole, torch.tensor(layers[-1]["running_var"], dtype=torch.float64))
+
+
+def test_each_variant_gets_its_own_bins_so_one_variants_outliers_flatten_no_other() -> None:
+    # BN's first-batch activation input reaches a few standard deviations; plain's, with
+    # std-0.1 Gaussian weights, is an order of magnitude narrower: shared bins would put
+    # plain's whole distribution into two or three bins.
+    config = RunConfig(depth=2, width=32, steps=2, probe_every=1, ics_every=0)
+    trainer = Trainer(config)
+    edges = trainer.hello()["variant_edges"]
+    reach = {v: edges[v][1]["act_input"][-1] for v in config.variants}
+    assert reach["bn"] >= 4 * reach["plain"], reach
+    # The frame's counts are over the variant's own edges: all of plain's batch inside them.
+    frame = next(m for m in trainer.train_step() if m["type"] == "frame")
+    tap = frame["variants"]["plain"]["layers"][1]["taps"]["act_input"]
+    assert tap["underflow"] == tap["overflow"] == 0
+    assert sum(1 for c in tap["counts"] if c > 0) > 10

@@ -135,8 +135,9 @@ class Probe:
         self.activation = activation
         self.bins = bins
         self.drift_window = drift_window
-        self.edges: dict[tuple[int, str], torch.Tensor] = {}
-        self._widths: dict[int, float] = {}
+        # (variant, layer, tap) -> its fixed bin edges; (variant, layer) -> act_input's width
+        self.edges: dict[tuple[str, int, str], torch.Tensor] = {}
+        self._widths: dict[tuple[str, int], float] = {}
         # (variant, layer) -> act_input (full counts, [mean, std]) at the previous probe
         self._previous: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         # (variant, layer) -> act_input full counts at its first probe (step 0 unless skipped)
@@ -150,27 +151,24 @@ class Probe:
         values: dict[str, list[dict[str, torch.Tensor]]],
         models: dict[str, Network] | None = None,
     ) -> None:
-        """Fix every (layer, tap)'s edges from one batch, shared by all variants (same axes).
+        """Fix every variant's (layer, tap) edges from one batch of its own, so no variant's
+        outliers flatten another's picture (the page overlays them on one display range).
         The act_output range follows each layer's activation, from `models` when given."""
         fallback = ACTIVATIONS[self.activation]() if self.activation in ACTIVATIONS else None
-        acts: dict[int, nn.Module | None] = {}
-        for model in (models or {}).values():
-            for layer, block in enumerate(model.hidden()):
-                acts.setdefault(layer, block.act)
-        extent: dict[tuple[int, str], float] = {}
-        for layers in values.values():
+        for variant, layers in values.items():
+            model = (models or {}).get(variant)
+            blocks = model.hidden() if model is not None else []
             for layer, taps in enumerate(layers):
+                act = blocks[layer].act if layer < len(blocks) else fallback
                 for tap, tensor in taps.items():
                     finite = tensor[torch.isfinite(tensor)]
                     largest = float(finite.abs().max()) if finite.numel() else 1.0
-                    extent[layer, tap] = max(extent.get((layer, tap), 0.0), largest)
-        for (layer, tap), largest in extent.items():
-            lo, hi = self._range(tap, largest, acts.get(layer, fallback))
-            self.edges[layer, tap] = make_edges(lo, hi, self.bins)
+                    lo, hi = self._range(tap, largest, act)
+                    self.edges[variant, layer, tap] = make_edges(lo, hi, self.bins)
         # each layer's act_input bin width, for the drift's W1
         self._widths = {
-            layer: float(edges[1] - edges[0])
-            for (layer, tap), edges in self.edges.items()
+            (variant, layer): float(edges[1] - edges[0])
+            for (variant, layer, tap), edges in self.edges.items()
             if tap == "act_input"
         }
 
@@ -186,10 +184,15 @@ class Probe:
             return 0.0, reach
         return -reach, reach
 
-    def edges_json(self) -> list[dict[str, list[float]]]:
-        layers = 1 + max((layer for layer, _ in self.edges), default=-1)
+    def edges_json(self, variant: str) -> list[dict[str, list[float]]]:
+        """One variant's edges, per layer {tap: edges} (the hello's `variant_edges`)."""
+        layers = 1 + max((layer for v, layer, _ in self.edges if v == variant), default=-1)
         return [
-            {tap: edges.tolist() for (lay, tap), edges in self.edges.items() if lay == layer}
+            {
+                tap: edges.tolist()
+                for (v, lay, tap), edges in self.edges.items()
+                if v == variant and lay == layer
+            }
             for layer in range(layers)
         ]
 
@@ -222,7 +225,7 @@ class Probe:
                 unique[key] = len(tensors)
                 tensors.append(tensor)
             source.append(unique[key])
-        edges = torch.stack([self.edges[layer, tap] for _, layer, tap in rows])
+        edges = torch.stack([self.edges[v, layer, tap] for v, layer, tap in rows])
         stats = reduce_ragged(tensors, edges, source)
         taps = _tap_dicts(stats)
         packer.unpacked_nonfinite |= bool((stats.nonfinite > 0).any())
@@ -264,7 +267,7 @@ class Probe:
         result: dict[tuple[str, int], Json] = {}
         if seen:
             keys = [layer_keys[k] for k in seen]
-            widths = np.array([self._widths[layer] for _, layer in keys])
+            widths = np.array([self._widths[key] for key in keys])
             # One call for all three comparisons: against the previous probe, the first probe
             # and the probe drift_window frames back (or the oldest kept while fewer exist).
             w1 = wasserstein1(

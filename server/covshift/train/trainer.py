@@ -179,7 +179,10 @@ class Trainer:
                 for v, m in self.models.items()
             },
             percentiles=list(PERCENTILES),
-            edges=self.probe.edges_json(),
+            # Each variant's own bins (docs/protocol.md); `edges` stays for readers of the
+            # shared form, empty.
+            edges=[],
+            variant_edges={v: self.probe.edges_json(v) for v in self.models},
         )
 
     def train_step(self, frame: bool = False) -> list[dict[str, Json]]:

@@ -124,7 +124,7 @@ class Reducer:
             variants=variants,
             percentiles=list(PERCENTILES),
             edges=[],
-            variant_edges={v: p.edges_json() for v, p in self.probes.items()},
+            variant_edges={v: p.edges_json(v) for v, p in self.probes.items()},
         )
 
 
