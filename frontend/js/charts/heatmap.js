@@ -203,6 +203,8 @@ export function createHeatmap(card, { layer, view, cursor }) {
         const bins = Math.max(0, edges.length - 1);
         const crop = (shared ? sharedCrop : occupiedBins(columns, [variant], layer, tap)) ?? (bins ? [0, bins - 1] : null);
         p.crop = crop;
+        // Panels on shared bins share the first one's value labels; own bins, own labels.
+        p.root.classList.toggle("no-y-labels", shared && index > 0);
         const [lo, hi] = crop ?? [0, -1];
         const rows = hi - lo + 3;
         const has = (state.hello?.variants?.[variant]?.taps ?? []).includes(tap);
