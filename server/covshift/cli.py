@@ -118,6 +118,24 @@ class ProgressBar:
         sys.stderr.flush()
 
 
+def _seed_list(text: str) -> tuple[int, ...]:
+    """--seeds: distinct non-negative integers, comma-separated, each a valid config seed."""
+    try:
+        seeds = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError("give one or more distinct seeds, e.g. 0,1,2")
+    for seed in seeds:
+        try:
+            RunConfig.model_validate({"seed": seed})  # its bounds live in the config
+        except ValidationError as exc:
+            raise argparse.ArgumentTypeError(describe(exc)) from None
+    return seeds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="covshift",
@@ -154,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(PRESETS),
         help="a named experiment; flags given explicitly override its values. "
         + "; ".join(f"{name}: {preset.title}" for name, preset in PRESETS.items()),
+    )
+    run.add_argument(
+        "--seeds",
+        type=_seed_list,
+        default=(),
+        metavar="S,S,...",
+        help="sweep presets only: run every point once per seed and report the mean and "
+        "spread over them, e.g. 0,1,2 (default: the one --seed)",
     )
     _add_config_flags(run)
     serve_parser = commands.add_parser(
@@ -211,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
         progress = ProgressBar() if not args.quiet and sys.stderr.isatty() else None
+        if args.seeds and not args.preset:
+            raise CovshiftError("--seeds: only for sweep presets (--preset); use --seed")
         if args.preset:
             summary = _run_preset(args, config, progress)
         else:
@@ -278,7 +306,9 @@ def _run_preset(
         )
         print(f"covshift run: {done}/{total} {point['value']}: {accuracies}", file=sys.stderr)
 
-    return run_preset(args.preset, config, args.out, progress, None if args.quiet else point_done)
+    return run_preset(
+        args.preset, config, args.out, progress, None if args.quiet else point_done, args.seeds
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from covshift.reports.page import ReportError
@@ -16,6 +16,7 @@ from covshift.train.sweep import PointDone, run_sweep
 from covshift.train.trainer import Trainer
 
 from .config import RunConfig
+from .errors import ConfigError
 from .presets import PRESETS, dataset_note
 from .wire import Json
 
@@ -100,14 +101,19 @@ def run_preset(
     out: Path,
     progress: Progress | None = None,
     on_point: PointDone | None = None,
+    seeds: Sequence[int] = (),
 ) -> dict[str, Json]:
     """Run a preset (config already holds its values and the user's): one headless run, or a
-    sweep writing its points to out/summary.json and its figures to out/report.html."""
+    sweep writing its points to out/summary.json and its figures to out/report.html; a sweep
+    runs each point once per seed in `seeds` (none: config.seed only)."""
     preset = PRESETS[name]
     title = f"{preset.title}, {dataset_note(config)}" if name == "paper-fig1" else preset.title
     if preset.sweep is None:
+        if seeds:
+            raise ConfigError(f"seeds: {name} is one run, not a sweep; set its seed instead")
         return run_headless(config, out, progress, title)
-    result = run_sweep(config, preset.sweep.field, preset.sweep.values, on_point)
+    sweep = preset.sweep
+    result = run_sweep(config, sweep.field, sweep.values, on_point, scale=sweep.scale, seeds=seeds)
     result["preset"] = name
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")

@@ -31,15 +31,62 @@ def render_sweep_report(result: dict[str, Json], title: str | None = None) -> st
         [str(p["value"]), *(_point_text(p["variants"][v]) for v in variants)]
         for p in result["points"]
     ]
+    scale = result.get("scale")
+    steps = f"{result['config']['steps']} steps" if not scale else "runs"
     intro = (
-        f"{len(values)} runs of {result['config']['steps']} steps on {result['dataset']['name']}, "
-        f"one per {field} in {values}; " + config_text(result["config"], leave_out=field)
+        f"{len(values)} {steps} on {result['dataset']['name']}, one per {field} in {values}"
+        + (
+            f", each over seeds {result['seeds']} (mean, error bars ± one std)"
+            if "seeds" in result
+            else ""
+        )
+        + "; "
+        + config_text(result["config"], leave_out=field)
+        + _scale_text(scale, field, result["config"])
+        + _degeneracy_note(result, variants)
+    )
+    caption = "Final test accuracy (eval mode" + (
+        ", mean ± std over seeds" if "seeds" in result else ""
     )
     return page(
         title or f"covshift {field} sweep",
         intro,
         figures,
-        [table("Final test accuracy (eval mode) and status", header, rows)],
+        [table(caption + ") and status", header, rows)],
+    )
+
+
+def _scale_text(scale: dict[str, Json] | None, field: str, config: dict[str, Json]) -> str:
+    """What a Scale derives, in words: "lr scales linearly with batch_size (0.3 at 32)"."""
+    if not scale:
+        return ""
+    reference = scale["reference"]
+    said = {"linear": "linearly with", "inverse": "inversely with"}
+    parts = [
+        f"{name} scales {said[how]} {field} ({config[name]} at {reference:g})"
+        for name, how in scale["fields"].items()
+    ]
+    matched = (
+        " (the same epochs at every point)" if scale["fields"].get("steps") == "inverse" else ""
+    )
+    return " " + "; ".join(parts) + matched + "."
+
+
+def _degeneracy_note(result: dict[str, Json], variants: list[str]) -> str:
+    """An MLP's BN at batch 2 is no noisy estimate but a sign function: say so where it shows."""
+    config = result["config"]
+    if (
+        result["field"] != "batch_size"
+        or config.get("arch", "mlp") != "mlp"
+        or 2 not in result["values"]
+        or "bn" not in variants
+    ):
+        return ""
+    return (
+        " At batch 2 an MLP's BN is degenerate: for two values x1, x2 of a unit, x̂ = ±(x1 − x2)/"
+        "|x1 − x2| = ±1 (up to eps), so every unit passes on only the sign of x1 − x2. That "
+        "collapse is not Wu & He's mechanism (noisy batch statistics); the conv-batch-sweep "
+        "preset, whose BN pools over batch and positions, shows that one."
     )
 
 
@@ -77,6 +124,7 @@ def _so_far(hello: dict[str, Json], points: list[dict[str, Json]]) -> dict[str, 
     return {
         "type": "sweep",
         **{key: hello[key] for key in ("preset", "field", "values", "config", "dataset")},
+        **({"scale": hello["scale"]} if "scale" in hello else {}),
         "points": [
             {"value": p["value"], "variants": p["variants"], "batch_noise": p["batch_noise"]}
             for p in points
@@ -85,27 +133,36 @@ def _so_far(hello: dict[str, Json], points: list[dict[str, Json]]) -> dict[str, 
 
 
 def _sweep_accuracy(result: dict[str, Json], variants: list[str]) -> Figure:
+    """Accuracy per variant; over seeds with ± one std as error bars. plain, when there are
+    normalizers beside it, is drawn dashed: the reference each normalizer is read against."""
     traces = []
+    reference = len(variants) > 1
     for k, variant in enumerate(variants):
-        xs, ys, text, symbols = [], [], [], []
+        xs, ys, spread, text, symbols = [], [], [], [], []
         for point in result["points"]:
             entry = point["variants"][variant]
             xs.append(point["value"])
             ys.append((entry["test"] or {}).get("acc"))
+            spread.append((entry.get("test_std") or {}).get("acc"))
             text.append(entry["status"])
             symbols.append("circle" if entry["status"] == "trained" else "x")
-        trace = line(xs, ys, variant, variant_color(variant, k))
-        traces.append(
-            {
-                **trace,
-                "mode": "lines+markers",
-                "text": text,
-                "marker": {"symbol": symbols, "size": 9},
-            }
-        )
+        color = variant_color(variant, k)
+        trace: Figure = {
+            **line(xs, ys, variant, color),
+            "mode": "lines+markers",
+            "text": text,
+            "marker": {"symbol": symbols, "size": 9},
+        }
+        if any(s is not None for s in spread):
+            trace["error_y"] = {"type": "data", "array": spread, "visible": True}
+        if variant == "plain" and reference:
+            trace["name"] = "plain (no normalizer: the reference)"
+            trace["line"] = {"color": color, "width": 2, "dash": "dash"}
+        traces.append(trace)
     return figure(
         traces,
-        "final test accuracy (x: diverged, blew up or skipped)",
+        "final test accuracy (x: diverged, blew up or skipped"
+        + ("; bars: ± one std over seeds)" if "seeds" in result else ")"),
         result["field"],
         "accuracy",
         x_type="log",
@@ -184,5 +241,8 @@ def _noise_figure(result: dict[str, Json]) -> Figure:
 
 def _point_text(entry: dict[str, Json]) -> str:
     acc = (entry["test"] or {}).get("acc")
+    spread = (entry.get("test_std") or {}).get("acc")
     shown = "–" if acc is None else f"{acc:.3f}"
+    if acc is not None and spread is not None:
+        shown += f" ± {spread:.3f}"
     return shown if entry["status"] == "trained" else f"{shown} ({entry['status']})"

@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from covshift.errors import CovshiftError
+from covshift.presets import PRESETS
 from covshift.wire import Json, encode, message, state_event
 
 from .messages import Command, Output, Reply, Status, SweepPlan
@@ -69,6 +70,10 @@ class _SweepWorker:
         # records the sweep's end, so a stop after the finish records nothing more.
         self.lock = threading.Lock()
         self.ended = False
+        # The fields the preset derives from the swept value (the lr and steps of a batch
+        # sweep with matched epochs), declared once with the preset.
+        sweep = PRESETS[plan.preset].sweep if plan.preset in PRESETS else None
+        self.scale = sweep.scale if sweep is not None and sweep.field == plan.field else None
 
     def run(self, config_json: str) -> None:
         import torch
@@ -93,6 +98,7 @@ class _SweepWorker:
             config=config.model_dump(mode="json", exclude={"data_dir"}),
             field=self.plan.field,
             values=list(self.plan.values),
+            **({"scale": self.scale.to_json()} if self.scale is not None else {}),
             dataset={"name": data.name, "n_train": len(data.y_train), "n_test": len(data.y_test)},
         )
         started = state_event(0, "running")
@@ -100,7 +106,9 @@ class _SweepWorker:
         threading.Thread(target=self.listen, name="covshift-sweep-commands", daemon=True).start()
         self.point_started = time.perf_counter()
         try:
-            result = run_sweep(config, self.plan.field, self.plan.values, self.on_point, data)
+            result = run_sweep(
+                config, self.plan.field, self.plan.values, self.on_point, data, scale=self.scale
+            )
         except Exception as exc:
             self.fail(exc)
             return
@@ -164,7 +172,10 @@ class _SweepWorker:
             "batch_size": config.batch_size,
             "bn_momentum": config.bn_momentum,
         }
-        values[self.plan.field] = self.plan.values[min(self.done, len(self.plan.values) - 1)]
+        value = self.plan.values[min(self.done, len(self.plan.values) - 1)]
+        values[self.plan.field] = value
+        if self.scale is not None:
+            values.update(self.scale.derive(config, value))
         return Status(self.done, 0.0, values["lr"], values["batch_size"], values["bn_momentum"])
 
     def send(

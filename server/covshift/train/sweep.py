@@ -1,15 +1,18 @@
 """Sweeps: short runs over batch sizes or learning rates, each scored and checked for divergence.
 
 Every point is a full lockstep run of the same base config with one field
-changed, on the same data, from the same seed, so points differ only in that
-field. A point never crashes the sweep: a loss that goes non-finite is caught by
-the trainer (diverged), one that grows past BLOWUP_FACTOR times its start is
-called blown up, and the sweep goes on.
+changed (and the fields a Scale derives from it), on the same data, from the same
+seed, so points differ only in that field. Over several seeds each point is run
+once per seed and reports the mean and the sample std (ddof 1) over them. A point
+never crashes the sweep: a loss that goes non-finite is caught by the trainer
+(diverged), one that grows past BLOWUP_FACTOR times its start is called blown up,
+and the sweep goes on.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 import torch
 
 from covshift.config import RunConfig
+from covshift.presets import Scale, point_config
 from covshift.wire import Json
 
 from .data import Dataset, load_dataset
@@ -41,18 +45,32 @@ def run_sweep(
     values: Sequence[float],
     on_point: PointDone | None = None,
     dataset: Dataset | None = None,
+    *,
+    scale: Scale | None = None,
+    seeds: Sequence[int] = (),
 ) -> dict[str, Json]:
-    """Run base with field set to each value in turn; return every point's results."""
+    """Run base with field set to each value in turn (and `scale`'s fields derived from it);
+    return every point's results. With `seeds`, each point runs once per seed and reports
+    the mean over them, its spread and every seed's own results (under "runs")."""
     data = dataset or load_dataset(base.dataset, base.data_dir)
+    # Every point's config is checked before the first trains: a derived value past its
+    # bound fails the sweep at once, not after the points before it.
+    configs = [point_config(base, field, value, scale) for value in values]
     started = time.perf_counter()
     points = []
-    for index, value in enumerate(values):
-        config = RunConfig.model_validate({**base.model_dump(), field: value})
-        point = {"value": value, **run_point(config, data)}
+    for index, (value, config) in enumerate(zip(values, configs, strict=True)):
+        if seeds:
+            runs = [
+                {"seed": seed, **run_point(config.model_copy(update={"seed": seed}), data)}
+                for seed in seeds
+            ]
+            point = {"value": value, **over_seeds(runs), "runs": runs}
+        else:
+            point = {"value": value, **run_point(config, data)}
         points.append(point)
         if on_point is not None:
             on_point(index + 1, len(values), point)
-    return {
+    result: dict[str, Json] = {
         "type": "sweep",
         "field": field,
         "values": list(values),
@@ -61,6 +79,58 @@ def run_sweep(
         "points": points,
         "seconds": time.perf_counter() - started,
     }
+    if scale is not None:
+        result["scale"] = scale.to_json()
+    if seeds:
+        result["seeds"] = list(seeds)
+    return result
+
+
+def over_seeds(runs: list[dict[str, Any]]) -> dict[str, Json]:
+    """One point's runs over seeds as one: per variant the mean of every number over the
+    seeds that have it, its sample std beside it ("test_std", "loss_std"), and a status
+    that is "trained" only when every seed trained (else the first other status)."""
+    variants: dict[str, Json] = {}
+    for variant in runs[0]["variants"]:
+        entries = [run["variants"][variant] for run in runs]
+        statuses = [entry["status"] for entry in entries]
+        tests = [entry["test"] for entry in entries if entry["test"] is not None]
+        keys = [key for key in (tests[0] if tests else {}) if all(key in t for t in tests)]
+        variants[variant] = {
+            "status": next((s for s in statuses if s != "trained"), "trained"),
+            "statuses": statuses,
+            "diverged_at": min(
+                (e["diverged_at"] for e in entries if e["diverged_at"] is not None),
+                default=None,
+            ),
+            "loss": _mean([entry["loss"] for entry in entries]),
+            "loss_std": _std([entry["loss"] for entry in entries]),
+            "test": {key: _mean([t[key] for t in tests]) for key in keys} if tests else None,
+            "test_std": {key: _std([t[key] for t in tests]) for key in keys} if tests else None,
+        }
+    noise: dict[str, Json] = {}
+    for variant in runs[0]["batch_noise"]:
+        layers = [run["batch_noise"][variant] for run in runs if variant in run["batch_noise"]]
+        noise[variant] = [
+            {key: _mean([layer[k][key] for layer in layers]) for key in layers[0][k]}
+            for k in range(len(layers[0]))
+        ]
+    return {"variants": variants, "batch_noise": noise}
+
+
+def _finite(numbers: list[float | None]) -> list[float]:
+    return [x for x in numbers if x is not None and math.isfinite(x)]
+
+
+def _mean(numbers: list[float | None]) -> float | None:
+    finite = _finite(numbers)
+    return statistics.fmean(finite) if finite else None
+
+
+def _std(numbers: list[float | None]) -> float | None:
+    """Sample std (ddof 1); None from fewer than two numbers."""
+    finite = _finite(numbers)
+    return statistics.stdev(finite) if len(finite) > 1 else None
 
 
 def run_point(config: RunConfig, data: Dataset) -> dict[str, Json]:
