@@ -68,7 +68,13 @@ test("runs recorded before fixed-data drift fall back to the batch-to-batch W1 a
 });
 
 test("log ticks: plain numbers over a few decades, powers of ten over many", () => {
-  assert.deepEqual(logTicks([0.05, 0.7]), { tickformat: ".2~g" });
+  // Over a decade or two: the 1-2-5 values inside, never every digit (which overlaps).
+  assert.deepEqual(logTicks([0.04, 0.9]), { tickmode: "array", tickvals: [0.05, 0.1, 0.2, 0.5], ticktext: ["0.05", "0.1", "0.2", "0.5"] });
+  // Within a fraction of a decade: at most five of 1…9 × 10ⁿ.
+  const narrow = logTicks([0.3, 0.9]);
+  assert.ok(narrow.tickvals.length >= 2 && narrow.tickvals.length <= 5, narrow.tickvals);
+  assert.ok(narrow.tickvals.every((v) => v >= 0.3 && v <= 0.9));
+  assert.deepEqual(logTicks([0.012, 0.013]), { tickformat: ".3~g", nticks: 3 });
   assert.deepEqual(logTicks([1e-6, 1]), { dtick: 2, exponentformat: "power" });
   assert.deepEqual(logTicks([1e-3, 1e38]), { dtick: 9, exponentformat: "power" });
   assert.deepEqual(logTicks(null), { tickformat: ".2~g" });

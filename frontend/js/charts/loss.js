@@ -48,13 +48,38 @@ const PANELS = [
   { key: "acc", xaxis: "x2", yaxis: "y2", domain: [0.57, 1] },
 ];
 
-/** Short tick labels on a log axis: powers of ten over many decades, plain numbers over few. */
+/**
+ * Tick labels on a log axis that never run into each other: over many decades, powers of
+ * ten a whole number of decades apart; over two decades or fewer, where Plotly would label
+ * every digit ("0.04 0.05 … 0.9" on a short chart), the 1-2-5 values inside the span (or,
+ * over a fraction of a decade, at most five of 1…9 × 10ⁿ), written with two digits.
+ */
 export function logTicks(span) {
-  if (!span || span[0] <= 0) return { tickformat: ".2~g" };
+  if (!span || !(span[0] > 0) || !(span[1] > span[0])) return { tickformat: ".2~g" };
   const decades = Math.log10(span[1] / span[0]);
-  if (decades <= 2) return { tickformat: ".2~g" };
-  // About five labels, a whole number of decades apart (a diverged run spans dozens).
-  return { dtick: Math.max(1, Math.ceil(decades / 5)), exponentformat: "power" };
+  if (decades > 2) {
+    // About five labels, a whole number of decades apart (a diverged run spans dozens).
+    return { dtick: Math.max(1, Math.ceil(decades / 5)), exponentformat: "power" };
+  }
+  const inside = (mantissas) => {
+    const values = [];
+    for (let k = Math.floor(Math.log10(span[0])); k <= Math.ceil(Math.log10(span[1])); k += 1) {
+      for (const m of mantissas) {
+        const value = Number((m * 10 ** k).toPrecision(2));
+        if (value >= span[0] && value <= span[1]) values.push(value);
+      }
+    }
+    return values;
+  };
+  let values = inside([1, 2, 5]);
+  if (values.length < 3) {
+    const all = inside([1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9]);
+    const stride = Math.ceil(all.length / 5);
+    values = all.filter((_, i) => i % stride === 0);
+  }
+  // A sliver of a decade holds none of those: a few of Plotly's own, three digits each.
+  if (values.length < 2) return { tickformat: ".3~g", nticks: 3 };
+  return { tickmode: "array", tickvals: values, ticktext: values.map((v) => String(v)) };
 }
 
 function traces(state, columns, tests, panel) {
