@@ -24,7 +24,7 @@ from . import recovery, storefs
 from .audience import Audience
 from .commands import COMMAND_TIMEOUT_S, RunNotActive, WorkerTimeout
 from .lifecycle import RunInfo, RunState
-from .store import MAX_LINE_BYTES, RunStore, line_type
+from .store import MAX_LINE_BYTES, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -134,26 +134,26 @@ class FollowedRun(Audience):
 
     def _apply(self, lines: list[str]) -> None:
         for line in lines:
-            kind = line_type(line)
-            if kind is None or storefs.parse_message(line) is None:
+            record = storefs.parse_message(line)  # once: a frame is tens of KB
+            if record is None:
                 continue
+            kind = record["type"]
             if kind == "hello":
                 self.hello = line
                 self.broadcast(line, False)
                 continue
             self.deliver(line, kind == "frame")
             if kind == "event":
-                self._answered(line)
+                self._answered(record)
                 end = recovery.recorded_end([line])
                 if end is not None:
                     note = end.get("message")
                     self._end(RunState(end["state"]), note if isinstance(note, str) else None)
             elif kind == "frame":
-                self._progress(line)
+                self._progress(record)
 
-    def _answered(self, line: str) -> None:
+    def _answered(self, record: dict[str, Any]) -> None:
         """A change the watcher took: its event names the control.json seq it answers."""
-        record = storefs.parse_message(line) or {}
         seq, lr = record.get("control"), record.get("value")
         if record.get("kind") != "lr" or not isinstance(seq, int):
             return
@@ -164,8 +164,7 @@ class FollowedRun(Audience):
         if answered is not None and not answered.done():
             answered.set_result(None)
 
-    def _progress(self, line: str) -> None:
-        record = storefs.parse_message(line) or {}
+    def _progress(self, record: dict[str, Any]) -> None:
         step = record.get("step")
         update: dict[str, Any] = {}
         if isinstance(step, int) and not isinstance(step, bool):
