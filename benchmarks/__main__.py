@@ -11,12 +11,15 @@ from pathlib import Path
 
 import torch
 
-from . import browser, core, server, soak, watch
+from . import browser, core, server, soak, watch, wire
 
 TARGETS = {
     ("throughput", "ratio_default"): (">=", 0.90),
     ("throughput", "ratio_every_step"): (">=", 0.75),
     ("probe_vs_tensorboard", "tensorboard_over_probe"): (">=", 10.0),
+    ("probe_vs_tensorboard", "recorded_tensorboard_over_probe"): (">=", 15.0),
+    ("wire", "page_frame_bytes"): ("<=", 8192.0),
+    ("wire", "join_bytes"): ("<=", 2_000_000.0),
     ("ics", "extra_time"): ("<=", 0.15),
     ("watch", "ratio"): (">=", 0.95),
     # The training thread's share of a frame (docs/watch.md "The cost"); the total CPU with
@@ -40,7 +43,7 @@ TARGETS = {
 }
 
 
-GROUPS = ("core", "watch", "server", "browser", "soak")
+GROUPS = ("core", "wire", "watch", "server", "browser", "soak")
 FULL_SOAK_MINUTES = 30.0
 
 
@@ -104,6 +107,8 @@ def main() -> int:
 
 def _timed_groups(groups: set[str], quick: bool) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = core.run_all(quick) if "core" in groups else {}
+    if "wire" in groups:
+        results["wire"] = wire.run_wire_benchmark(quick)
     if "watch" in groups:
         results.update(watch.run_watch_benchmark(quick))
     if "server" in groups:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -16,6 +15,7 @@ from covshift.config import ICS_EVERY_WHEN_ON, RunConfig
 from covshift.train.packing import Packer
 from covshift.train.probes import capture, tap_values
 from covshift.train.trainer import Trainer
+from covshift.wire import encode, message
 
 
 def bare_loop(trainer: Trainer) -> Callable[[int], None]:
@@ -150,16 +150,16 @@ def probe_vs_tensorboard(repeats: int) -> dict[str, float]:
 
     def probe(values: dict[str, list[dict[str, torch.Tensor]]]) -> dict[str, object]:
         packer = Packer()
-        frame: dict[str, object] = packer.resolve(
-            trainer.probe.reduce(values, trainer.models, packer)
-        )
+        layers = trainer.probe.reduce(values, trainer.models, packer)
+        variants = {variant: {"layers": measured} for variant, measured in layers.items()}
+        frame: dict[str, object] = packer.resolve(message("frame", step=0, variants=variants))
         return frame
 
     with tempfile.TemporaryDirectory() as logdir, open(Path(logdir) / "frames.jsonl", "a") as out:
         writer = SummaryWriter(logdir)
 
         def probe_recorded(values: dict[str, list[dict[str, torch.Tensor]]]) -> None:
-            out.write(json.dumps(probe(values), allow_nan=False) + "\n")
+            out.write(encode(probe(values)) + "\n")
             out.flush()
 
         def tensorboard(values: dict[str, list[dict[str, torch.Tensor]]]) -> None:

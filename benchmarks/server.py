@@ -27,7 +27,7 @@ import websockets
 RUN = {"dataset": "digits", "steps": 10_000_000}
 # New clients first replay the run's history; latency counts once all are live.
 CATCH_UP_LIMIT_S = 60.0
-FRAME_PREFIX = '{"v":1,"type":"frame","step":'
+FRAME_PREFIX = '{"v":2,"type":"frame","step":'
 
 
 def _serve(port: int, stamps: str | None, logdir: str) -> None:
@@ -102,12 +102,23 @@ async def start_run(http: httpx.AsyncClient, base: str) -> str:
     return run_id
 
 
+# The view a page opens a run with (docs/protocol.md): frames projected to it.
+PAGE_VIEW = "?tap=act_input&channel=0"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _watch(
-    base: str, run_id: str, clients: int, seconds: float, all_live: asyncio.Event
-) -> list[tuple[int, float]]:
-    """Connect clients; once every one has replayed the history and reached live frames,
-    record (step, arrival) of each live frame for `seconds`."""
-    received: list[tuple[int, float]] = []
+    base: str, run_id: str, clients: int, seconds: float, all_live: asyncio.Event, view: str
+) -> list[tuple[int, float, int]]:
+    """Connect clients (with this view query, "" for whole frames); once every one has
+    replayed the history and reached live frames, record (step, arrival, bytes) of each live
+    frame for `seconds`."""
+    received: list[tuple[int, float, int]] = []
     async with httpx.AsyncClient() as http:
         replayed_up_to = (await http.get(f"{base}/api/runs/{run_id}")).json()["step"]
     live = 0
@@ -115,7 +126,7 @@ async def _watch(
 
     async def one() -> None:
         nonlocal live
-        url = base.replace("http", "ws", 1) + f"/ws/runs/{run_id}"
+        url = base.replace("http", "ws", 1) + f"/ws/runs/{run_id}{view}"
         async with websockets.connect(url, max_size=None, compression=None) as ws:
             caught_up = False
             end = hard_stop
@@ -133,7 +144,7 @@ async def _watch(
                         all_live.set()
                 if all_live.is_set():
                     end = min(end, measuring_until)
-                    received.append((step, now))
+                    received.append((step, now, len(text.encode())))
 
     measuring_until = hard_stop
 
@@ -156,20 +167,36 @@ async def _steps_per_s(http: httpx.AsyncClient, base: str, run_id: str, seconds:
     return float((last - first) / (time.monotonic() - started))
 
 
-async def _measure(base: str, clients: list[int], seconds: float) -> dict[str, Any]:
+async def _measure(
+    base: str, pid: int, phases: list[tuple[str, int, str]], seconds: float
+) -> dict[str, Any]:
+    """Steps/s and the server's CPU unwatched, then for each phase (name, clients, view)."""
     async with httpx.AsyncClient(timeout=30) as http:
         run_id = await start_run(http, base)
         await asyncio.sleep(2)  # warm-up
+        cpu = _cpu_seconds(pid)
         results: dict[str, Any] = {
             "steps_per_s_unwatched": await _steps_per_s(http, base, run_id, seconds)
         }
-        arrivals: dict[int, list[tuple[int, float]]] = {}
-        for n in clients:
+        idle_cpu = (_cpu_seconds(pid) - cpu) / seconds
+        arrivals: dict[str, list[tuple[int, float, int]]] = {}
+        for name, n, view in phases:
             all_live = asyncio.Event()
-            watching = asyncio.create_task(_watch(base, run_id, n, seconds, all_live))
+            watching = asyncio.create_task(_watch(base, run_id, n, seconds, all_live, view))
             await asyncio.wait_for(all_live.wait(), CATCH_UP_LIMIT_S)
-            results[f"steps_per_s_{n}_clients"] = await _steps_per_s(http, base, run_id, seconds)
-            arrivals[n] = await watching
+            cpu = _cpu_seconds(pid)
+            results[f"steps_per_s_{name}"] = await _steps_per_s(http, base, run_id, seconds)
+            # The server process's CPU for these viewers, over what it spends with none.
+            watched_cpu = (_cpu_seconds(pid) - cpu) / seconds
+            results[f"server_cpu_ms_per_s_per_viewer_{name}"] = (watched_cpu - idle_cpu) / n * 1e3
+            arrivals[name] = await watching
+            steps = [step for step, _, _ in arrivals[name]]
+            span = max(steps) - min(steps) if steps else 0
+            if span:
+                sent = sum(size for _, _, size in arrivals[name]) / n
+                rate = results[f"steps_per_s_{name}"]
+                results[f"bytes_per_s_per_viewer_{name}"] = sent / span * rate
+                results[f"bytes_per_frame_{name}"] = sent / (len(steps) / n)
         await http.delete(f"{base}/api/runs/{run_id}")
     results["_arrivals"] = arrivals
     return results
@@ -194,18 +221,24 @@ def _headless_steps_per_s(seconds: float) -> float:
 
 def run_server_benchmark(quick: bool) -> dict[str, float]:
     seconds = 4.0 if quick else 10.0
-    clients = [1, 50]
+    # Pages (each with its view, as the page opens a run), then 50 scripts taking whole
+    # frames: what every viewer got before frames were projected.
+    phases = [
+        ("1_clients", 1, PAGE_VIEW),
+        ("50_clients", 50, PAGE_VIEW),
+        ("50_clients_whole_frames", 50, ""),
+    ]
     with tempfile.TemporaryDirectory() as scratch:
         stamps = os.path.join(scratch, "stamps.json")
-        with server_process(scratch, stamps) as (base, _):
-            measured = asyncio.run(_measure(base, clients, seconds))
+        with server_process(scratch, stamps) as (base, pid):
+            measured = asyncio.run(_measure(base, pid, phases, seconds))
         lines = Path(stamps).read_text().split()
         sent = {int(step): float(at) for step, at in zip(lines[::2], lines[1::2], strict=True)}
     figures: dict[str, float] = {k: v for k, v in measured.items() if not k.startswith("_")}
-    for n, arrivals in measured["_arrivals"].items():
-        latencies = sorted(at - sent[step] for step, at in arrivals if step in sent)
-        figures[f"latency_p50_ms_{n}_clients"] = statistics.median(latencies) * 1e3
-        figures[f"latency_p95_ms_{n}_clients"] = latencies[int(0.95 * (len(latencies) - 1))] * 1e3
+    for name, arrivals in measured["_arrivals"].items():
+        latencies = sorted(at - sent[step] for step, at, _ in arrivals if step in sent)
+        figures[f"latency_p50_ms_{name}"] = statistics.median(latencies) * 1e3
+        figures[f"latency_p95_ms_{name}"] = latencies[int(0.95 * (len(latencies) - 1))] * 1e3
     figures["steps_per_s_headless"] = _headless_steps_per_s(seconds)
     figures["watched_50_over_headless"] = (
         figures["steps_per_s_50_clients"] / figures["steps_per_s_headless"]

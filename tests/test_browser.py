@@ -6,7 +6,9 @@ One server for the module (its demo run is small); each test opens a fresh page.
 
 from __future__ import annotations
 
+import gzip
 import html
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -128,6 +130,46 @@ def test_page_loads_without_console_errors_and_charts_fill(dashboard: Page) -> N
     assert dashboard.js("() => window.covshift.scheduler.stats.renders") > 5
     ARTIFACTS.mkdir(exist_ok=True)
     dashboard.page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+    assert dashboard.errors == []
+
+
+def test_the_page_joins_with_one_history_and_asks_for_the_tap_it_shows(dashboard: Page) -> None:
+    """docs/protocol.md: the page names its view; its history comes as one gzip message,
+    live frames carry only the shown tap's histograms and one BN channel, and choosing
+    another tap asks for it and draws it over the whole history."""
+    page = dashboard.page
+    received: list[str | bytes] = []
+    sent: list[str] = []
+
+    def listen(ws: Any) -> None:
+        ws.on("framereceived", lambda payload: received.append(payload))
+        ws.on("framesent", lambda payload: sent.append(payload))
+
+    page.on("websocket", listen)
+    page.reload()
+    dashboard.wait_frames(5)
+    hello, history = received[0], received[1]
+    assert isinstance(hello, str) and json.loads(hello)["type"] == "hello"
+    assert isinstance(history, bytes)
+    joined = json.loads(gzip.decompress(history))
+    assert joined["type"] == "history" and any(m["type"] == "frame" for m in joined["messages"])
+    wait_for(lambda: any(isinstance(m, str) and '"type":"frame"' in m for m in received[2:]))
+    live = next(json.loads(m) for m in received[2:] if isinstance(m, str) and '"type":"frame"' in m)
+    layer = live["variants"]["bn"]["layers"][0]
+    assert "counts" in layer["taps"]["act_input"] and "counts" not in layer["taps"]["act_output"]
+    assert "percentiles" in layer["taps"]["act_output"]
+    assert layer["bn"]["channels"] == [0] and len(layer["bn"]["running_mean"]) == 1
+
+    page.select_option("#view-tap", "act_output")
+    wait_for(lambda: any('"type":"view"' in m and '"act_output"' in m for m in sent))
+    # The new history replaces the old: every kept column has act_output's histogram.
+    dashboard.wait_js(
+        """() => {
+          const columns = window.covshift.state.columns.onStride;
+          return columns.length > 3 && columns.every((c) =>
+            Array.isArray(c.variants.plain?.layers?.[0]?.taps?.act_output?.counts));
+        }"""
+    )
     assert dashboard.errors == []
 
 

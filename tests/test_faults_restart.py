@@ -17,7 +17,7 @@ import serverkit
 from covshift.web import store
 from covshift.web.lifecycle import RunInfo, RunState
 from covshift.web.store import RunStore
-from covshift.wire import encode, state_event
+from covshift.wire import SCHEMA_VERSION, encode, state_event
 from faultkit import fill, tmpfs
 from liveserver import serve
 from serverkit import SMALL, strict_json, wait_for
@@ -122,7 +122,7 @@ def test_a_run_cut_off_by_a_killed_server_is_listed_stopped_with_its_frames(
         # Every whole line kept, a half-written last one cut off, the stop recorded last.
         assert exported[:-1] == kept
         assert strict_json(exported[-1]) == {
-            "v": 1,
+            "v": SCHEMA_VERSION,
             "type": "event",
             "step": run["step"],
             "kind": "state",

@@ -19,6 +19,7 @@ import pytest
 import serverkit
 from covshift.settings import Settings
 from covshift.web.security import ws_transport_limit
+from covshift.wire import SCHEMA_VERSION
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from liveserver import LiveServer, serve
@@ -86,7 +87,7 @@ class Socket:
         text = self.ws.recv(timeout=REPLY_TIMEOUT_S)
         assert isinstance(text, str), "the server sent a binary message"
         message: dict[str, Any] = json.loads(text, parse_constant=no_bare_nonfinite)
-        assert message["v"] == 1
+        assert message["v"] == SCHEMA_VERSION
         if message["type"] == "frame":
             self.frames += 1
         elif message["type"] == "hello":

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import serverkit
 import websockets
+from covshift.wire import SCHEMA_VERSION
 from liveserver import LiveServer, serve
 from serverkit import SMALL
 
@@ -32,7 +33,7 @@ CONTROL_EVERY = 5.0
 # SMALL at a frame every 20 steps: dozens of frames a second per run, each fanned out
 # to 50 clients, without leaving the trainers nothing to train with.
 RUN: dict[str, Any] = {**SMALL, "probe_every": 20}
-FRAME_PREFIX = '{"v":1,"type":"frame","step":'
+FRAME_PREFIX = f'{{"v":{SCHEMA_VERSION},"type":"frame","step":'
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import serverkit
 from covshift.config import RunConfig
 from covshift.web.app import create_app
 from covshift.web.manager import RunManager
+from covshift.wire import SCHEMA_VERSION
 from fastapi.testclient import TestClient
 from serverkit import SMALL, is_type, receive_until, wait_for
 from starlette.websockets import WebSocketDisconnect
@@ -70,7 +72,7 @@ def test_an_unknown_run_gets_an_error_and_close_code_4404(client: TestClient) ->
 def test_hello_then_history_then_live_frames(client: TestClient, run_id: str) -> None:
     with client.websocket_connect(f"/ws/runs/{run_id}") as ws:
         hello = json.loads(ws.receive_text())
-        assert (hello["v"], hello["type"]) == (1, "hello")
+        assert (hello["v"], hello["type"]) == (SCHEMA_VERSION, "hello")
         assert hello["config"]["dataset"] == "spirals" and hello["variant_edges"]
         step_now = client.get(f"/api/runs/{run_id}").json()["step"]
         live, before = receive_until(ws, lambda m: m.get("step", 0) > step_now + 20)
@@ -80,7 +82,7 @@ def test_hello_then_history_then_live_frames(client: TestClient, run_id: str) ->
         assert steps == sorted(set(steps))  # in order, none twice
         assert steps[-1] > step_now + 20  # and live frames follow
         assert before[0] == {
-            "v": 1,
+            "v": SCHEMA_VERSION,
             "type": "event",
             "step": 0,
             "kind": "state",
@@ -94,7 +96,7 @@ def test_a_control_is_acked_and_the_new_lr_shows_in_the_frames(
     with client.websocket_connect(f"/ws/runs/{run_id}") as ws:
         ws.send_text(json.dumps({"type": "control", "id": "c1", "lr": 0.05}))
         ack, before = receive_until(ws, is_type("ack"))
-        assert ack["v"] == 1 and ack["id"] == "c1"
+        assert ack["v"] == SCHEMA_VERSION and ack["id"] == "c1"
         assert (ack["run"]["id"], ack["run"]["lr"]) == (run_id, 0.05)
         event = [m for m in before if m.get("kind") == "lr"][-1]
         assert (event["value"], event["previous"]) == (0.05, 0.5)
@@ -131,7 +133,7 @@ def test_bad_messages_get_an_error_and_the_connection_stays_open(
     with client.websocket_connect(f"/ws/runs/{run_id}") as ws:
         ws.send_text(send)
         error, _ = receive_until(ws, is_type("error"))
-        assert error["v"] == 1 and error["id"] == client_id
+        assert error["v"] == SCHEMA_VERSION and error["id"] == client_id
         assert error["message"].startswith(starts), error["message"]
         ws.send_text(json.dumps({"type": "control", "id": "ok"}))  # still open and served
         assert receive_until(ws, is_type("ack"))[0]["id"] == "ok"
@@ -189,6 +191,101 @@ def test_cross_origin_handshakes_are_refused(
     ):
         pass
     assert refused.value.code == 1008
+
+
+def receive_history(ws: Any) -> dict[str, Any]:
+    """The next binary message: a gzip-compressed history."""
+    history: dict[str, Any] = json.loads(gzip.decompress(ws.receive_bytes()))
+    assert (history["v"], history["type"]) == (SCHEMA_VERSION, "history")
+    return history
+
+
+def test_a_page_view_gets_one_compressed_history_then_projected_frames(
+    client: TestClient, run_id: str
+) -> None:
+    view = f"/ws/runs/{run_id}?tap=norm_xhat&channel=3"
+    with (
+        client.websocket_connect(view) as ws,
+        client.websocket_connect(f"/ws/runs/{run_id}") as whole_ws,
+    ):
+        hello = json.loads(ws.receive_text())
+        assert hello["type"] == "hello"
+        history = receive_history(ws)
+        steps = [m["step"] for m in frames_of(history["messages"])]
+        assert steps[0] == 0 and steps == sorted(set(steps))
+        assert history["messages"][0]["kind"] == "state"  # events in their place
+        # A frame both get live: the same as a client without a view gets, less what the
+        # view does not show (SMALL probes every 10th step).
+        target = steps[-1] + 40
+        seen, _ = receive_until(ws, lambda m: m.get("step") == target)
+        whole_ws.receive_text()
+        whole, _ = receive_until(whole_ws, lambda m: m.get("step") == target)
+        for variant, entry in whole["variants"].items():
+            for index, layer in enumerate(entry["layers"]):
+                shown = seen["variants"][variant]["layers"][index]
+                for tap, stats in layer["taps"].items():
+                    got = shown["taps"][tap]
+                    if tap == "norm_xhat" or isinstance(stats, str):
+                        assert got == stats
+                    else:
+                        assert "counts" not in got and "first" not in got
+                        assert got == {
+                            k: v for k, v in stats.items() if k not in ("counts", "first")
+                        }
+                if variant == "bn":
+                    assert shown["bn"]["channels"] == [3]
+                    for field, values in layer["bn"].items():
+                        assert shown["bn"][field] == values[3:4]
+                else:
+                    assert shown["bn"] is None
+        assert len(json.dumps(seen)) < 0.7 * len(json.dumps(whole))
+
+
+def test_a_view_message_sends_the_history_again_for_the_new_view(
+    client: TestClient, run_id: str
+) -> None:
+    with client.websocket_connect(f"/ws/runs/{run_id}?tap=act_input&channel=0") as ws:
+        ws.receive_text()
+        first = receive_history(ws)
+        ws.send_text(json.dumps({"type": "view", "tap": "act_output", "channel": 99}))
+        while True:  # live frames of the old view may come before the new history
+            try:
+                again = receive_history(ws)
+                break
+            except KeyError:
+                continue
+        assert len(frames_of(again["messages"])) >= len(frames_of(first["messages"]))
+        frame = frames_of(again["messages"])[-1]
+        layer = frame["variants"]["bn"]["layers"][0]
+        assert "counts" in layer["taps"]["act_output"]
+        assert "counts" not in layer["taps"]["linear_out"]
+        assert layer["bn"]["channels"] == [99] and layer["bn"]["running_mean"] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("tap=act_input", "channel"), ("tap=a%20b&channel=0", "tap"), ("channel=-1&tap=x", "channel")],
+)
+def test_a_bad_view_is_refused_naming_the_field(
+    client: TestClient, run_id: str, query: str, field: str
+) -> None:
+    with client.websocket_connect(f"/ws/runs/{run_id}?{query}") as ws:
+        error = json.loads(ws.receive_text())
+        assert error["type"] == "error" and error["message"].startswith(f"{field}:")
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+    assert closed.value.code == 1008
+
+
+def test_a_bad_view_message_is_answered_and_the_connection_stays(
+    client: TestClient, run_id: str
+) -> None:
+    with client.websocket_connect(f"/ws/runs/{run_id}") as ws:
+        ws.receive_text()
+        ws.send_text(json.dumps({"type": "view", "id": 5, "tap": "act_input", "channel": True}))
+        error, _ = receive_until(ws, is_type("error", id=5))
+        assert error["message"].startswith("channel:")
+        receive_until(ws, is_type("frame"))  # still streaming
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from covshift.web.fanout import ClientClosed, ClientQueue
 from covshift.web.history import History
 from covshift.web.lifecycle import RunInfo, RunState
 from covshift.web.store import RunStore, line_type
+from covshift.wire import SCHEMA_VERSION
 from fastapi.testclient import TestClient
 from serverkit import SMALL, receive_until
 
@@ -265,7 +266,7 @@ def test_a_stopped_run_is_listed_exported_and_replayed_after_a_restart(tmp_path:
         records = [json.loads(line) for line in exported.text.splitlines()]
         assert records[0]["type"] == "hello"
         assert records[-1] == {
-            "v": 1,
+            "v": SCHEMA_VERSION,
             "type": "event",
             "step": stopped["step"],
             "kind": "state",

@@ -26,7 +26,7 @@ from covshift.web import store
 from covshift.web.app import create_app
 from covshift.web.lifecycle import RunInfo, RunState
 from covshift.web.store import RunStore
-from covshift.wire import encode, state_event
+from covshift.wire import SCHEMA_VERSION, encode, state_event
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -310,7 +310,7 @@ def test_a_run_folder_linked_outside_is_listed_damaged_and_never_written(
         with http.websocket_connect(f"/ws/runs/{HURT}") as ws:
             error = strict_json(ws.receive_text())
             assert error == {
-                "v": 1,
+                "v": SCHEMA_VERSION,
                 "type": "error",
                 "id": None,
                 "message": f"run {HURT} is damaged: {hurt.error}",

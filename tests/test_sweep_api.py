@@ -16,6 +16,7 @@ from covshift.runtime.sweep_worker import NO_CHANGES
 from covshift.train.sweep import run_sweep
 from covshift.web.app import create_app
 from covshift.web.schemas import MAX_SWEEP_POINTS, RunRequest
+from covshift.wire import SCHEMA_VERSION
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from serverkit import is_type, receive_until, wait_for
@@ -81,7 +82,7 @@ def test_points_stream_in_order_then_the_result_then_the_end(finished: dict[str,
     assert [(p["index"], p["total"], p["value"]) for p in points] == [(0, 2, 4), (1, 2, 16)]
     assert all(p["field"] == "batch_size" and p["seconds"] > 0 for p in points)
     whole = next(m for m in messages if m["type"] == "sweep")
-    assert whole["v"] == 1 and whole["preset"] == "batch-sweep"
+    assert whole["v"] == SCHEMA_VERSION and whole["preset"] == "batch-sweep"
     assert [p["value"] for p in whole["points"]] == [4, 16]
 
 

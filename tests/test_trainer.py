@@ -13,6 +13,7 @@ from covshift.errors import ConfigError
 from covshift.train.data import Dataset
 from covshift.train.trainer import Trainer
 from covshift.variants import VARIANTS
+from covshift.wire import SCHEMA_VERSION
 
 
 def _run(trainer: Trainer, steps: int | None = None) -> list[dict]:
@@ -64,7 +65,7 @@ def test_no_hook_survives_a_run(small_config: RunConfig) -> None:
 def test_frames_are_versioned_json_and_describe_every_layer(small_config: RunConfig) -> None:
     trainer = Trainer(small_config)
     hello = trainer.hello()
-    assert hello["type"] == "hello" and hello["v"] == 1
+    assert hello["type"] == "hello" and hello["v"] == SCHEMA_VERSION
     assert hello["edges"] == []  # each variant has its own: variant_edges
     for variant in small_config.variants:
         edges = hello["variant_edges"][variant]

@@ -98,7 +98,9 @@ function take(text) {
     return; // not JSON: nothing a reader could use
   }
   // A sweep's messages are its view's; its state events also set the run state on top.
-  if (sweepView.take(msg) && msg.type !== "event") return;
+  if (sweepView.active && msg?.type === "history" && Array.isArray(msg.messages)) {
+    for (const inner of msg.messages) sweepView.take(inner);
+  } else if (sweepView.take(msg) && msg.type !== "event") return;
   session.state = applyMessage(session.state, msg);
   const type = msg?.type;
   if (type === "frame") {
@@ -121,6 +123,7 @@ function take(text) {
 function onHello() {
   dashboard.build(session.state);
   viewPanel.fill(session.state);
+  session.connection?.syncView(); // fill may have changed the tap or channel asked for
 }
 
 /** Frames after the run's current step are live; until the server says which step that is, none are. */
@@ -145,7 +148,13 @@ function selectRun(id) {
   live.runInfo = session.runs.find((run) => run.id === id) ?? null;
   session.lastReading = null;
   live.stepsPerSecond = null;
-  session.connection = new Connection({ url: runSocketUrl(location, id), onMessage: onText, onStatus: onConnectionStatus }).open();
+  // The server streams frames projected onto the view; each (re)connect asks for the view as it is then.
+  session.connection = new Connection({
+    url: (projection) => runSocketUrl(location, id, projection),
+    view: () => view,
+    onMessage: onText,
+    onStatus: onConnectionStatus,
+  }).open();
   runsList.render(session.runs, session.runId);
   scheduler.urgent();
 }
@@ -249,6 +258,8 @@ const viewPanel = createViewPanel(view, {
   $,
   getState: () => session.state,
   onChange: (kind) => {
+    // A new tap or channel: the server sends the history for it; the charts keep what they have until then.
+    session.connection?.syncView();
     if (kind === "window") {
       scheduler.urgent(); // every chart with a step axis
       return;

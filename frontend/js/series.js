@@ -79,12 +79,17 @@ export function layerScalar(columns, variant, layer, key) {
 
 export const BN_FIELDS = ["batch_mean", "batch_var", "running_mean", "running_var", "gamma", "beta"];
 
-/** One BN channel's batch and running statistics and γ, β over time. */
+/**
+ * One BN channel's batch and running statistics and γ, β over time. A projected stream's
+ * `bn` holds only the channels it names (`channels`, the lists in that order); a channel
+ * it does not hold reads as missing. Without `channels` the lists hold every channel.
+ */
 export function bnChannel(columns, variant, layer, channel) {
   const out = Object.fromEntries(BN_FIELDS.map((field) => [field, []]));
   for (const column of columns) {
     const bn = layerOf(column, variant, layer)?.bn;
-    for (const field of BN_FIELDS) out[field].push(finiteOrNull(bn?.[field]?.[channel]));
+    const index = Array.isArray(bn?.channels) ? bn.channels.indexOf(channel) : channel;
+    for (const field of BN_FIELDS) out[field].push(index < 0 ? null : finiteOrNull(bn?.[field]?.[index]));
   }
   return out;
 }

@@ -1,5 +1,7 @@
 /** Page state from the run's message stream: a pure reducer with bounded history (no DOM). */
 
+import { expandFrame } from "./wire.js";
+
 // Columns kept per run. A column is one frame; the heatmaps draw one pixel column each,
 // so ~500 fills a chart's width without making every redraw walk thousands of frames.
 export const DEFAULT_CAPACITY = 500;
@@ -77,6 +79,7 @@ export function createState({ capacity = DEFAULT_CAPACITY, maxEvents = MAX_EVENT
 const HANDLERS = {
   hello: applyHello,
   frame: applyFrame,
+  history: applyHistory,
   event: applyEvent,
   ack: applyAck,
   error: applyError,
@@ -88,9 +91,10 @@ const HANDLERS = {
 /**
  * Apply one parsed message to `state` and return the state to use from now on.
  * `hello` starts over (a new run, or the same run's stream after a reconnect: the server
- * sends hello and the whole history again). Unknown types are ignored, as the protocol
- * asks readers to ignore what they do not know. The state is updated in place (its
- * history can be large); charts get new arrays from the series helpers.
+ * sends hello and the whole history again, as one `history` message or frame by frame).
+ * Unknown types are ignored, as the protocol asks readers to ignore what they do not know.
+ * The state is updated in place (its history can be large); charts get new arrays from
+ * the series helpers.
  */
 export function applyMessage(state, msg) {
   if (msg === null || typeof msg !== "object") return state;
@@ -180,6 +184,8 @@ export function edgesOf(state, variant, layer, tap) {
 function applyFrame(state, msg) {
   if (state.hello === null || typeof msg.step !== "number") return state;
   if (state.legacyTaps) msg = modernFrame(msg);
+  // v2 writes taps compactly (references, sparse counts, zeros left out); the charts read v1's.
+  if (msg.v >= 2) msg = expandFrame(msg, (variant, layer, tap) => edgesOf(state, variant, layer, tap).length - 1);
   const variants = msg.variants ?? {};
   const column = {
     step: msg.step,
@@ -214,6 +220,34 @@ function applyFrame(state, msg) {
   state.frames += 1;
   if (msg.nonfinite) state.nonfiniteFrames += 1;
   state.revision += 1;
+  return state;
+}
+
+/**
+ * The run's history in one message (after a hello, and again for each view change: the
+ * server projects frames onto the view). It replaces the frames, events and what they
+ * decided, then applies its messages in order as if each had arrived alone; the hello,
+ * the run and the settings stay. One revision for the lot: the charts redraw once.
+ */
+function applyHistory(state, msg) {
+  const revision = state.revision;
+  state.columns = createSeries(state.capacity);
+  state.tests = createSeries(state.capacity);
+  state.ics = createSeries(state.capacity);
+  state.latest = null;
+  state.step = null;
+  state.epoch = null;
+  state.frames = 0;
+  state.nonfiniteFrames = 0;
+  state.events = [];
+  state.skipped = null;
+  state.diverged = {};
+  for (let inner of Array.isArray(msg.messages) ? msg.messages : []) {
+    // A frame inside says its own version; one that does not is the history's.
+    if (inner?.type === "frame" && inner.v === undefined) inner = { ...inner, v: msg.v };
+    state = applyMessage(state, inner);
+  }
+  state.revision = revision + 1;
   return state;
 }
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .wire import Json
+from .wire import Json, tap_of
 
 ClaimKind = Literal["band_ratio", "metric_gap", "loss_noise", "event_present", "xhat_standard"]
 Compare = Literal[">=", "<="]
@@ -277,8 +277,7 @@ def _tap(frame: Mapping[str, Json], variant: str, layer: int, tap: str) -> dict[
     layers = (frame["variants"].get(variant) or {}).get("layers") or []
     if not 0 <= layer < len(layers):
         return None
-    found: dict[str, Any] | None = layers[layer].get("taps", {}).get(tap)
-    return found
+    return tap_of(layers[layer], tap)
 
 
 def _test(frame: Mapping[str, Json], variant: str, metric: str) -> float | None:

@@ -18,7 +18,7 @@ from covshift.train.trainer import Trainer
 from .config import RunConfig
 from .errors import ConfigError
 from .presets import PRESETS, dataset_note
-from .wire import Json
+from .wire import Json, encode
 
 Progress = Callable[[int, int, dict[str, Json]], None]
 logger = logging.getLogger(__name__)
@@ -81,10 +81,10 @@ def run_headless(
     summary = Summary(trainer)
     started = time.perf_counter()
     with (out / "frames.jsonl").open("w", encoding="utf-8") as frames:
-        frames.write(json.dumps(trainer.hello(), allow_nan=False) + "\n")
+        frames.write(encode(trainer.hello()) + "\n")
         while not (trainer.done or trainer.all_diverged):
             for record in trainer.train_step():
-                frames.write(json.dumps(record, allow_nan=False) + "\n")
+                frames.write(encode(record) + "\n")
                 summary.update(record)
             if progress is not None:
                 progress(trainer.step, config.steps, summary.variants)

@@ -1,8 +1,9 @@
 // The websocket wrapper: reconnects with exponential backoff and resumes the stream.
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { gzipSync } from "node:zlib";
 
-import { Connection, UNKNOWN_RUN_CODE, backoffDelay, runSocketUrl } from "../../frontend/js/connection.js";
+import { Connection, UNKNOWN_RUN_CODE, backoffDelay, runSocketUrl, streamView } from "../../frontend/js/connection.js";
 
 class FakeSocket {
   static made = [];
@@ -140,4 +141,120 @@ test("a constructor that throws (bad URL, blocked) counts as a failed attempt", 
   new Connection({ url: "ws://x", onMessage() {}, onStatus: (s) => statuses.push(s), WebSocketImpl: Broken, timers }).open();
   assert.equal(statuses.at(-1).state, "waiting");
   assert.equal(timers.pending[0].ms, 250);
+});
+
+// ---- wire protocol v2: the one-message join and the view the server projects onto ----
+
+/** What a server sends as one binary message: gzip-compressed UTF-8 JSON, as an ArrayBuffer. */
+function gzipped(message) {
+  const bytes = gzipSync(Buffer.from(JSON.stringify(message), "utf8"));
+  return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+}
+
+/** Wait (on real timers) until `done()` holds; decompression is asynchronous. */
+async function until(done) {
+  for (let i = 0; i < 200 && !done(); i += 1) await new Promise((resolve) => setTimeout(resolve, 2));
+  assert.ok(done(), "timed out");
+}
+
+test("a gzip binary history decodes, and text sent after it is delivered after it", async () => {
+  const { connection, received } = setup();
+  connection.open();
+  const socket = FakeSocket.made[0];
+  assert.equal(socket.binaryType, "arraybuffer");
+  socket.serverOpens();
+  socket.serverSends('{"v":2,"type":"hello"}');
+  const history = { v: 2, type: "history", messages: [{ type: "frame", step: 0, note: "ü → γ" }] };
+  socket.serverSends(gzipped(history));
+  socket.serverSends('{"type":"frame","step":1}');
+  socket.serverSends('{"type":"event","step":1}');
+  assert.deepEqual(received, ['{"v":2,"type":"hello"}'], "later text waits for the binary message");
+  await until(() => received.length === 4);
+  assert.deepEqual(JSON.parse(received[1]), history, "UTF-8 survives");
+  assert.deepEqual(received.slice(2), ['{"type":"frame","step":1}', '{"type":"event","step":1}']);
+  // The queue drained: text goes straight through again.
+  socket.serverSends("now");
+  assert.equal(received.at(-1), "now");
+});
+
+test("two binary messages keep their order; one that does not decompress is skipped", async () => {
+  const { connection, received } = setup();
+  connection.open();
+  const socket = FakeSocket.made[0];
+  socket.serverOpens();
+  const big = { type: "history", messages: Array.from({ length: 2000 }, (_, step) => ({ type: "frame", step })) };
+  socket.serverSends(gzipped(big)); // larger: slower to decompress than the next one
+  socket.serverSends(new Uint8Array([1, 2, 3]).buffer); // not gzip
+  socket.serverSends(gzipped({ type: "history", messages: [] }));
+  socket.serverSends("last");
+  await until(() => received.length === 3);
+  assert.deepEqual(received.map((text) => (text.startsWith("{") ? JSON.parse(text).messages.length : text)), [2000, 0, "last"]);
+});
+
+test("a binary message still decoding when the socket is replaced is dropped", async () => {
+  const { connection, timers, received } = setup();
+  connection.open();
+  const first = FakeSocket.made[0];
+  first.serverOpens();
+  first.serverSends(gzipped({ type: "history", messages: [] }));
+  first.serverCloses(1006);
+  timers.fire();
+  const second = FakeSocket.made[1];
+  second.serverOpens();
+  second.serverSends("fresh"); // the new socket's queue is its own: no wait behind the old one
+  assert.deepEqual(received, ["fresh"]);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(received, ["fresh"]);
+});
+
+test("the socket URL carries the view; each reconnect uses the view as it is then", () => {
+  assert.equal(
+    runSocketUrl({ protocol: "http:", host: "h:1" }, "r", { tap: "act_input", channel: 0 }),
+    "ws://h:1/ws/runs/r?tap=act_input&channel=0",
+  );
+  assert.deepEqual(streamView({ window: "all", tap: "norm_out", channel: 3, bnVariant: "bn" }), { tap: "norm_out", channel: 3 });
+  FakeSocket.made = [];
+  const timers = fakeTimers();
+  const view = { window: "recent", tap: "act_input", channel: 0, bnVariant: "bn" };
+  const connection = new Connection({
+    url: (projection) => runSocketUrl({ protocol: "https:", host: "x" }, "r", projection),
+    view: () => view,
+    onMessage() {},
+    WebSocketImpl: FakeSocket,
+    timers,
+  }).open();
+  assert.equal(FakeSocket.made[0].url, "wss://x/ws/runs/r?tap=act_input&channel=0");
+  view.tap = "linear_out"; // changed while the socket is down: nothing to send
+  view.channel = 2;
+  assert.equal(connection.syncView(), false);
+  FakeSocket.made[0].serverCloses(1006);
+  timers.fire();
+  assert.equal(FakeSocket.made[1].url, "wss://x/ws/runs/r?tap=linear_out&channel=2");
+  FakeSocket.made[1].serverOpens();
+  assert.deepEqual(FakeSocket.made[1].sent, [], "the URL already asked for this view");
+});
+
+test("a view change sends one view message while open; the BN variant or window sends none", () => {
+  FakeSocket.made = [];
+  const view = { window: "recent", tap: "act_input", channel: 0, bnVariant: "bn" };
+  const connection = new Connection({ url: () => "ws://x", view: () => view, onMessage() {}, WebSocketImpl: FakeSocket, timers: fakeTimers() }).open();
+  const socket = FakeSocket.made[0];
+  view.tap = "norm_xhat"; // chosen while connecting: asked for as soon as the socket opens
+  assert.equal(connection.syncView(), false);
+  socket.serverOpens();
+  assert.deepEqual(socket.sent.map((text) => JSON.parse(text)), [{ type: "view", tap: "norm_xhat", channel: 0 }]);
+  view.bnVariant = "ln";
+  view.window = "all";
+  assert.equal(connection.syncView(), false);
+  view.channel = 4;
+  assert.equal(connection.syncView(), true);
+  assert.equal(connection.syncView(), false, "asked once");
+  assert.deepEqual(JSON.parse(socket.sent.at(-1)), { type: "view", tap: "norm_xhat", channel: 4 });
+  assert.equal(socket.sent.length, 2);
+  // Without a view getter (a plain URL) there is no projection to keep in step.
+  const { connection: plain } = setup();
+  plain.open();
+  FakeSocket.made.at(-1).serverOpens();
+  assert.equal(plain.syncView(), false);
+  assert.deepEqual(FakeSocket.made.at(-1).sent, []);
 });

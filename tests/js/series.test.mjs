@@ -63,6 +63,35 @@ test("BN channel series pick one channel of every field", () => {
   assert.deepEqual(plain.running_var, [null, null]);
 });
 
+test("a projected stream's BN lists hold only the channels it names", () => {
+  // The fixture's bn holds channels [0, 1]; projected onto channel 1 it keeps index 1 alone.
+  const project = (f, channel, width = 2) => {
+    for (const layer of f.variants.bn.layers) {
+      const bn = layer.bn;
+      layer.bn = { channels: [channel], r_max: 3 };
+      for (const field of Object.keys(bn)) layer.bn[field] = channel < width ? [bn[field][channel]] : [];
+    }
+    return f;
+  };
+  const full = columnsOf(stateOf([hello(), frame(0), frame(2)]));
+  const projected = columnsOf(stateOf([hello(), project(frame(0), 1), project(frame(2), 1)]));
+  assert.deepEqual(bnChannel(projected, "bn", 0, 1), bnChannel(full, "bn", 0, 1));
+  assert.deepEqual(bnChannel(projected, "bn", 0, 1).batch_var, [2, 2]);
+  // A channel the stream does not hold reads as missing, not as the list's first entry.
+  assert.deepEqual(bnChannel(projected, "bn", 0, 0).batch_mean, [null, null]);
+  // Past the layer's width the lists are empty.
+  const past = columnsOf(stateOf([hello(), project(frame(0), 5)]));
+  assert.deepEqual(bnChannel(past, "bn", 0, 5).gamma, [null]);
+});
+
+test("taps without counts (projected away) read as no histogram", () => {
+  const stats = { percentiles: [0, 0, 0, 0, 0], mean: 0, std: 1, min: -1, max: 1, underflow: 0, overflow: 0, nonfinite: 0 };
+  assert.equal(histogramShares(stats), null);
+  const column = { step: 0, variants: { plain: { layers: [{ taps: { act_input: stats } }] }, bn: { layers: [{ taps: { act_input: { counts: [0, 1, 0] } } }] } } };
+  assert.equal(occupiedBins([column], ["plain"], 0, "act_input"), null);
+  assert.deepEqual(occupiedBins([column], ["plain", "bn"], 0, "act_input", 0), [1, 1]);
+});
+
 test("histogram shares count values outside the range in the total", () => {
   const shares = histogramShares({ counts: [1, 2, 1], underflow: 2, overflow: 3, nonfinite: 1 });
   assert.deepEqual(shares.shares, [0.1, 0.2, 0.1]);

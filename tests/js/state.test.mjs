@@ -266,3 +266,48 @@ test("a layer's channels come from its description, else the MLP's width", async
   assert.equal(layerChannels(cnn, "plain", 0), 100);
   assert.equal(layerChannels({ config: {} }, "bn", 0), 0);
 });
+
+test("a history message replaces frames, events and what they decided; hello, run and settings stay", () => {
+  const diverging = frame(10);
+  diverging.variants.plain.status = "diverged";
+  const before = run([
+    hello(),
+    { type: "ack", id: 1, run: { id: "r1", state: "running", lr: 0.3 } },
+    frame(0, { test: true, ics: true }),
+    event(5, "skipped", { variants: ["bn"], reason: "batch size 1" }),
+    diverging,
+    { type: "error", id: 2, message: "no" },
+  ]);
+  assert.deepEqual(Object.keys(before.diverged), ["plain"]);
+  const revision = before.revision;
+  const helloObject = before.hello;
+  // After a view change the server sends the history again, projected onto the new view.
+  const messages = [frame(0), frame(20), event(20, "lr", { value: 0.2, previous: 0.3 })];
+  const after = applyMessage(before, { v: 2, type: "history", messages });
+  assert.deepEqual(columnsOf(after).map((c) => c.step), [0, 20]);
+  assert.deepEqual(testsOf(after), []);
+  assert.equal(after.ics.seen, 0);
+  assert.deepEqual(after.events.map((e) => e.kind), ["lr"]);
+  assert.deepEqual([after.skipped, after.diverged, after.frames, after.step], [null, {}, 2, 20]);
+  assert.equal(after.hello, helloObject);
+  assert.equal(after.run.id, "r1");
+  assert.equal(after.settings.lr, 0.2, "the history's own lr event, on top of the kept settings");
+  assert.equal(after.lastError.message, "no");
+  assert.equal(after.revision, revision + 1, "one redraw for the whole history");
+  // The same as those messages arriving one by one after the hello.
+  const direct = run([hello(), { type: "ack", id: 1, run: { id: "r1", state: "running", lr: 0.3 } }, ...messages, { type: "error", id: 2, message: "no" }]);
+  assert.deepEqual({ ...after, revision: 0 }, { ...direct, revision: 0 });
+});
+
+test("a history's frames without their own version are read as the history's version", () => {
+  const compact = frame(0, { depth: 1 });
+  delete compact.v;
+  compact.variants.plain.layers[0].taps = { linear_out: { counts: [4], first: 3 }, act_input: "linear_out", act_output: { counts: [1, 1] } };
+  const state = run([hello({ depth: 1 }), { v: 2, type: "history", messages: [compact] }]);
+  const taps = columnsOf(state)[0].variants.plain.layers[0].taps;
+  assert.deepEqual(taps.act_input.counts, [0, 0, 0, 4]);
+  assert.deepEqual(taps.act_output, { counts: [1, 1, 0, 0], underflow: 0, overflow: 0, nonfinite: 0 });
+  // An empty history clears what was there, and one before any hello keeps nothing.
+  assert.equal(columnsOf(run([hello(), frame(0), { v: 2, type: "history", messages: [] }])).length, 0);
+  assert.equal(columnsOf(run([{ v: 2, type: "history", messages: [frame(0)] }])).length, 0);
+});

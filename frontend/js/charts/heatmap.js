@@ -142,7 +142,8 @@ export function createHeatmap(card, { layer, view, cursor }) {
     const step = columns[col].step;
     cursor.set(step);
     const tip = tooltip();
-    if (!stats) {
+    // No histogram yet: a column from before a tap change, until the server's history for it.
+    if (!stats || !Array.isArray(stats.counts)) {
       tip.hidden = true;
       return;
     }

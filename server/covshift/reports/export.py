@@ -30,7 +30,7 @@ from typing import Annotated, Any
 from pydantic import TypeAdapter, ValidationError
 
 from covshift.config import RunConfig
-from covshift.wire import MISFIT
+from covshift.wire import MISFIT, tap_of
 
 BASE_COLUMNS = (
     "step",
@@ -123,7 +123,7 @@ def _frame_row(
     for index in range(depth):
         stats: dict[str, Any] = {}
         if index < len(layers):
-            stats = layers[index].get("taps", {}).get("act_input") or {}
+            stats = tap_of(layers[index], "act_input") or {}
         row.append(stats.get("mean"))
         row.append(stats.get("std"))
         percentiles = stats.get("percentiles") or []

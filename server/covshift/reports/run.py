@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from covshift.errors import CovshiftError
-from covshift.wire import MISFIT, Json
+from covshift.wire import MISFIT, Json, tap_of
 
 from .page import Figure, columns, config_text, figure, line, page, table, thin, variant_color
 from .text import Text
@@ -61,7 +61,7 @@ class RunSeries:
             put("loss", entry["loss"])
             put("acc", entry["acc"])
             last = entry["layers"][-1]
-            percentiles = last["taps"]["act_input"]["percentiles"]
+            percentiles = tap_of(last, "act_input")["percentiles"]  # type: ignore[index]
             put("band", [percentiles[i] for i in self.band_index])
             if last["drift"] is not None:
                 put("w1", last["drift"]["w1"])

@@ -35,7 +35,7 @@ from covshift.wire import Json
 from .hooks import hooked
 from .models import Network
 from .norms import channel_rows, restoring_state
-from .packing import Filled, Packer
+from .packing import Filled, Packer, significant
 
 # Enough examples that the halves' per-unit floor is small, few enough to cost little
 # (one extra forward of this many rows per variant per frame).
@@ -111,7 +111,7 @@ class FixedDataDrift:
             entries = [self._layer((variant, k), v, examples) for k, v in enumerate(values)]
             numbers = [x for e in entries for x in e.values() if x is not None]
             packer.unpacked_nonfinite |= not bool(np.isfinite(numbers).all())
-            result[variant] = list(entries)
+            result[variant] = [Filled((k, significant(x)) for k, x in e.items()) for e in entries]
         return result
 
     def _layer(self, key: tuple[str, int], values: np.ndarray, examples: int) -> Filled:

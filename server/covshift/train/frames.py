@@ -16,7 +16,7 @@ from covshift.wire import Json, message
 from . import ics
 from .fixed_drift import FixedDataDrift
 from .models import Network, layer_weights
-from .packing import Packer
+from .packing import Packer, significant
 from .probes import Captured, Probe, tap_values
 
 Metrics = dict[str, torch.Tensor]
@@ -91,7 +91,7 @@ def build_frame(
     frame = message(
         "frame",
         step=view.step,
-        epoch=view.epoch,
+        epoch=significant(view.epoch),
         lr=view.lr,
         batch_size=view.batch_size,
         variants=variants,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from covshift.wire import Json, json_safe
+from covshift.wire import Finite, Json, json_safe
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,13 @@ class Packer:
         listed under the top-level "nonfinite" key as JSON-pointer -> "nan" | "inf" | "-inf"."""
         if not self._parts:
             filled = _fill(template, [])
-            return json_safe(filled) if self.unpacked_nonfinite else filled
-        # float32 parts first (shortened in one go), then the rest, all as float64.
-        order = sorted(range(len(self._parts)), key=lambda i: self._parts[i].dtype != torch.float32)
-        n_short = sum(1 for part in self._parts if part.dtype == torch.float32)
+            return _checked(json_safe(filled) if self.unpacked_nonfinite else filled)
+        # Floating parts first (shortened in one go), then the integers, all as float64.
+        packed = self._parts
+        order = sorted(range(len(packed)), key=lambda i: not packed[i].is_floating_point())
+        n_short = sum(1 for part in self._parts if part.is_floating_point())
         pieces = _on_host([self._parts[i].reshape(-1) for i in order])
-        wide = [_widen(torch.cat(pieces[:n_short]))] if n_short else []
+        wide = [shortened(torch.cat([p.double() for p in pieces[:n_short]]))] if n_short else []
         wide += [piece.double() for piece in pieces[n_short:]]
         flat = torch.cat(wide)
         bad = bool((~torch.isfinite(flat)).any())
@@ -71,8 +73,22 @@ class Packer:
             parts[i] = _nest(chunk, tuple(original.shape))
         filled = _fill(template, parts)
         if (bad or self.unpacked_nonfinite) and isinstance(filled, dict):
-            return json_safe(filled)
-        return filled
+            return _checked(json_safe(filled))
+        return _checked(filled)
+
+
+def significant(value: float | None) -> float | None:
+    """A plain number as the packer writes a packed one: to 9 significant digits (None and
+    non-finite values as they are)."""
+    if value is None or not math.isfinite(value):
+        return value
+    return float(f"{value:.9g}")
+
+
+def _checked(filled: Json) -> Json:
+    """A resolved record, marked as checked for non-finite numbers (torch looked at every
+    packed value; unpacked ones are checked where a producer says they may be non-finite)."""
+    return Finite(filled) if isinstance(filled, dict) else filled
 
 
 def _nest(values: list[Json], shape: tuple[int, ...]) -> Json:
@@ -107,13 +123,12 @@ def _on_host(pieces: list[torch.Tensor]) -> list[torch.Tensor]:
     return host
 
 
-def _widen(values: torch.Tensor) -> torch.Tensor:
-    """float64 copy of a part. float32 values become the double nearest to their 9-digit
-    decimal: JSON then writes ~10 characters instead of 17-19, and casting the number back
-    to float32 gives exactly the original bits (9 significant digits round-trip float32)."""
-    wide = values.double()
-    if values.dtype != torch.float32:
-        return wide
+def shortened(wide: torch.Tensor) -> torch.Tensor:
+    """Floating values (as float64), each value the double nearest to its 9-significant-
+    digit decimal: JSON then writes ~10 characters instead of 17-19. A float32 value cast
+    back to float32 gives exactly its original bits (9 significant digits round-trip
+    float32); a statistic computed in float64 from float32 data (a percentile, a mean) keeps
+    more digits than its data had (9 against float32's ~7)."""
     magnitude = wide.abs()
     exponent = 8 - torch.floor(torch.log10(torch.where(magnitude > 0, magnitude, 1.0)))
     # Only where 10**exponent is an exact double (0..22) is the rounding exact.

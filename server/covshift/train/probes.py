@@ -23,7 +23,7 @@ from .hooks import Hook, hooked
 from .models import ACTIVATIONS, Network
 from .norms import channel_rows, normalized
 from .normstats import norm_templates
-from .packing import Filled, Packer
+from .packing import Filled, Packer, shortened, significant
 
 # What a layer exposes, in forward order. x̂ is derived from the norm's input at reduction.
 TAPS = ("linear_out", "norm_xhat", "norm_out", "act_input", "act_output")
@@ -285,7 +285,7 @@ class Probe:
             numbers = np.column_stack([w1[0], change, w1[1], w1[2]])
             packer.unpacked_nonfinite |= not bool(np.isfinite(numbers).all())
             for key, (w1_now, dmean, dstd, w1_start, w1_window) in zip(
-                keys, numbers.tolist(), strict=True
+                keys, shortened(torch.from_numpy(numbers).double()).tolist(), strict=True
             ):
                 result[key] = Filled(
                     w1=w1_now, dmean=dmean, dstd=dstd, w1_start=w1_start, w1_window=w1_window
@@ -319,7 +319,7 @@ def _activation_stats(
         for i, k in enumerate(dead_layers):
             n = outputs[k].numel()
             dead = int(stats.count_below(output_rows[k], at_most_zero)) / n
-            result[k] = {"dead": dead, "dead_units": dead_units.row(i)}
+            result[k] = {"dead": significant(dead), "dead_units": dead_units.row(i)}
     for k, act in enumerate(acts):
         bounds = saturation_bounds(act)
         if bounds is None:
@@ -331,7 +331,7 @@ def _activation_stats(
         thresholds = np.array([limits[0], np.nextafter(limits[1], np.float32(np.inf))])
         below_low, up_to_high = stats.count_below(output_rows[k], thresholds).tolist()
         finite = n - int(nonfinite[output_rows[k]])
-        result[k] = {"saturated": (below_low + finite - up_to_high) / n}
+        result[k] = {"saturated": significant((below_low + finite - up_to_high) / n)}
     return result
 
 
@@ -339,8 +339,9 @@ def _tap_dicts(stats: RowStats) -> list[dict[str, Json]]:
     """Each row's statistics as a wire dict. RowStats live on the host, so no sync here."""
     counts = stats.counts.tolist()
     tallies = torch.stack([stats.underflow, stats.overflow, stats.nonfinite], 1).tolist()
-    percentiles = stats.percentiles.tolist()
-    moments = torch.stack([stats.mean, stats.std, stats.min, stats.max], 1).tolist()
+    percentiles = shortened(stats.percentiles.double()).tolist()
+    stacked = torch.stack([stats.mean, stats.std, stats.min, stats.max], 1).double()
+    moments = shortened(stacked).tolist()
     return [
         Filled(
             counts=counts[i],

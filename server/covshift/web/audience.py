@@ -13,6 +13,7 @@ import asyncio
 
 from .fanout import ClientQueue
 from .history import History
+from .projection import View, projections
 from .store import RunStore
 
 
@@ -26,6 +27,9 @@ class Audience:
         self.history_frames = history_frames
         self.clients: set[ClientQueue] = set()
         self._store = store
+        # Per watched view, the projections of the live frames still in the history, by
+        # frame text: a tab joining with a view someone watches costs only the compression.
+        self._projected: dict[View, dict[str, str]] = {}
 
     def deliver(self, text: str, is_frame: bool) -> None:
         """One message to the history (while live) and to every client."""
@@ -34,8 +38,30 @@ class Audience:
         self.broadcast(text, is_frame)
 
     def broadcast(self, text: str, is_frame: bool) -> None:
+        """To every client: a frame projected to each client's view (parsed once, projected
+        once per distinct view), everything else as it is."""
+        views = {c.view for c in self.clients if c.view is not None} if is_frame else set()
+        projected = projections(text, views) if views else {}
+        if self.history is not None and projected:
+            self._remember(text, projected)
         for client in self.clients:
-            client.put(text, is_frame)
+            view = client.view
+            client.put(projected[view] if view is not None and is_frame else text, is_frame)
+
+    def _remember(self, text: str, projected: dict[View, str]) -> None:
+        for view in list(self._projected):
+            if view not in projected:
+                del self._projected[view]  # nobody watches it now
+        for view, shown in projected.items():
+            kept = self._projected.setdefault(view, {})
+            kept[text] = shown
+            if self.history is not None and len(kept) > 2 * self.history_frames:
+                held = set(self.history.snapshot())
+                self._projected[view] = {t: p for t, p in kept.items() if t in held}
+
+    def projected(self, view: View) -> dict[str, str]:
+        """The live frames already projected to this view, by their text."""
+        return self._projected.get(view, {})
 
     async def attach(self, client: ClientQueue) -> tuple[str | None, list[str]]:
         """Start sending live messages to client; returns (hello, history) to send first."""

@@ -11,6 +11,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .projection import View
+
+# What a client is sent: JSON text, a binary message, or a binary message built when its
+# turn comes (a history, compressed off the event loop, in order with the rest).
+Outgoing = str | bytes | Callable[[], Awaitable[bytes]]
 
 
 class ClientClosed(Exception):
@@ -18,21 +27,23 @@ class ClientClosed(Exception):
 
 
 class ClientQueue:
-    """Messages (JSON text) waiting to be sent to one websocket client."""
+    """Messages waiting to be sent to one websocket client, and what the client views
+    (None: whole frames)."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, view: View | None = None) -> None:
         if maxsize < 1:
             raise ValueError("a client queue needs room for at least one message")
         self.maxsize = maxsize
         self.dropped = 0
-        self._items: deque[tuple[str, bool]] = deque()
+        self.view = view
+        self._items: deque[tuple[Outgoing, bool]] = deque()
         self._ready = asyncio.Event()
         self._closed = False
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, text: str, is_frame: bool) -> None:
+    def put(self, text: Outgoing, is_frame: bool) -> None:
         """Queue a message; call from the event loop."""
         if self._closed:
             return
@@ -49,7 +60,7 @@ class ClientQueue:
                 return
         self._items.popleft()
 
-    async def get(self) -> str:
+    async def get(self) -> Outgoing:
         """The oldest message; waits for one. Raises ClientClosed once closed."""
         while not self._items:
             if self._closed:

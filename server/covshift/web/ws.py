@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -30,6 +31,7 @@ from .deps import Manager
 from .fanout import ClientClosed, ClientQueue
 from .lifecycle import RunState
 from .manager import AnyRun, RunManager, UnknownRun
+from .projection import View, history_message, view_error
 from .schemas import ControlMessage
 from .security import origin_allowed
 
@@ -55,8 +57,13 @@ async def run_socket(websocket: WebSocket, run_id: str, manager: Manager) -> Non
         await websocket.send_text(encode(message("error", id=None, message=str(exc))))
         await websocket.close(code=UNKNOWN_RUN, reason="unknown run")
         return
+    view, problem = _view_asked(websocket)
     await websocket.accept()
-    client = ClientQueue(manager.settings.client_queue)
+    if problem is not None:
+        await websocket.send_text(encode(message("error", id=None, message=problem)))
+        await websocket.close(code=POLICY_VIOLATION, reason="bad view")
+        return
+    client = ClientQueue(manager.settings.client_queue, view)
     try:
         hello, history = await run.attach(client)
     except Exception:  # a server bug must not drop the connection without a word
@@ -67,7 +74,7 @@ async def run_socket(websocket: WebSocket, run_id: str, manager: Manager) -> Non
         # After what of its frames could be read. The connection stays open, as a stored
         # run's does: closing would only make the page reconnect again and again.
         _reply_error(client, None, f"run {run.id} is damaged: {run.error}")
-    sender = asyncio.create_task(_send(websocket, client, hello, history))
+    sender = asyncio.create_task(_send(websocket, run, client, hello, history))
     try:
         refusal = await _receive(websocket, run, client, manager)
     finally:
@@ -82,17 +89,41 @@ async def run_socket(websocket: WebSocket, run_id: str, manager: Manager) -> Non
             await websocket.close(code=MESSAGE_TOO_BIG, reason="message too big")
 
 
+def _view_asked(websocket: WebSocket) -> tuple[View | None, str | None]:
+    """The view the client names in its query (`tap` and `channel`, both or neither), or
+    why it is not one."""
+    query = websocket.query_params
+    if "tap" not in query and "channel" not in query:
+        return None, None
+    raw = query.get("channel", "")
+    channel: object = int(raw) if raw.isdigit() and len(raw) <= 6 else raw
+    problem = view_error(query.get("tap"), channel)
+    if problem is not None:
+        return None, problem
+    return View(str(query["tap"]), int(raw)), None
+
+
 async def _send(
-    websocket: WebSocket, client: ClientQueue, hello: str | None, history: list[str]
+    websocket: WebSocket, run: AnyRun, client: ClientQueue, hello: str | None, history: list[str]
 ) -> None:
     # RuntimeError: sending on a closed socket; OSError: the peer vanished mid-send.
     with contextlib.suppress(ClientClosed, WebSocketDisconnect, RuntimeError, OSError):
         if hello is not None:
             await websocket.send_text(hello)
-        for text in history:
-            await websocket.send_text(text)
+        if client.view is not None:
+            # The whole history in one compressed message, in its place before live ones.
+            await websocket.send_bytes(await _history_job(run, history, client.view)())
+        else:
+            for text in history:
+                await websocket.send_text(text)
         while True:
-            await websocket.send_text(await client.get())
+            item = await client.get()
+            if isinstance(item, str):
+                await websocket.send_text(item)
+            elif isinstance(item, bytes):
+                await websocket.send_bytes(item)
+            else:
+                await websocket.send_bytes(await item())
     # Closed by the server (shutdown) or the peer: end the read side too.
     with contextlib.suppress(Exception):
         await websocket.close()
@@ -136,6 +167,9 @@ async def _handle(text: str, run: AnyRun, client: ClientQueue, manager: RunManag
         client_id = int(client_id)  # JSON Schema's "integer", as ControlMessage reads it
     if not isinstance(client_id, (str, int)) or isinstance(client_id, bool):
         client_id = None  # echo only what the message's `id` field may be
+    if data.get("type") == "view":
+        await _change_view(data, run, client, client_id)
+        return
     if data.get("type") != "control":
         _reply_error(client, client_id, f"type: {_unknown_type(data.get('type'))}")
         return
@@ -151,15 +185,40 @@ async def _handle(text: str, run: AnyRun, client: ClientQueue, manager: RunManag
     client.put(encode(message("ack", id=control.id, run=info.model_dump(mode="json"))), False)
 
 
+async def _change_view(
+    data: dict[str, Any], run: AnyRun, client: ClientQueue, client_id: str | int | None
+) -> None:
+    """Project this client's frames to a new view and send its history again for it."""
+    problem = view_error(data.get("tap"), data.get("channel"))
+    if problem is not None:
+        _reply_error(client, client_id, problem)
+        return
+    view = View(data["tap"], data["channel"])
+    # A live run's snapshot does not suspend: no frame can fall between the two views.
+    client.view = view
+    _, history = await run.snapshot()
+    client.put(_history_job(run, history, view), False)
+
+
+def _history_job(run: AnyRun, history: list[str], view: View) -> Callable[[], Awaitable[bytes]]:
+    """Builds the compressed history when the sender gets to it, off the event loop."""
+    projected = dict(run.projected(view))  # a copy: the loop adds to the original meanwhile
+
+    async def build() -> bytes:
+        return await asyncio.to_thread(history_message, history, view, projected)
+
+    return build
+
+
 def _unknown_type(value: object) -> str:
     if isinstance(value, str):
         shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
-        return f"unknown message type {shown}; expected 'control'"
+        return f"unknown message type {shown}; expected 'control' or 'view'"
     if value is None:
-        return "missing; expected 'control'"
+        return "missing; expected 'control' or 'view'"
     # Not repr: a deeply nested value would recurse, a long one would be echoed whole.
     kind = {bool: "a boolean", int: "a number", float: "a number", list: "an array"}
-    return f"must be the string 'control', not {kind.get(type(value), 'an object')}"
+    return f"must be the string 'control' or 'view', not {kind.get(type(value), 'an object')}"
 
 
 def _reply_error(client: ClientQueue, client_id: str | int | None, text: str) -> None:
