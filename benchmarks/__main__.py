@@ -40,6 +40,12 @@ TARGETS = {
     ("browser", "slowest_visible_chart_refreshes_per_s"): (">=", 2.0),
     ("browser", "tasks_over_50ms_after_first_render"): ("<=", 0.0),
     ("browser", "control_ack_p95_ms"): ("<=", 100.0),
+    ("browser", "join_bytes"): ("<=", 2_000_000.0),
+    ("browser", "join_to_first_screen_s"): ("<=", 2.0),
+    ("browser", "main_thread_busy_cpu4x"): ("<=", 0.50),
+    ("browser", "tasks_over_50ms_cpu4x"): ("<=", 0.0),
+    ("browser", "control_ack_p95_ms_cpu4x"): ("<=", 100.0),
+    ("browser", "slowest_visible_chart_refreshes_per_s_cpu4x"): (">=", 1.0),
 }
 
 

@@ -1,5 +1,8 @@
 """The page in headless Chromium against `covshift serve`: start-up to the first filled
-chart, main-thread load while streaming, chart refresh rates, long tasks, control latency."""
+chart, main-thread load while streaming, chart refresh rates, long tasks, control latency;
+a second tab joining the running demo (bytes and time to its charts); then the same
+measures with the CPU slowed 4x (Chromium's CPU throttling, through the DevTools protocol),
+as on a student's laptop. Figures measured throttled end in `_cpu4x`."""
 
 from __future__ import annotations
 
@@ -111,6 +114,50 @@ def _measure_page(page: Any, cdp: Any, window_s: float) -> dict[str, float]:
     }
 
 
+FIRST_SCREEN_DRAWN = """() => [...document.querySelectorAll('#lesson .plot')]
+    .filter((p) => p.data?.some((t) => t.x.length > 1)).length === 2
+  && [...document.querySelectorAll('#layer-1 canvas')].every((c) => c.width > 5)"""
+
+
+def _join(browser: Any, url: str) -> dict[str, float]:
+    """A new tab joining the running demo: bytes it received over the websocket until its
+    first screen was drawn (the hello and the history), and the seconds that took."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    received: list[int] = []
+
+    def listen(ws: Any) -> None:
+        ws.on("framereceived", lambda payload: received.append(len(payload)))
+
+    page.on("websocket", listen)
+    started = time.monotonic()
+    page.goto(url)
+    page.wait_for_function(FIRST_SCREEN_DRAWN, timeout=60_000)
+    seconds = time.monotonic() - started
+    frames = page.evaluate("() => window.covshift.state.frames")
+    page.close()
+    return {
+        "join_frames": float(frames),
+        "join_bytes": float(sum(received)),
+        "join_to_first_screen_s": seconds,
+    }
+
+
+def _throttled(page: Any, cdp: Any, window_s: float) -> dict[str, float]:
+    """The page's measures with the CPU slowed 4x."""
+    cdp.send("Emulation.setCPUThrottlingRate", {"rate": 4})
+    page.wait_for_timeout(2000)  # the page's scheduler sees the slower machine first
+    began = page.evaluate("() => performance.now()")
+    figures = _measure_page(page, cdp, window_s)
+    long_tasks = page.evaluate("() => window.__longTasks")
+    late = [d for at, d in long_tasks if at > began]
+    figures["tasks_over_50ms"] = float(sum(d > 50 for d in late))
+    figures["longest_task_ms"] = max(late, default=0.0)
+    acks = sorted(page.evaluate(TYPE_LEARNING_RATE, 0.5 - i * 0.01) for i in range(12))
+    figures["control_ack_p95_ms"] = acks[int(0.95 * (len(acks) - 1))]
+    cdp.send("Emulation.setCPUThrottlingRate", {"rate": 1})
+    return {f"{name}_cpu4x": value for name, value in figures.items()}
+
+
 def _task_seconds(cdp: Any) -> float:
     metrics = cdp.send("Performance.getMetrics")["metrics"]
     return float(next(m["value"] for m in metrics if m["name"] == "TaskDuration"))
@@ -168,6 +215,10 @@ def run_browser_benchmark(quick: bool) -> dict[str, float]:
                 acks.sort()
                 figures["control_ack_p95_ms"] = acks[int(0.95 * (len(acks) - 1))]
                 figures["control_ack_median_ms"] = statistics.median(acks)
+                figures |= _throttled(page, cdp, window_s)
+                # Joined once the demo's history is full (500 frames, ~30 s of the demo).
+                page.wait_for_function("() => window.covshift.state.frames >= 500", timeout=120_000)
+                figures |= _join(browser, url)
                 browser.close()
         finally:
             server.terminate()

@@ -45,6 +45,10 @@ const session = {
 
 const cursor = createCursorBus();
 const scheduler = createScheduler({ getState: () => session.state });
+// The person comes first: a redraw does not start right after a key, a click or a scroll.
+for (const type of ["keydown", "pointerdown", "wheel", "input"]) {
+  document.addEventListener(type, () => scheduler.input(), { capture: true, passive: true });
+}
 const dashboard = createDashboard({
   intro: document.querySelector(".intro"),
   lessonRoot: $("lesson"),

@@ -1,7 +1,12 @@
 /** Render budget: charts redraw from animation frames, a few per frame, only while in view. */
 
 // Messages only mark charts stale. Redraws go round-robin, one or two per animation frame,
-// at a pace that keeps the main thread mostly free for input.
+// at a pace that keeps the main thread mostly free for input. The pace follows what each
+// chart's redraw costs on this machine, measured every time: on a fast one every visible
+// chart redraws twice a second; where that would take more than `maxBusy` of the thread
+// (a slow laptop), the interval widens, down to once a second. Right after a person types,
+// clicks or scrolls, redraws hold off for a moment (they are skipped, not queued), so the
+// page answers first.
 
 /** console.error each distinct message once: a chart that fails fails on every redraw. */
 function logOnce() {
@@ -16,9 +21,12 @@ function logOnce() {
 
 export const DEFAULTS = {
   frameBudgetMs: 12, // start another chart in a frame only if its usual cost still fits this
-  targetBusy: 0.2, // share of the main thread that chart redraws may take (layout and paint come on top)
+  targetBusy: 0.2, // share of the main thread that chart redraws aim at (layout and paint come on top)
+  maxBusy: 0.35, // ... and never exceed while the interval can still widen
   minIntervalMs: 300, // no chart redraws more than ~3 times a second
-  maxIntervalMs: 450, // ... and a stale visible chart waits at most this long (≥ 2/s)
+  preferredIntervalMs: 450, // a stale visible chart waits at most this long (≥ 2/s) while redraws take ≤ maxBusy
+  maxIntervalMs: 1000, // ... and never longer than this (≥ 1/s), however slow the machine
+  quietAfterInputMs: 250, // no redraw starts this soon after a key, click or scroll
   costSmoothing: 0.3, // weight of the newest measurement in a chart's cost estimate
 };
 
@@ -45,7 +53,8 @@ export function createScheduler({
   let cursor = 0;
   let frameRequested = false;
   let timer = null;
-  const stats = { frames: 0, renders: 0, renderMs: 0, longestMs: 0, longestFrameMs: 0, byWidget: {} };
+  let quietUntil = -Infinity;
+  const stats = { frames: 0, renders: 0, renderMs: 0, longestMs: 0, longestFrameMs: 0, held: 0, byWidget: {} };
 
   const observer = observerFactory
     ? observerFactory((records) => {
@@ -108,8 +117,14 @@ export function createScheduler({
   function interval() {
     let visibleCost = 0;
     for (const entry of entries) if (entry.visible) visibleCost += entry.cost;
-    const wanted = visibleCost / config.targetBusy;
-    return Math.min(config.maxIntervalMs, Math.max(config.minIntervalMs, wanted));
+    const preferred = Math.min(config.preferredIntervalMs, visibleCost / config.targetBusy);
+    const needed = visibleCost / config.maxBusy; // what keeps redraws within maxBusy
+    return Math.min(config.maxIntervalMs, Math.max(config.minIntervalMs, preferred, needed));
+  }
+
+  /** A person typed, clicked or scrolled: the page answers before the next redraw. */
+  function input() {
+    quietUntil = now() + config.quietAfterInputMs;
   }
 
   function schedule() {
@@ -126,6 +141,14 @@ export function createScheduler({
     frameRequested = false;
     stats.frames += 1;
     const start = now();
+    if (start < quietUntil) {
+      stats.held += 1;
+      timer = setTimer(() => {
+        timer = null;
+        schedule();
+      }, quietUntil - start);
+      return;
+    }
     const gap = interval();
     let nextDue = Infinity;
     let rendered = 0;
@@ -193,5 +216,5 @@ export function createScheduler({
     observer?.disconnect();
   }
 
-  return { add, remove, clear, invalidate, urgent, dispose, stats, entries, get interval() { return interval(); }, frame };
+  return { add, remove, clear, invalidate, urgent, input, dispose, stats, entries, get interval() { return interval(); }, frame };
 }

@@ -95,7 +95,7 @@ test("a stale chart waits for its interval; new messages only mark it stale", ()
 });
 
 test("the interval grows with the cost of the visible charts, capped to keep ≥ 2 redraws/s", () => {
-  const h = harness({ costs: { a: 25, b: 25, c: 25, d: 25, e: 25, f: 25 }, options: { minIntervalMs: 100, maxIntervalMs: 450, targetBusy: 0.3 } });
+  const h = harness({ costs: { a: 25, b: 25, c: 25, d: 25, e: 25, f: 25 }, options: { minIntervalMs: 100, preferredIntervalMs: 450, maxBusy: 1, targetBusy: 0.3 } });
   for (const name of ["a", "b", "c"]) h.scheduler.add(h.widget(name));
   for (let i = 0; i < 3; i += 1) h.runFrame();
   assert.equal(h.scheduler.interval, 250); // 3 × 25 ms / 0.3
@@ -157,4 +157,40 @@ test("a widget may keep its own, shorter pace", () => {
   h.scheduler.invalidate();
   h.runFrame();
   assert.deepEqual(h.drawn, ["status", "chart", "status"]);
+});
+
+test("on a slow machine the interval widens to keep redraws within maxBusy, down to 1/s", () => {
+  const options = { minIntervalMs: 300, preferredIntervalMs: 450, maxIntervalMs: 1000, targetBusy: 0.2, maxBusy: 0.35 };
+  const settled = (cost) => {
+    const h = harness({ costs: Object.fromEntries([..."abcdefghi"].map((n) => [n, cost])), options });
+    for (const name of "abcdefghi") h.scheduler.add(h.widget(name));
+    // Every chart redraws many times, so each one's cost estimate settles on what it costs.
+    for (let round = 0; round < 400; round += 1) {
+      h.scheduler.invalidate();
+      h.advance(2000);
+      while (h.frames.length) h.runFrame();
+    }
+    return h.scheduler.interval;
+  };
+  // Fast: 9 charts of 10 ms: 90 / 0.2 = 450, and 90 / 0.35 = 257 is within it.
+  assert.ok(Math.abs(settled(10) - 450) < 1);
+  // In between: 180 ms of charts redraw every 180 / 0.35 = 514 ms.
+  assert.ok(Math.abs(settled(20) - 180 / 0.35) < 1);
+  // 4x slower: 360 / 0.35 = 1029 ms would be needed; once a second is the floor.
+  assert.equal(settled(40), 1000);
+});
+
+test("right after input no redraw starts; the skipped frame comes back after the quiet", () => {
+  const h = harness({ options: { quietAfterInputMs: 250 } });
+  h.scheduler.add(h.widget("a"));
+  h.scheduler.input();
+  h.runFrame();
+  assert.deepEqual(h.drawn, [], "held while the person is acting");
+  assert.equal(h.scheduler.stats.held, 1);
+  assert.equal(h.timers.length, 1);
+  assert.equal(h.timers[0].at, 250);
+  h.advance(250);
+  h.timers.shift().fn();
+  h.runFrame();
+  assert.deepEqual(h.drawn, ["a"]);
 });

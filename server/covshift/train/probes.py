@@ -285,7 +285,7 @@ class Probe:
             numbers = np.column_stack([w1[0], change, w1[1], w1[2]])
             packer.unpacked_nonfinite |= not bool(np.isfinite(numbers).all())
             for key, (w1_now, dmean, dstd, w1_start, w1_window) in zip(
-                keys, shortened(torch.from_numpy(numbers).double()).tolist(), strict=True
+                keys, shortened(numbers).tolist(), strict=True
             ):
                 result[key] = Filled(
                     w1=w1_now, dmean=dmean, dstd=dstd, w1_start=w1_start, w1_window=w1_window
@@ -339,9 +339,8 @@ def _tap_dicts(stats: RowStats) -> list[dict[str, Json]]:
     """Each row's statistics as a wire dict. RowStats live on the host, so no sync here."""
     counts = stats.counts.tolist()
     tallies = torch.stack([stats.underflow, stats.overflow, stats.nonfinite], 1).tolist()
-    percentiles = shortened(stats.percentiles.double()).tolist()
-    stacked = torch.stack([stats.mean, stats.std, stats.min, stats.max], 1).double()
-    moments = shortened(stacked).tolist()
+    percentiles = shortened(stats.percentiles).tolist()
+    moments = shortened(torch.stack([stats.mean, stats.std, stats.min, stats.max], 1)).tolist()
     return [
         Filled(
             counts=counts[i],
