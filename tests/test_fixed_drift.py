@@ -75,6 +75,41 @@ def test_per_unit_and_pooled_drift_match_an_independent_recomputation() -> None:
     assert entry["std"] == pytest.approx(after.std(), rel=1e-5)
 
 
+def test_the_typical_unit_is_the_median_spread_one_and_stays_for_the_run() -> None:
+    """Ioffe & Szegedy's "typical sigmoid": chosen once, its 15/50/85th percentiles on the
+    probe set each frame, against NumPy on the captured activation input."""
+    config = RunConfig(variants=("plain",), depth=1, width=9, init="default", seed=5)
+    model = build_variants(config, 4, 2, torch.device("cpu"))["plain"]
+    x = torch.randn(40, 4, generator=torch.Generator().manual_seed(6))
+    drift = FixedDataDrift(x)
+
+    def act_input() -> np.ndarray:
+        with capture(model) as layers:
+            model(x)
+        return layers[0]["act_input"].double().numpy()
+
+    first_values = act_input()
+    (first,) = _measure(drift, {"plain": model})["plain"]
+    spread = first_values.std(axis=0)
+    assert first["unit"] == int(np.argsort(spread)[4])  # the 5th of 9 spreads: the median
+    assert np.ptp(spread) > 0  # the units do differ, so the choice means something
+    np.testing.assert_allclose(
+        first["unit_percentiles"],
+        np.percentile(first_values[:, first["unit"]], [15, 50, 85]),
+        rtol=1e-6,
+    )
+    with torch.no_grad():
+        model.hidden()[0].linear.weight.mul_(3.0)  # every spread changes, the unit does not
+    later_values = act_input()
+    (later,) = _measure(drift, {"plain": model})["plain"]
+    assert later["unit"] == first["unit"]
+    np.testing.assert_allclose(
+        later["unit_percentiles"],
+        np.percentile(later_values[:, first["unit"]], [15, 50, 85]),
+        rtol=1e-6,
+    )
+
+
 @pytest.mark.slow
 def test_plain_layer_inputs_move_more_than_bns_early_in_training(digits: Dataset) -> None:
     # Ioffe & Szegedy's Figure 1 net on digits, first 1,000 steps: on fixed data, plain's

@@ -72,6 +72,23 @@ export function driftLine(columns, variant, layer, key = "w1") {
   return columns.map((column) => finiteOrNull(layerOf(column, variant, layer)?.drift?.[key]));
 }
 
+/**
+ * One typical unit's 15th/50th/85th percentiles over time (Ioffe & Szegedy's "typical
+ * sigmoid"): the activation input of the unit the server chose (drift_fixed.unit), on the
+ * same held-out examples every frame. {lines: [p15, p50, p85], unit} (unit: the newest).
+ */
+export function typicalUnitLines(columns, variant, layer) {
+  const lines = [[], [], []];
+  let unit = null;
+  for (const column of columns) {
+    const fixed = layerOf(column, variant, layer)?.drift_fixed;
+    const values = Array.isArray(fixed?.unit_percentiles) ? fixed.unit_percentiles : [];
+    for (let k = 0; k < 3; k += 1) lines[k].push(finiteOrNull(values[k]));
+    if (Number.isInteger(fixed?.unit)) unit = fixed.unit;
+  }
+  return { lines, unit };
+}
+
 /** A scalar layer field (saturated, dead, grad_norm) over time. */
 export function layerScalar(columns, variant, layer, key) {
   return columns.map((column) => finiteOrNull(layerOf(column, variant, layer)?.[key]));

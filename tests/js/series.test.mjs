@@ -157,3 +157,17 @@ test("gradient ICS series: one per variant and layer, skipping points without th
   assert.deepEqual(icsMetric(broken, "bn", 0, "grad_diff"), { x: [3], y: [null] });
   assert.deepEqual(icsMetric(broken, "bn", 4, "grad_diff"), { x: [3], y: [null] });
 });
+
+test("a typical unit's percentiles come from drift_fixed, a gap where a frame has none", async () => {
+  const { typicalUnitLines } = await import("../../frontend/js/series.js");
+  const column = (step, fixed) => ({ step, variants: { plain: { layers: [{ drift_fixed: fixed }] } } });
+  const columns = [
+    column(0, { unit: 4, unit_percentiles: [-1, 0, 1] }),
+    column(50, null),
+    column(100, { unit: 4, unit_percentiles: [-2, 0.5, 3] }),
+  ];
+  const { lines, unit } = typicalUnitLines(columns, "plain", 0);
+  assert.equal(unit, 4);
+  assert.deepEqual(lines, [[-1, null, -2], [0, null, 0.5], [1, null, 3]]);
+  assert.deepEqual(typicalUnitLines(columns, "bn", 0).lines, [[null, null, null], [null, null, null], [null, null, null]]);
+});

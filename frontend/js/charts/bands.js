@@ -4,7 +4,7 @@
 
 import { t } from "../i18n.js";
 import { columnsIn } from "../state.js";
-import { percentileLines, stepsOf } from "../series.js";
+import { percentileLines, stepsOf, typicalUnitLines } from "../series.js";
 import { setLegend } from "./card.js";
 import { followHover } from "./cursor.js";
 import { baseLayout, eventShapes, placeCursor, react, stepAxis, subplotLabel, valueAxis, variantColor, variantName, withAlpha } from "./plot.js";
@@ -41,6 +41,23 @@ function bandTraces(p, levels, color, xaxis, x) {
   ];
 }
 
+const TYPICAL = "#1d2430";
+
+/** One typical unit's 15/50/85 lines (dotted, dark over the pooled bands). */
+function typicalTraces({ lines, unit }, xaxis, x) {
+  return lines.map((y, k) => ({
+    type: "scatter",
+    mode: "lines",
+    x,
+    y,
+    xaxis,
+    yaxis: "y",
+    name: `${t("legend.typicalUnit")} ${unit === null ? "" : `#${unit + 1}`} ${[15, 50, 85][k]}%`,
+    line: { color: TYPICAL, width: k === 1 ? 1.4 : 0.9, dash: "dot" },
+    hovertemplate: `${t("legend.typicalUnit")} ${[15, 50, 85][k]}%: %{y:.3g}<extra></extra>`,
+  }));
+}
+
 export function createBandsChart(card, { layer, view, cursor, runKey }) {
   let hooked = false;
   let axisNames = ["x"];
@@ -60,10 +77,17 @@ export function createBandsChart(card, { layer, view, cursor, runKey }) {
       };
       const traces = [];
       axisNames = state.variants.map((_, i) => (i === 0 ? "x" : `x${i + 1}`));
+      let typicalShown = false;
       state.variants.forEach((variant, i) => {
         const color = variantColor(variant, i);
         layout[i === 0 ? "xaxis" : `xaxis${i + 1}`] = stepAxis({ domain: domains[i], anchor: "y", ...(i ? { matches: "x" } : {}) });
         traces.push(...bandTraces(percentileLines(columns, variant, layer, tap, levels.length), levels, color, axisNames[i], x));
+        // The paper's view beside the pooled one: a typical unit, measured on act_input.
+        const typical = tap === "act_input" ? typicalUnitLines(columns, variant, layer) : null;
+        if (typical?.lines[1].some((v) => v !== null)) {
+          traces.push(...typicalTraces(typical, axisNames[i], x));
+          typicalShown = true;
+        }
         layout.annotations.push(subplotLabel(variantName(variant), axisNames[i], color));
       });
       layout.shapes = eventShapes(state.events, axisNames.map((axis) => [axis, "y"]));
@@ -73,6 +97,7 @@ export function createBandsChart(card, { layer, view, cursor, runKey }) {
         { label: "15–85%", color: "#777", width: 0, fill: "rgba(90,90,90,0.4)" },
         { label: "1–99%", color: "#777", width: 0, fill: "rgba(90,90,90,0.15)" },
         { label: t("legend.median"), color: "#555", width: 1.6 },
+        ...(typicalShown ? [{ label: t("legend.typicalUnit"), color: TYPICAL, width: 1.4, dash: "dot" }] : []),
       ]);
       if (!hooked && card.plot.on) {
         followHover(card.plot, cursor);

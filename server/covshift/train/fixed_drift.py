@@ -15,7 +15,10 @@ every unit into one histogram hides per-unit shift as well. Here, per layer and 
   the per-unit median against the first frame (how far the layer moved since it started);
 - the noise floor: the per-unit W1 between the two halves of the probe set under the same
   weights (what two different batches of that size differ by with nothing trained);
-- the pooled std of the layer's values, to read every number as a share of the spread.
+- the pooled std of the layer's values, to read every number as a share of the spread;
+- one typical unit, as Ioffe & Szegedy's Figure 1 (b, c) shows "a typical sigmoid": the
+  unit whose spread on the set was the median of the layer's at the variant's first
+  frame, kept for the run, and its 15th, 50th and 85th percentiles over the set.
 
 A conv layer's unit is a channel: its values are every position of the set's first examples,
 up to UNIT_VALUES of them (the halves and the pooled sample still split by example).
@@ -49,6 +52,8 @@ POOLED_EXAMPLES = 64
 # 100 channels), and the change between frames is still measured on the same values.
 UNIT_VALUES = 4096
 UNIT_QUANTILE = 0.9
+# The typical unit's percentiles, as the paper's Figure 1 (b, c) draws them.
+TYPICAL_PERCENTILES = (15, 50, 85)
 
 
 def probe_set(x_test: torch.Tensor, seed: int, size: int = PROBE_SIZE) -> torch.Tensor:
@@ -89,6 +94,8 @@ class FixedDataDrift:
         self._previous_pooled: dict[tuple[str, int], np.ndarray] = {}
         # (variant, layer) -> the first frame's values, each unit's column sorted
         self._first: dict[tuple[str, int], np.ndarray] = {}
+        # (variant, layer) -> the typical unit, chosen at the variant's first frame
+        self._typical: dict[tuple[str, int], int] = {}
 
     @torch.no_grad()
     def measure(self, models: dict[str, Network], packer: Packer) -> dict[str, list[Json]]:
@@ -109,9 +116,12 @@ class FixedDataDrift:
                 for part, rows in zip(np.split(flat, np.cumsum(sizes)[:-1]), inputs, strict=True)
             ]
             entries = [self._layer((variant, k), v, examples) for k, v in enumerate(values)]
-            numbers = [x for e in entries for x in e.values() if x is not None]
+            numbers = [x for e in entries for x in e.values() if isinstance(x, float)]
+            numbers += [x for e in entries for x in e["unit_percentiles"]]
             packer.unpacked_nonfinite |= not bool(np.isfinite(numbers).all())
-            result[variant] = [Filled((k, significant(x)) for k, x in e.items()) for e in entries]
+            result[variant] = [
+                Filled((k, _significant(x)) for k, x in entry.items()) for entry in entries
+            ]
         return result
 
     def _layer(self, key: tuple[str, int], values: np.ndarray, examples: int) -> Filled:
@@ -147,6 +157,14 @@ class FixedDataDrift:
                 unit_p90=quantiles[1][1],
                 unit_median_start=quantiles[0][2],
             )
+        if key not in self._typical:
+            spread = per_unit.std(axis=0)
+            self._typical[key] = int(np.argsort(spread, kind="stable")[(len(spread) - 1) // 2])
+        unit = self._typical[key]
+        entry.update(
+            unit=unit,
+            unit_percentiles=np.percentile(per_unit[:, unit], TYPICAL_PERCENTILES).tolist(),
+        )
         self._first.setdefault(key, per_unit)
         self._previous[key] = per_unit
         self._previous_pooled[key] = pooled
@@ -158,3 +176,11 @@ class FixedDataDrift:
             del self._previous[key]
             del self._previous_pooled[key]
             del self._first[key]
+            self._typical.pop(key, None)
+
+
+def _significant(value: Json) -> Json:
+    """A number (or each of a list's) to 9 significant digits; an index stays an int."""
+    if isinstance(value, list):
+        return [significant(x) for x in value]
+    return significant(value) if isinstance(value, float) else value
