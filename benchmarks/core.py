@@ -219,6 +219,33 @@ def ics_overhead(rounds: int, steps: int) -> dict[str, float]:
     return {"ics_every": ICS_EVERY_WHEN_ON, "extra_time": statistics.median(ratios)}
 
 
+def end_to_end(rounds: int, steps: int) -> dict[str, float]:
+    """`covshift run` as a user runs it (the default config: probes every 50 steps, the test
+    split scored every 100, every message encoded and written to frames.jsonl) against the
+    bare loop over the same variants and batches, rounds interleaved. The training loop's
+    steps/s is run_headless's own (summary.json); `report_s` is the report written after it."""
+    from covshift.headless import run_headless
+
+    config = RunConfig(steps=steps)
+    bare, run, report = [], [], []
+    for _ in range(rounds):
+        bare.append(_rate(bare_loop(Trainer(config)), steps))
+        with tempfile.TemporaryDirectory() as out:
+            started = time.perf_counter()
+            summary = run_headless(config, Path(out))
+            total = time.perf_counter() - started
+        run.append(float(summary["steps_per_second"]))
+        report.append(total - steps / run[-1])
+    bare_rate, run_rate = statistics.median(bare), statistics.median(run)
+    return {
+        "steps": float(steps),
+        "bare_steps_per_s": bare_rate,
+        "run_steps_per_s": run_rate,
+        "ratio": run_rate / bare_rate,
+        "report_s": statistics.median(report),
+    }
+
+
 def paper_fig1() -> dict[str, float]:
     """The paper-fig1 preset end to end, probes on, as `covshift run --preset paper-fig1`."""
     from covshift.headless import run_headless
@@ -242,6 +269,7 @@ def run_all(quick: bool) -> dict[str, dict[str, float]]:
         "every_step_floor": every_step_floor(repeats=100 if quick else 500),
         "probe_vs_tensorboard": probe_vs_tensorboard(repeats=5 if quick else 30),
         "ics": ics_overhead(rounds=3 if quick else 7, steps=300 if quick else 1000),
+        "end_to_end": end_to_end(rounds=3 if quick else 5, steps=1000 if quick else 2000),
     }
     if not quick:
         results["paper_fig1"] = paper_fig1()

@@ -168,7 +168,7 @@ const en = {
   "ics.empty": "No gradient ICS in this run: it is measured only every ics_every steps, and ics_every is 0 (off, the default). The demo run and the paper presets turn it on; for your own run, start it with ics_every > 0 (e.g. 100, from the API or CLI).",
   "chart.lesson": "Hidden layer {n}: plain against BN",
   "note.lesson":
-    "The last hidden layer's distribution (by default its activation's input: what its sigmoid sees; “Distribution of” picks another), as the 15–85% band (dark), 1–99% (light) and median over steps; one panel per network on one shared axis. Both networks see the same batches; only BN differs. When the earlier layers learn, plain's band shifts and stretches — internal covariate shift — while BN re-centres and rescales it at every batch. The dotted lines follow one typical unit, as the paper's figure does, on the same held-out examples every frame: they move only when the weights do.",
+    "The last hidden layer's distribution (by default its activation's input: what its sigmoid sees; “Distribution of” picks another), as the 15–85% band (dark), 1–99% (light) and median over steps; one panel per network on one shared axis. Both networks see the same batches; only BN differs. When the earlier layers learn, plain's band shifts and stretches — internal covariate shift — while BN re-centres and rescales it at every batch.",
   "note.lessonDist": "The same layer in the newest batch, every network on one axis.",
   "claim.holds": "Over the last {steps} steps {plain}'s band moved {ratio}× as much as {bn}'s (median shift plus change of width).",
   "claim.weak": "Over the last {steps} steps {plain}'s band moved only {ratio}× as much as {bn}'s: once both networks have learned, neither moves much. Raise the learning rate, or start a new run, to see it again.",
@@ -217,6 +217,8 @@ const en = {
   "legend.layer": "layer {n}",
   "legend.median": "median",
   "legend.typicalUnit": "one typical unit (15/50/85%, held-out set)",
+  "legend.typicalUnitWhy":
+    "As in Ioffe & Szegedy's Figure 1: one unit of the layer (the one with the median spread when the run started), measured on the same held-out examples every frame, so its lines move only when the weights do; the bands pool every unit of each new training batch.",
   "stat.saturated": "saturated",
   "stat.dead": "dead",
   "stat.outside": "outside range",
@@ -515,7 +517,7 @@ const ko = {
   "chart.heatmap": "시간에 따른 분포",
   "chart.lesson": "은닉층 {n}: plain과 BN 비교",
   "note.lesson":
-    "마지막 은닉층의 분포(기본은 활성화 함수의 입력, 곧 시그모이드가 받는 값이며 “분포 대상”에서 다른 값을 고를 수 있습니다)를 스텝별 15–85% 띠(진한 색), 1–99% 띠(연한 색)와 중앙값으로 보여 줍니다. 네트워크마다 한 칸씩, 같은 축입니다. 두 네트워크는 같은 배치를 보고 BN만 다릅니다. 앞쪽 층들이 학습하면 plain의 띠는 옮겨 가고 늘어납니다 — 내부 공변량 변화 — BN은 배치마다 다시 가운데로 옮기고 크기를 맞춥니다. 점선은 논문의 그림처럼 대표 유닛 하나를 따라가며, 매 프레임 같은 검증 예제에서 잽니다: 가중치가 바뀔 때만 움직입니다.",
+    "마지막 은닉층의 분포(기본은 활성화 함수의 입력, 곧 시그모이드가 받는 값이며 “분포 대상”에서 다른 값을 고를 수 있습니다)를 스텝별 15–85% 띠(진한 색), 1–99% 띠(연한 색)와 중앙값으로 보여 줍니다. 네트워크마다 한 칸씩, 같은 축입니다. 두 네트워크는 같은 배치를 보고 BN만 다릅니다. 앞쪽 층들이 학습하면 plain의 띠는 옮겨 가고 늘어납니다 — 내부 공변량 변화 — BN은 배치마다 다시 가운데로 옮기고 크기를 맞춥니다.",
   "note.lessonDist": "같은 층을 가장 최근 배치에서 본 것입니다. 모든 네트워크를 한 축에 겹쳤습니다.",
   "claim.holds": "최근 {steps} 스텝 동안 {plain}의 띠는 {bn}보다 {ratio}배 많이 움직였습니다(중앙값 이동과 폭 변화의 합).",
   "claim.weak": "최근 {steps} 스텝 동안 {plain}의 띠는 {bn}의 {ratio}배만 움직였습니다. 두 네트워크가 다 배우고 나면 둘 다 별로 움직이지 않습니다. 학습률을 올리거나 새 실행을 시작하면 다시 보입니다.",
@@ -562,6 +564,8 @@ const ko = {
   "legend.layer": "{n}층",
   "legend.median": "중앙값",
   "legend.typicalUnit": "대표 유닛 하나 (15/50/85%, 고정 검증 샘플)",
+  "legend.typicalUnitWhy":
+    "Ioffe & Szegedy 그림 1처럼, 층의 유닛 하나(실행이 시작될 때 퍼짐이 중앙값이던 유닛)를 매 프레임 같은 검증 예제에서 잽니다. 그래서 이 선은 가중치가 바뀔 때만 움직입니다. 띠는 새 학습 배치마다 모든 유닛을 한데 모은 것입니다.",
   "stat.saturated": "포화",
   "stat.dead": "죽은 뉴런",
   "stat.outside": "범위 밖",

@@ -97,7 +97,7 @@ export function createBandsChart(card, { layer, view, cursor, runKey }) {
         { label: "15–85%", color: "#777", width: 0, fill: "rgba(90,90,90,0.4)" },
         { label: "1–99%", color: "#777", width: 0, fill: "rgba(90,90,90,0.15)" },
         { label: t("legend.median"), color: "#555", width: 1.6 },
-        ...(typicalShown ? [{ label: t("legend.typicalUnit"), color: TYPICAL, width: 1.4, dash: "dot" }] : []),
+        ...(typicalShown ? [{ label: t("legend.typicalUnit"), title: t("legend.typicalUnitWhy"), color: TYPICAL, width: 1.4, dash: "dot" }] : []),
       ]);
       if (!hooked && card.plot.on) {
         followHover(card.plot, cursor);

@@ -84,6 +84,7 @@ export function setLegend(card, items) {
       }
       const text = document.createElement("span");
       text.textContent = item.label;
+      if (item.title) entry.title = item.title; // the longer explanation, on hover
       entry.append(svg, text);
       return entry;
     }),
