@@ -29,6 +29,14 @@ def _measure(drift: FixedDataDrift, models: dict) -> dict:
     return packer.resolve({"m": drift.measure(models, packer)})["m"]
 
 
+def _act_input(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """The first hidden layer's activation input on x, captured as the probes capture it."""
+    with capture(model) as layers:
+        model(x)
+    values: np.ndarray = layers[0]["act_input"].double().numpy()
+    return values
+
+
 def test_unchanged_weights_show_no_drift_but_a_sampling_floor() -> None:
     config = RunConfig(variants=("plain", "bn"), depth=2, width=16, init="default", seed=1)
     models = build_variants(config, 6, 3, torch.device("cpu"))
@@ -50,16 +58,11 @@ def test_per_unit_and_pooled_drift_match_an_independent_recomputation() -> None:
     x = torch.randn(64, 5, generator=torch.Generator().manual_seed(4))
     drift = FixedDataDrift(x)
 
-    def act_input() -> np.ndarray:
-        with capture(model) as layers:
-            model(x)
-        return layers[0]["act_input"].double().numpy()
-
-    before = act_input()
+    before = _act_input(model, x)
     _measure(drift, {"bn": model})
     with torch.no_grad():
         model.hidden()[0].linear.weight.mul_(1.5).add_(0.1)
-    after = act_input()
+    after = _act_input(model, x)
     (entry,) = _measure(drift, {"bn": model})["bn"]
     units = [wasserstein_distance(before[:, j], after[:, j]) for j in range(8)]
     assert entry["unit_median"] == pytest.approx(np.quantile(units, 0.5), rel=1e-5)
@@ -83,12 +86,7 @@ def test_the_typical_unit_is_the_median_spread_one_and_stays_for_the_run() -> No
     x = torch.randn(40, 4, generator=torch.Generator().manual_seed(6))
     drift = FixedDataDrift(x)
 
-    def act_input() -> np.ndarray:
-        with capture(model) as layers:
-            model(x)
-        return layers[0]["act_input"].double().numpy()
-
-    first_values = act_input()
+    first_values = _act_input(model, x)
     (first,) = _measure(drift, {"plain": model})["plain"]
     spread = first_values.std(axis=0)
     assert first["unit"] == int(np.argsort(spread)[4])  # the 5th of 9 spreads: the median
@@ -100,7 +98,7 @@ def test_the_typical_unit_is_the_median_spread_one_and_stays_for_the_run() -> No
     )
     with torch.no_grad():
         model.hidden()[0].linear.weight.mul_(3.0)  # every spread changes, the unit does not
-    later_values = act_input()
+    later_values = _act_input(model, x)
     (later,) = _measure(drift, {"plain": model})["plain"]
     assert later["unit"] == first["unit"]
     np.testing.assert_allclose(

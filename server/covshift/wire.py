@@ -16,8 +16,6 @@ from typing import Any
 import orjson
 
 SCHEMA_VERSION = 2
-# Versions a reader takes: runs stored before frames were compacted are version 1.
-READABLE_VERSIONS = (1, 2)
 
 Json = Any
 
