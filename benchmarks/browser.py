@@ -6,7 +6,6 @@ as on a student's laptop. Figures measured throttled end in `_cpu4x`."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import socket
 import statistics
@@ -68,29 +67,21 @@ def _wait_for_health(url: str, deadline: float) -> None:
             time.sleep(0.05)
 
 
-# Per frame the page holds, plain's and BN's last-layer act_input 15/50/85th percentiles.
-LAST_LAYER_BANDS = """() => {
+# Per frame the page holds, plain's and BN's last-layer drift on the fixed held-out set.
+LAST_LAYER_UNIT_DRIFT = """() => {
   const s = window.covshift.state;
   const kept = s.columns.onStride;
   const columns = s.columns.newest === null ? kept : [...kept, s.columns.newest];
-  const band = (c, v) =>
-    c.variants?.[v]?.layers?.at(-1)?.taps?.act_input?.percentiles?.slice(1, 4) ?? null;
-  return columns.map((c) => [band(c, "plain"), band(c, "bn")]);
+  const drift = (c, v) => c.variants?.[v]?.layers?.at(-1)?.drift_fixed?.unit_median ?? null;
+  return columns.map((c) => [drift(c, "plain"), drift(c, "bn")]);
 }"""
 
 
-def _band_ratio(rows: list[list[list[float] | None]]) -> float:
-    """Path length of plain's band (median shift plus change of width, frame to frame) over
-    BN's: the same measure as the page's claim (frontend/js/series.js bandMovement)."""
-
-    def moved(k: int) -> float:
-        bands = [row[k] for row in rows if row[k] is not None]
-        total = 0.0
-        for (lo0, mid0, hi0), (lo1, mid1, hi1) in itertools.pairwise(bands):
-            total += abs(mid1 - mid0) + abs((hi1 - lo1) - (hi0 - lo0))
-        return total
-
-    plain, bn = moved(0), moved(1)
+def _unit_drift_ratio(rows: list[list[float | None]]) -> float:
+    """How far plain's units moved on the fixed held-out set over BN's, summed over the frames
+    where both have a number: the page's claim (frontend/js/series.js unitDrift)."""
+    both = [(a, b) for a, b in rows if a is not None and b is not None]
+    plain, bn = sum(a for a, _ in both), sum(b for _, b in both)
     return plain / bn if bn > 0 else float("inf")
 
 
@@ -205,8 +196,9 @@ def run_browser_benchmark(quick: bool) -> dict[str, float]:
                 # minute (full runs wait for it; --quick measures what it has by then).
                 if not quick:
                     page.wait_for_timeout(max(0.0, started + 60 - time.monotonic()) * 1000)
-                figures["demo_band_ratio"] = _band_ratio(page.evaluate(LAST_LAYER_BANDS))
-                figures["demo_band_ratio_over_s"] = time.monotonic() - started
+                drift = page.evaluate(LAST_LAYER_UNIT_DRIFT)
+                figures["demo_unit_drift_ratio"] = _unit_drift_ratio(drift)
+                figures["demo_unit_drift_ratio_over_s"] = time.monotonic() - started
                 long_tasks = page.evaluate("() => window.__longTasks")
                 late = [d for at, d in long_tasks if at > first_render_at + 1000]
                 figures["tasks_over_50ms_after_first_render"] = float(sum(d > 50 for d in late))
@@ -216,7 +208,7 @@ def run_browser_benchmark(quick: bool) -> dict[str, float]:
                 figures["control_ack_p95_ms"] = acks[int(0.95 * (len(acks) - 1))]
                 figures["control_ack_median_ms"] = statistics.median(acks)
                 figures |= _throttled(page, cdp, window_s)
-                # Joined once the demo's history is full (500 frames, ~30 s of the demo).
+                # Joined once the demo's history is full (500 frames, 100 s of the demo).
                 page.wait_for_function("() => window.covshift.state.frames >= 500", timeout=120_000)
                 figures |= _join(browser, url)
                 browser.close()

@@ -118,7 +118,6 @@ def test_builtin_datasets_are_standardised_and_split_the_same_way_every_time(
 
 @pytest.mark.slow
 def test_mnist1d_is_generated_offline_and_leaves_numpy_global_state() -> None:
-    pytest.importorskip("mnist1d", reason="optional extra; installed by the dev extra in CI")
     np.random.seed(5)
     expected = np.random.rand()
     np.random.seed(5)

@@ -38,11 +38,6 @@ TAPS = {"linear_out", "norm_xhat", "norm_out", "act_input", "act_output"}
 # ---- hand-made records ----
 
 
-def band(median: float, width: float) -> dict[str, Any]:
-    lo, hi = median - width / 2, median + width / 2
-    return {"percentiles": [lo - 1, lo, median, hi, hi + 1], "mean": median, "std": width / 2}
-
-
 def frame(step: int, **variants: dict[str, Any]) -> dict[str, Any]:
     return {"v": 1, "type": "frame", "step": step, "variants": variants}
 
@@ -57,76 +52,97 @@ def claim(kind: Any, threshold: float, compare: Any = ">=", /, **params: Any) ->
     return Claim(kind, params, threshold, TEXT, compare)
 
 
-# ---- band_ratio ----
+# ---- unit_drift_ratio ----
 
-BAND = {"variant": "plain", "reference": "bn", "layer": 0, "tap": "act_input"}
+SHIFT = {"variant": "plain", "reference": "bn", "layer": 0}
 
 
-def band_frames() -> list[dict[str, Any]]:
-    # plain: medians 0, 1, 3 and widths 1, 1, 2 -> moved 1 + (2 + 1) = 4;
-    # bn: medians 0, 0.5, 0.5, widths 1 -> moved 0.5, mean width 1 (the unit).
-    plain = [band(0, 1), band(1, 1), band(3, 2)]
-    bn = [band(0, 1), band(0.5, 1), band(0.5, 1)]
+def with_drift(unit_median: float | None, layer: int = 0) -> dict[str, Any]:
+    layers: list[dict[str, Any]] = [{"taps": {}} for _ in range(layer + 1)]
+    layers[layer]["drift_fixed"] = {"floor": 0.1, "unit_median": unit_median}
+    return {"status": "training", "layers": layers}
+
+
+def drift_frames() -> list[dict[str, Any]]:
+    # plain: null (a variant's first frame), 1.5, 2.5 -> moved 4; bn: null, 0.25, 0.25 -> 0.5.
+    plain, bn = [None, 1.5, 2.5], [None, 0.25, 0.25]
     return [
-        frame(s, plain=with_tap("act_input", p), bn=with_tap("act_input", b))
+        frame(s, plain=with_drift(p), bn=with_drift(b))
         for s, p, b in zip((0, 50, 100), plain, bn, strict=True)
     ]
 
 
-def test_band_ratio_holds_with_the_hand_computed_numbers() -> None:
+def test_unit_drift_ratio_holds_with_the_hand_computed_numbers() -> None:
     result = evaluate(
-        claim("band_ratio", 2, from_step=0, to_step=100, **BAND), HELLO, band_frames()
+        claim("unit_drift_ratio", 2, from_step=0, to_step=100, **SHIFT), HELLO, drift_frames()
     )
     assert result.holds is True
     assert result.numbers == {"value": 8.0, "ratio": 8.0, "moved": 4.0, "reference_moved": 0.5}
 
 
-def test_band_ratio_fails_below_its_threshold() -> None:
+def test_unit_drift_ratio_fails_below_its_threshold() -> None:
     result = evaluate(
-        claim("band_ratio", 9, from_step=0, to_step=100, **BAND), HELLO, band_frames()
+        claim("unit_drift_ratio", 9, from_step=0, to_step=100, **SHIFT), HELLO, drift_frames()
     )
     assert result.holds is False and result.numbers["ratio"] == 8.0
 
 
-def test_band_ratio_waits_for_its_range_and_for_two_frames() -> None:
-    frames = band_frames()
-    unfinished = claim("band_ratio", 2, from_step=0, to_step=150, **BAND)
+def test_unit_drift_ratio_waits_for_its_range_and_counts_frames_both_variants_have() -> None:
+    frames = drift_frames()
+    unfinished = claim("unit_drift_ratio", 2, from_step=0, to_step=150, **SHIFT)
     assert evaluate(unfinished, HELLO, frames).holds is None  # no frame at step 150 yet
-    one_frame = claim("band_ratio", 2, from_step=100, to_step=100, **BAND)
+    one_frame = claim("unit_drift_ratio", 2, from_step=100, to_step=100, **SHIFT)
     assert evaluate(one_frame, HELLO, frames).holds is None
-    frames[1]["variants"]["plain"]["layers"][0]["taps"]["act_input"]["percentiles"][2] = None
-    # a frame without finite percentiles is skipped: plain moved |3 - 0| + |2 - 1| = 4
-    skipped = evaluate(claim("band_ratio", 2, from_step=0, to_step=100, **BAND), HELLO, frames)
-    assert skipped.numbers["moved"] == 4.0
+    frames.append(frame(150, plain=with_drift(7.0), bn=with_drift(None)))
+    # a frame where one variant has no number counts for neither: still 4 against 0.5
+    result = evaluate(
+        claim("unit_drift_ratio", 2, from_step=0, to_step=150, **SHIFT), HELLO, frames
+    )
+    assert result.numbers["moved"] == 4.0 and result.numbers["reference_moved"] == 0.5
+
+
+def test_unit_drift_ratio_reads_the_trainers_fixed_data_drift(
+    small_config: RunConfig, digits: Dataset
+) -> None:
+    # On a real run's records: the sums of drift_fixed.unit_median, recomputed here.
+    trainer = Trainer(small_config, digits)
+    records = [trainer.hello()]
+    while not trainer.done:
+        records += trainer.train_step()
+    frames = [r for r in records if r["type"] == "frame"]
+    last = small_config.depth - 1
+    sums = {
+        v: sum(f["variants"][v]["layers"][last]["drift_fixed"]["unit_median"] for f in frames[1:])
+        for v in ("plain", "bn")
+    }
+    params = {**SHIFT, "layer": last, "from_step": 0, "to_step": frames[-1]["step"]}
+    result = evaluate(claim("unit_drift_ratio", 1, **params), records[0], records)
+    assert result.numbers["moved"] == pytest.approx(sums["plain"], rel=1e-12)
+    assert result.numbers["ratio"] == pytest.approx(sums["plain"] / sums["bn"], rel=1e-12)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-def test_band_ratio_is_the_pages_band_movement_ratio(tmp_path: Path) -> None:
-    # The page computes the same claim in JS (frontend/js/series.js): both on the same frames.
+def test_unit_drift_ratio_is_the_pages_unit_drift(tmp_path: Path) -> None:
+    # The page's live sentence uses frontend/js/series.js's unitDrift: both on the same frames.
     rng = random.Random(0)
-    frames = []
-    for step in range(0, 1000, 50):
-        stats = {
-            v: band(rng.uniform(-1, 1), rng.uniform(0.5, 2) * scale)
-            for v, scale in (("plain", 3), ("bn", 1))
-        }
-        frames.append(frame(step, **{v: with_tap("act_input", s, 1) for v, s in stats.items()}))
-    params = {**BAND, "layer": 1, "from_step": 200, "to_step": 800}
-    python = evaluate(claim("band_ratio", 1, **params), HELLO, frames).numbers
+    frames = [
+        frame(step, plain=with_drift(rng.uniform(0, 3), 1), bn=with_drift(rng.uniform(0, 1), 1))
+        for step in range(0, 1000, 50)
+    ]
+    params = {**SHIFT, "layer": 1, "from_step": 200, "to_step": 800}
+    python = evaluate(claim("unit_drift_ratio", 1, **params), HELLO, frames).numbers
     columns = [f for f in frames if 200 <= f["step"] <= 800]
     script = tmp_path / "ratio.mjs"
     script.write_text(
-        f'import {{ bandMovementRatio }} from "{ROOT / "frontend/js/series.js"}";\n'
+        f'import {{ unitDrift }} from "{ROOT / "frontend/js/series.js"}";\n'
         f"const columns = {json.dumps(columns)};\n"
-        "const levels = [1, 15, 50, 85, 99];\n"
-        'const r = bandMovementRatio(columns, "plain", "bn", 1, "act_input", levels);\n'
-        "console.log(JSON.stringify(r));\n"
+        'console.log(JSON.stringify(unitDrift(columns, "plain", "bn", 1)));\n'
     )
     done = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     js = json.loads(done.stdout)
     assert js["ratio"] == pytest.approx(python["ratio"], rel=1e-12)
-    assert js["variant"] == pytest.approx(python["moved"], rel=1e-12)
+    assert js["moved"] == pytest.approx(python["moved"], rel=1e-12)
     assert js["reference"] == pytest.approx(python["reference_moved"], rel=1e-12)
 
 
@@ -258,8 +274,8 @@ def test_xhat_standard_fails_off_standard_or_unmoved_and_waits() -> None:
 
 def test_every_kind_reports_the_numbers_it_documents() -> None:
     results = {
-        "band_ratio": evaluate(
-            claim("band_ratio", 1, from_step=0, to_step=100, **BAND), HELLO, band_frames()
+        "unit_drift_ratio": evaluate(
+            claim("unit_drift_ratio", 1, from_step=0, to_step=100, **SHIFT), HELLO, drift_frames()
         ),
         "metric_gap": evaluate(
             claim("metric_gap", 0, from_step=0, to_step=450, **GAP), HELLO, scored_frames()
@@ -283,10 +299,8 @@ def test_numbers_are_written_as_the_page_writes_them() -> None:
     cases = {0.12345: "0.123", 3.0566: "3.06", 17.94: "17.9", 123.4: "123", -0.0212: "-0.021"}
     cases |= {5.26e-08: "0", 2.0: "2", math.inf: "∞"}
     assert {x: format_number(x) for x in cases} == cases
-    result = evaluate(
-        claim("band_ratio", 2, from_step=0, to_step=100, **BAND), HELLO, band_frames()
-    )
-    assert claim_text(claim("band_ratio", 2, from_step=0, to_step=100, **BAND), result) == "holds 8"
+    shift = claim("unit_drift_ratio", 2, from_step=0, to_step=100, **SHIFT)
+    assert claim_text(shift, evaluate(shift, HELLO, drift_frames())) == "holds 8"
 
 
 # ---- scheduled changes ----
@@ -495,28 +509,24 @@ def test_the_lesson_shows_its_claims(
 
 def cross_check_cases() -> list[tuple[Claim, list[dict[str, Any]]]]:
     """Every kind on the hand-made records above: holding, failing and undecided."""
-    skipped_percentile = band_frames()
-    skipped_percentile[1]["variants"]["plain"]["layers"][0]["taps"]["act_input"]["percentiles"][
-        2
-    ] = None
+    one_sided = [*drift_frames(), frame(150, plain=with_drift(7.0), bn=with_drift(None))]
     rng = random.Random(1)
     wandering = [
-        frame(
-            step,
-            plain=with_tap("act_input", band(rng.uniform(-1, 1), rng.uniform(0.5, 6)), 1),
-            bn=with_tap("act_input", band(rng.uniform(-0.2, 0.2), rng.uniform(0.9, 1.1)), 1),
-        )
+        frame(step, plain=with_drift(rng.uniform(0, 3), 1), bn=with_drift(rng.uniform(0, 1), 1))
         for step in range(0, 1000, 50)
     ]
     skipped_event = {"type": "event", "step": 0, "kind": "skipped", "variants": ["bn", "brn"]}
     trained = frame(10, plain={"status": "training"})
     return [
-        (claim("band_ratio", 2, from_step=0, to_step=100, **BAND), band_frames()),
-        (claim("band_ratio", 9, from_step=0, to_step=100, **BAND), band_frames()),
-        (claim("band_ratio", 2, from_step=0, to_step=150, **BAND), band_frames()),
-        (claim("band_ratio", 2, from_step=100, to_step=100, **BAND), band_frames()),
-        (claim("band_ratio", 2, from_step=0, to_step=100, **BAND), skipped_percentile),
-        (claim("band_ratio", 2, from_step=200, to_step=800, **{**BAND, "layer": 1}), wandering),
+        (claim("unit_drift_ratio", 2, from_step=0, to_step=100, **SHIFT), drift_frames()),
+        (claim("unit_drift_ratio", 9, from_step=0, to_step=100, **SHIFT), drift_frames()),
+        (claim("unit_drift_ratio", 2, from_step=0, to_step=150, **SHIFT), drift_frames()),
+        (claim("unit_drift_ratio", 2, from_step=100, to_step=100, **SHIFT), drift_frames()),
+        (claim("unit_drift_ratio", 2, from_step=0, to_step=150, **SHIFT), one_sided),
+        (
+            claim("unit_drift_ratio", 2, from_step=200, to_step=800, **{**SHIFT, "layer": 1}),
+            wandering,
+        ),
         (claim("metric_gap", 0.1, from_step=0, to_step=450, **GAP), scored_frames()),
         (claim("metric_gap", 0.2, from_step=0, to_step=400, **GAP), scored_frames()),
         (claim("metric_gap", 0.2, "<=", from_step=0, to_step=400, **GAP), scored_frames()),

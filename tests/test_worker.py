@@ -240,3 +240,32 @@ def test_a_run_finishes_at_its_last_step(spawn: Callable[..., WorkerHandle]) -> 
     serverkit.wait_for(lambda: worker.read(0.1) is None, timeout=5)
     worker.end(5.0)
     assert worker.process.exitcode == 0
+
+
+@pytest.mark.slow
+def test_a_paced_run_keeps_its_pace(spawn: Callable[..., WorkerHandle]) -> None:
+    worker = spawn(steps_per_s=20, probe_every=5)
+    read_until(worker, has_frame)
+    first = read_until(worker, has_frame)[-1].status
+    began = time.monotonic()
+    time.sleep(2.0)
+    worker.send(Command(1, "control", {"paused": True}))
+    answered = read_until(worker, reply_to(1))[-1]
+    assert first is not None and answered.status is not None
+    rate = (answered.status.step - first.step) / (time.monotonic() - began)
+    # Unpaced, this network takes hundreds of steps a second; paced, about 20.
+    assert 10 <= rate <= 25, rate
+
+
+@pytest.mark.slow
+def test_a_paced_run_answers_a_command_without_waiting_for_its_next_step(
+    spawn: Callable[..., WorkerHandle],
+) -> None:
+    worker = spawn(steps_per_s=0.2, probe_every=1)  # a step every 5 s
+    read_until(worker, has_frame)
+    time.sleep(0.5)  # inside the wait for the next step
+    sent = time.monotonic()
+    worker.send(Command(1, "control", {"lr": 0.1}))
+    answered = read_until(worker, reply_to(1))[-1]
+    assert answered.reply is not None and answered.reply.error is None
+    assert time.monotonic() - sent < 1.0  # not the 4.5 s left of the wait

@@ -6,7 +6,7 @@
 // that `holds` is null. The page keeps at most its history capacity of frames: a range that was
 // downsampled is judged on the frames it still holds.
 
-import { bandMovement } from "./series.js";
+import { unitDrift } from "./series.js";
 import { columnsOf, testsOf } from "./state.js";
 
 // Fewer points than this in a window say nothing about movement or spread (as claims.py).
@@ -18,10 +18,10 @@ const finite = (value) => typeof value === "number" && Number.isFinite(value);
 
 /**
  * What the kinds read, from either source: frames ({step, variants}), test points
- * ({step, variants: {name: test metrics or null}}), events ({step, kind, ...}), the newest
- * frame's step and hello.percentiles.
+ * ({step, variants: {name: test metrics or null}}), events ({step, kind, ...}) and the newest
+ * frame's step.
  */
-function fromRecords(hello, records) {
+function fromRecords(records) {
   const frames = records.filter((r) => r?.type === "frame" && typeof r.step === "number");
   const tests = frames.map((frame) => ({
     step: frame.step,
@@ -29,13 +29,12 @@ function fromRecords(hello, records) {
   }));
   const events = records.filter((r) => r?.type === "event");
   const lastStep = frames.reduce((newest, frame) => Math.max(newest, frame.step), Number.NEGATIVE_INFINITY);
-  return { percentiles: hello?.percentiles ?? [], frames, tests, events, lastStep };
+  return { frames, tests, events, lastStep };
 }
 
 /** The same from the page's state; its test series is kept apart from (and no sparser than) its frames. */
 function fromState(state) {
   return {
-    percentiles: state.hello?.percentiles ?? [],
     frames: columnsOf(state),
     tests: testsOf(state),
     events: state.events,
@@ -52,16 +51,12 @@ function judge(claim, value, numbers, also = true) {
 
 const UNDECIDED = Object.freeze({ holds: null, numbers: {} });
 
-function bandRatio(claim, run) {
+function unitDriftRatio(claim, run) {
   const p = claim.params;
   if (!(run.lastStep >= p.to_step)) return UNDECIDED;
-  const frames = inRange(run.frames, p.from_step, p.to_step);
-  const moved = bandMovement(frames, p.variant, p.layer, p.tap, run.percentiles);
-  const reference = bandMovement(frames, p.reference, p.layer, p.tap, run.percentiles);
-  if (!moved || !reference || !(reference.width > 0)) return UNDECIDED;
-  const unit = reference.width;
-  const ratio = reference.moved > 0 ? moved.moved / reference.moved : Number.POSITIVE_INFINITY;
-  return judge(claim, ratio, { ratio, moved: moved.moved / unit, reference_moved: reference.moved / unit });
+  const drift = unitDrift(inRange(run.frames, p.from_step, p.to_step), p.variant, p.reference, p.layer);
+  if (!drift) return UNDECIDED;
+  return judge(claim, drift.ratio, { ratio: drift.ratio, moved: drift.moved, reference_moved: drift.reference });
 }
 
 function metricGap(claim, run) {
@@ -148,7 +143,7 @@ function xhatStandard(claim, run) {
 
 /** The kinds, as claims.py's NUMBERS names them (each also reports "value"). */
 export const KINDS = {
-  band_ratio: bandRatio,
+  unit_drift_ratio: unitDriftRatio,
   metric_gap: metricGap,
   loss_noise: lossNoise,
   event_present: eventPresent,
@@ -168,7 +163,7 @@ export function evaluateClaim(claim, state) {
 
 /** Judge `claim` on a run's hello and its frame and event records, as claims.evaluate does. */
 export function evaluateRecords(claim, hello, records) {
-  return evaluate(claim, fromRecords(hello, records));
+  return evaluate(claim, fromRecords(records)); // hello: as claims.evaluate, for kinds that read it
 }
 
 /**

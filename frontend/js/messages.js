@@ -11,7 +11,7 @@ const en = {
   "note.lessonWatched":
     "This layer's input over steps: the 15–85% band (dark), 1–99% (light) and the median, one panel per model on one shared axis. A band that shifts or stretches while training goes on is the layer's input distribution moving — internal covariate shift.",
   "layer.titleWatched": "Layer {n}: {name}",
-  "claim.watched": "Only one model is watched: pass a twin without normalization, covshift.watch({\"bn\": model, \"plain\": twin}), and this line compares how far each one's band moves.",
+  "claim.watched": "Only one model is watched: pass a twin without normalization, covshift.watch({\"bn\": model, \"plain\": twin}), to see both networks' bands side by side.",
   "intro.legend": "Colours:",
   "notes.toggle": "Show explanations",
 
@@ -26,6 +26,8 @@ const en = {
   "status.step": "step",
   "status.epoch": "epoch",
   "status.sps": "steps/s",
+  "status.slowMotion": "(slow motion)",
+  "status.slowMotionWhy": "This run trains at most {pace} steps a second, so the first minutes of training, where the layers' inputs shift most, unfold slowly enough to watch.",
   "status.fps": "frames/s",
 
   "runstate.created": "starting",
@@ -170,8 +172,9 @@ const en = {
   "note.lesson":
     "The last hidden layer's distribution (by default its activation's input: what its sigmoid sees; “Distribution of” picks another), as the 15–85% band (dark), 1–99% (light) and median over steps; one panel per network on one shared axis. Both networks see the same batches; only BN differs. When the earlier layers learn, plain's band shifts and stretches — internal covariate shift — while BN re-centres and rescales it at every batch.",
   "note.lessonDist": "The same layer in the newest batch, every network on one axis.",
-  "claim.holds": "Over the last {steps} steps {plain}'s band moved {ratio}× as much as {bn}'s (median shift plus change of width).",
-  "claim.weak": "Over the last {steps} steps {plain}'s band moved only {ratio}× as much as {bn}'s: once both networks have learned, neither moves much. Raise the learning rate, or start a new run, to see it again.",
+  "claim.holds": "Over the last {steps} steps, on the same held-out examples, {plain}'s units moved {ratio}× as far as {bn}'s (the median unit's shift, dotted: one unit).",
+  "claim.weak": "Over the last {steps} steps, on the same held-out examples, {plain}'s units moved only {ratio}× as far as {bn}'s: as a network learns its weights change less, and much of what still moves in its band is which examples each batch drew. A new run shows the shift again.",
+  "claim.watchedPair": "Watched models have no fixed held-out set here, so this line cannot tell the networks' shift from which examples each batch drew: part of each band's wobble is the batch.",
   "claim.wait": "Measuring: the claim is checked once a few frames have arrived.",
   "claim.noPair": "This run has no plain and BN pair to compare.",
   "section.measuring": "Measuring internal covariate shift",
@@ -358,7 +361,7 @@ const ko = {
   "note.lessonWatched":
     "이 층 입력의 스텝별 변화: 15–85% 띠(진하게), 1–99%(연하게)와 중앙값, 모델마다 한 패널, 같은 축. 학습이 진행되는 동안 띠가 이동하거나 늘어나면 층의 입력 분포가 움직이는 것, 곧 내부 공변량 변화입니다.",
   "layer.titleWatched": "층 {n}: {name}",
-  "claim.watched": "모델이 하나만 관찰되고 있습니다. 정규화가 없는 쌍둥이를 covshift.watch({\"bn\": model, \"plain\": twin})처럼 함께 넘기면 이 줄이 두 모델의 띠가 얼마나 움직이는지 비교합니다.",
+  "claim.watched": "모델이 하나만 관찰되고 있습니다. 정규화가 없는 쌍둥이를 covshift.watch({\"bn\": model, \"plain\": twin})처럼 함께 넘기면 두 모델의 띠를 나란히 볼 수 있습니다.",
   "intro.legend": "색:",
   "notes.toggle": "설명 보기",
 
@@ -373,6 +376,8 @@ const ko = {
   "status.step": "스텝",
   "status.epoch": "에폭",
   "status.sps": "스텝/초",
+  "status.slowMotion": "(슬로 모션)",
+  "status.slowMotionWhy": "이 실행은 초당 최대 {pace} 스텝만 학습합니다. 층의 입력이 가장 크게 변하는 학습 초반을 천천히 지켜볼 수 있도록 한 것입니다.",
   "status.fps": "프레임/초",
 
   "runstate.created": "시작 중",
@@ -519,8 +524,9 @@ const ko = {
   "note.lesson":
     "마지막 은닉층의 분포(기본은 활성화 함수의 입력, 곧 시그모이드가 받는 값이며 “분포 대상”에서 다른 값을 고를 수 있습니다)를 스텝별 15–85% 띠(진한 색), 1–99% 띠(연한 색)와 중앙값으로 보여 줍니다. 네트워크마다 한 칸씩, 같은 축입니다. 두 네트워크는 같은 배치를 보고 BN만 다릅니다. 앞쪽 층들이 학습하면 plain의 띠는 옮겨 가고 늘어납니다 — 내부 공변량 변화 — BN은 배치마다 다시 가운데로 옮기고 크기를 맞춥니다.",
   "note.lessonDist": "같은 층을 가장 최근 배치에서 본 것입니다. 모든 네트워크를 한 축에 겹쳤습니다.",
-  "claim.holds": "최근 {steps} 스텝 동안 {plain}의 띠는 {bn}보다 {ratio}배 많이 움직였습니다(중앙값 이동과 폭 변화의 합).",
-  "claim.weak": "최근 {steps} 스텝 동안 {plain}의 띠는 {bn}의 {ratio}배만 움직였습니다. 두 네트워크가 다 배우고 나면 둘 다 별로 움직이지 않습니다. 학습률을 올리거나 새 실행을 시작하면 다시 보입니다.",
+  "claim.holds": "최근 {steps} 스텝 동안 같은 검증 샘플에서 {plain}의 유닛은 {bn}보다 {ratio}배 더 멀리 움직였습니다(유닛별 이동의 중앙값, 점선: 유닛 하나).",
+  "claim.weak": "최근 {steps} 스텝 동안 같은 검증 샘플에서 {plain}의 유닛은 {bn}의 {ratio}배만 움직였습니다. 네트워크가 배울수록 가중치가 덜 바뀌고, 띠에서 아직 움직이는 것의 상당 부분은 Batch마다 뽑힌 샘플의 차이입니다. 새 실행을 시작하면 다시 보입니다.",
+  "claim.watchedPair": "관찰 중인 모델에는 여기서 쓸 고정 검증 샘플이 없어, 이 줄은 네트워크의 이동과 Batch마다 뽑힌 샘플의 차이를 구별하지 못합니다: 띠의 흔들림 일부는 Batch 때문입니다.",
   "claim.wait": "측정 중: 프레임이 몇 개 도착하면 확인합니다.",
   "claim.noPair": "이 실행에는 비교할 plain과 BN 쌍이 없습니다.",
   "section.measuring": "내부 공변량 변화 측정",

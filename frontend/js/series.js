@@ -227,39 +227,24 @@ export function finiteOrNull(value) {
 }
 
 /**
- * How much a variant's 15–85% band of a tap moved over the given columns: the path length of
- * its median plus that of its width (sum of the absolute frame-to-frame changes), and its
- * mean width. Pure; columns without the variant's numbers are skipped. null without two.
+ * How far two variants' units moved on the fixed held-out set over the columns (the lesson's
+ * claim; claims.py's unit_drift): the sums of drift_fixed.unit_median, each frame's median
+ * over units of each unit's W1 to the frame before, over the columns where both variants have
+ * it, and their ratio. Pure; null with fewer than two such columns.
  */
-export function bandMovement(columns, variant, layer, tap, levels) {
-  const at = (level) => levels.indexOf(level);
-  const [lo, mid, hi] = [at(15), at(50), at(85)];
-  if (lo < 0 || mid < 0 || hi < 0) return null;
-  let previous = null;
+export function unitDrift(columns, variant, reference, layer) {
   let moved = 0;
-  let widths = 0;
-  let count = 0;
+  let referenceMoved = 0;
+  let frames = 0;
   for (const column of columns) {
-    const p = tapOf(column, variant, layer, tap)?.percentiles;
-    if (!p || ![p[lo], p[mid], p[hi]].every(Number.isFinite)) continue;
-    const now = { median: p[mid], width: p[hi] - p[lo] };
-    if (previous) moved += Math.abs(now.median - previous.median) + Math.abs(now.width - previous.width);
-    widths += now.width;
-    count += 1;
-    previous = now;
+    const a = layerOf(column, variant, layer)?.drift_fixed?.unit_median;
+    const b = layerOf(column, reference, layer)?.drift_fixed?.unit_median;
+    if (!Number.isFinite(a) || !Number.isFinite(b)) continue;
+    moved += a;
+    referenceMoved += b;
+    frames += 1;
   }
-  return count >= 2 ? { moved, width: widths / count, frames: count } : null;
-}
-
-/**
- * The lesson's claim, measured: each variant's band movement in units of the reference
- * variant's mean band width, and the ratio of the first variant's to the reference's.
- */
-export function bandMovementRatio(columns, variant, reference, layer, tap, levels) {
-  const a = bandMovement(columns, variant, layer, tap, levels);
-  const b = bandMovement(columns, reference, layer, tap, levels);
-  if (!a || !b || !(b.width > 0)) return null;
-  const unit = b.width;
-  const ratio = b.moved > 0 ? a.moved / b.moved : Number.POSITIVE_INFINITY;
-  return { variant: a.moved / unit, reference: b.moved / unit, ratio };
+  if (frames < 2) return null;
+  const ratio = referenceMoved > 0 ? moved / referenceMoved : Number.POSITIVE_INFINITY;
+  return { moved, reference: referenceMoved, ratio, frames };
 }

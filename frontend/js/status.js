@@ -101,7 +101,11 @@ export function createStatusBar({ connection, runState, step, epoch, sps, fps, b
       epoch.textContent = epochs === null ? "—" : epochs.toFixed(epochs < 10 ? 2 : 1);
       // From the frames while they stream; from the server's step counter otherwise (paused).
       const perSecond = live.frames?.stepRate(performance.now()) ?? live.stepsPerSecond;
-      sps.textContent = perSecond === null || perSecond === undefined ? "—" : formatNumber(Math.round(perSecond));
+      const rate = perSecond === null || perSecond === undefined ? "—" : formatNumber(Math.round(perSecond));
+      // A paced run (the demo) says so: its rate is a choice, not the machine's speed.
+      const pace = state.hello?.config?.steps_per_s ?? null;
+      sps.textContent = pace === null ? rate : `${rate} ${t("status.slowMotion")}`;
+      sps.title = pace === null ? "" : t("status.slowMotionWhy", { pace: formatNumber(pace) });
       fps.textContent = live.frames ? live.frames.rate(performance.now()).toFixed(1) : "—";
       const list = bannersFor(state, live);
       const key = JSON.stringify(list);

@@ -17,13 +17,15 @@ from typing import Any, Literal
 
 from .wire import Json, tap_of
 
-ClaimKind = Literal["band_ratio", "metric_gap", "loss_noise", "event_present", "xhat_standard"]
+ClaimKind = Literal[
+    "unit_drift_ratio", "metric_gap", "loss_noise", "event_present", "xhat_standard"
+]
 Compare = Literal[">=", "<="]
 
 # The numbers each kind reports (ClaimResult.numbers, besides "value"): what a claim's text
 # may name in {placeholders}.
 NUMBERS: dict[str, tuple[str, ...]] = {
-    "band_ratio": ("ratio", "moved", "reference_moved"),
+    "unit_drift_ratio": ("ratio", "moved", "reference_moved"),
     "metric_gap": ("gap", "gap_points", "tests"),
     "loss_noise": ("ratio", "before", "after"),
     "event_present": ("count", "step"),  # step: the first match's, absent without one
@@ -103,46 +105,45 @@ def format_number(value: float) -> str:
 # ---- the kinds ----
 
 
-def _band_ratio(
+def _unit_drift_ratio(
     claim: Claim, hello: Mapping[str, Json], records: list[Mapping[str, Json]]
 ) -> ClaimResult:
     p = claim.params
-    frames = _frames_in(records, p["from_step"], p["to_step"])
     if not _complete(records, p["to_step"]):
         return ClaimResult(None)
-    levels = list(hello["percentiles"])
-    moved = band_movement(frames, p["variant"], p["layer"], p["tap"], levels)
-    reference = band_movement(frames, p["reference"], p["layer"], p["tap"], levels)
-    if moved is None or reference is None or not reference[1] > 0:
+    frames = _frames_in(records, p["from_step"], p["to_step"])
+    drift = unit_drift(frames, p["variant"], p["reference"], p["layer"])
+    if drift is None:
         return ClaimResult(None)
-    unit = reference[1]
-    ratio = moved[0] / reference[0] if reference[0] > 0 else math.inf
-    numbers = {"ratio": ratio, "moved": moved[0] / unit, "reference_moved": reference[0] / unit}
-    return _judge(claim, ratio, numbers)
+    moved, reference = drift
+    ratio = moved / reference if reference > 0 else math.inf
+    return _judge(claim, ratio, {"ratio": ratio, "moved": moved, "reference_moved": reference})
 
 
-def band_movement(
-    frames: list[Mapping[str, Json]], variant: str, layer: int, tap: str, levels: list[float]
+def unit_drift(
+    frames: list[Mapping[str, Json]], variant: str, reference: str, layer: int
 ) -> tuple[float, float] | None:
-    """(moved, mean width) of the variant's 15-85% band, as the page's bandMovement: moved
-    sums |Δ median| + |Δ width| between consecutive frames that hold the three finite
-    percentiles; None with fewer than two such frames."""
-    lo, mid, hi = levels.index(15), levels.index(50), levels.index(85)
-    previous: tuple[float, float] | None = None
-    moved = widths = 0.0
+    """How far two variants' units moved on the fixed held-out set, as the page's unitDrift:
+    the sums of drift_fixed.unit_median (a frame's median over units of each unit's W1 to the
+    frame before) over the frames where both have it; None with fewer than two such frames."""
+    moved = reference_moved = 0.0
     count = 0
     for frame in frames:
-        stats = _tap(frame, variant, layer, tap)
-        percentiles = stats.get("percentiles") if stats else None
-        if not percentiles or not all(_finite(percentiles[i]) for i in (lo, mid, hi)):
+        a = _unit_median(frame, variant, layer)
+        b = _unit_median(frame, reference, layer)
+        if a is None or b is None:
             continue
-        median, width = percentiles[mid], percentiles[hi] - percentiles[lo]
-        if previous is not None:
-            moved += abs(median - previous[0]) + abs(width - previous[1])
-        widths += width
+        moved += a
+        reference_moved += b
         count += 1
-        previous = (median, width)
-    return (moved, widths / count) if count >= MIN_FRAMES else None
+    return (moved, reference_moved) if count >= MIN_FRAMES else None
+
+
+def _unit_median(frame: Mapping[str, Json], variant: str, layer: int) -> float | None:
+    layers = (frame["variants"].get(variant) or {}).get("layers") or []
+    fixed = (layers[layer] or {}).get("drift_fixed") if layer < len(layers) else None
+    value = fixed.get("unit_median") if fixed else None
+    return float(value) if isinstance(value, int | float) and _finite(value) else None
 
 
 def _metric_gap(
@@ -246,7 +247,7 @@ def _xhat_standard(
 
 
 _KINDS: dict[str, Callable[[Claim, Mapping[str, Json], list[Mapping[str, Json]]], ClaimResult]] = {
-    "band_ratio": _band_ratio,
+    "unit_drift_ratio": _unit_drift_ratio,
     "metric_gap": _metric_gap,
     "loss_noise": _loss_noise,
     "event_present": _event_present,

@@ -22,6 +22,8 @@ from .wire import Json
 
 # Fields whose command-line spelling differs from a plain value.
 LIST_FIELDS = {"variants"}
+# The dashboard's slow motion: a headless run ignores it, so `covshift run` offers no flag.
+LIVE_ONLY_FIELDS = {"steps_per_s"}
 CUMULATIVE = "cumulative"
 
 
@@ -38,6 +40,8 @@ def _choices(annotation: Any) -> list[str]:
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("run config (validated; bounds in brackets)")
     for name, field in RunConfig.model_fields.items():
+        if name in LIVE_ONLY_FIELDS:
+            continue
         bounds = [
             f"{key} {getattr(meta, key)}"
             for meta in field.metadata

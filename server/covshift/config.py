@@ -172,6 +172,15 @@ class RunConfig(BaseModel):
         description="changes of lr, batch_size or bn_momentum applied right before given "
         'steps, e.g. [{"step": 500, "batch_size": 4}, {"step": 900, "lr": 0.1}]',
     )
+    # Slow motion for the live server (the demo): the shift happens in the first few
+    # thousand steps, which an unpaced run passes in seconds. `covshift run` ignores it.
+    steps_per_s: float | None = Field(
+        None,
+        gt=0,
+        le=100_000,
+        description="in the dashboard, train at most this many steps per second (None: as "
+        "fast as the machine goes); headless runs ignore it",
+    )
     bins: int = Field(64, ge=8, le=512, description="histogram bins per layer")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Device = "cpu"

@@ -17,11 +17,6 @@ function claim(kind, threshold, params, compare = ">=") {
   return { kind, params, threshold, compare, text: TEXT };
 }
 
-function band(median, width) {
-  const [lo, hi] = [median - width / 2, median + width / 2];
-  return { percentiles: [lo - 1, lo, median, hi, hi + 1], mean: median, std: width / 2 };
-}
-
 const frame = (step, variants) => ({ v: 1, type: "frame", step, variants });
 
 function withTap(tap, stats, layer = 0) {
@@ -37,33 +32,39 @@ function stateOf(records, options = {}) {
   return state;
 }
 
-// ---- band_ratio ----
+// ---- unit_drift_ratio ----
 
-const BAND = { variant: "plain", reference: "bn", layer: 0, tap: "act_input" };
+const SHIFT = { variant: "plain", reference: "bn", layer: 0 };
 
-function bandFrames() {
-  // plain: medians 0, 1, 3 and widths 1, 1, 2 -> moved 1 + (2 + 1) = 4;
-  // bn: medians 0, 0.5, 0.5, widths 1 -> moved 0.5, mean width 1 (the unit).
-  const plain = [band(0, 1), band(1, 1), band(3, 2)];
-  const bn = [band(0, 1), band(0.5, 1), band(0.5, 1)];
-  return [0, 50, 100].map((step, i) => frame(step, { plain: withTap("act_input", plain[i]), bn: withTap("act_input", bn[i]) }));
+function withDrift(unitMedian, layer = 0) {
+  const layers = Array.from({ length: layer + 1 }, () => ({ taps: {} }));
+  layers[layer].drift_fixed = { floor: 0.1, unit_median: unitMedian };
+  return { status: "training", layers };
 }
 
-test("band_ratio: the hand-computed numbers, on records and on the page's state", () => {
-  const c = claim("band_ratio", 2, { ...BAND, from_step: 0, to_step: 100 });
+function driftFrames() {
+  // plain: null (a variant's first frame), 1.5, 2.5 -> moved 4; bn: null, 0.25, 0.25 -> 0.5.
+  const plain = [null, 1.5, 2.5];
+  const bn = [null, 0.25, 0.25];
+  return [0, 50, 100].map((step, i) => frame(step, { plain: withDrift(plain[i]), bn: withDrift(bn[i]) }));
+}
+
+test("unit_drift_ratio: the hand-computed numbers, on records and on the page's state", () => {
+  const c = claim("unit_drift_ratio", 2, { ...SHIFT, from_step: 0, to_step: 100 });
   const expected = { holds: true, numbers: { value: 8, ratio: 8, moved: 4, reference_moved: 0.5 } };
-  assert.deepEqual(evaluateRecords(c, HELLO, bandFrames()), expected);
-  assert.deepEqual(evaluateClaim(c, stateOf(bandFrames())), expected);
-  assert.equal(evaluateRecords({ ...c, threshold: 9 }, HELLO, bandFrames()).holds, false);
+  assert.deepEqual(evaluateRecords(c, HELLO, driftFrames()), expected);
+  assert.deepEqual(evaluateClaim(c, stateOf(driftFrames())), expected);
+  assert.equal(evaluateRecords({ ...c, threshold: 9 }, HELLO, driftFrames()).holds, false);
 });
 
-test("band_ratio waits for its range and two frames, and skips frames without percentiles", () => {
-  const frames = bandFrames();
-  assert.equal(evaluateRecords(claim("band_ratio", 2, { ...BAND, from_step: 0, to_step: 150 }), HELLO, frames).holds, null);
-  assert.equal(evaluateRecords(claim("band_ratio", 2, { ...BAND, from_step: 100, to_step: 100 }), HELLO, frames).holds, null);
-  frames[1].variants.plain.layers[0].taps.act_input.percentiles[2] = null;
-  const skipped = evaluateRecords(claim("band_ratio", 2, { ...BAND, from_step: 0, to_step: 100 }), HELLO, frames);
-  assert.equal(skipped.numbers.moved, 4); // |3 - 0| + |2 - 1|
+test("unit_drift_ratio waits for its range and two frames, and counts frames both variants have", () => {
+  const frames = driftFrames();
+  assert.equal(evaluateRecords(claim("unit_drift_ratio", 2, { ...SHIFT, from_step: 0, to_step: 150 }), HELLO, frames).holds, null);
+  assert.equal(evaluateRecords(claim("unit_drift_ratio", 2, { ...SHIFT, from_step: 100, to_step: 100 }), HELLO, frames).holds, null);
+  frames.push(frame(150, { plain: withDrift(7), bn: withDrift(null) }));
+  const oneSided = evaluateRecords(claim("unit_drift_ratio", 2, { ...SHIFT, from_step: 0, to_step: 150 }), HELLO, frames);
+  assert.equal(oneSided.numbers.moved, 4);
+  assert.equal(oneSided.numbers.reference_moved, 0.5);
 });
 
 // ---- metric_gap ----
@@ -155,7 +156,7 @@ test("xhat_standard holds while γ and β move the output, fails off standard or
 test("every kind of the server's lessons is known here", () => {
   const kinds = new Set(RULES.lessons.flatMap((lesson) => lesson.claims.map((c) => c.kind)));
   for (const kind of kinds) assert.ok(kind in KINDS, kind);
-  assert.deepEqual(evaluateClaim({ kind: "no_such_kind", params: {} }, stateOf(bandFrames())), { holds: null, numbers: {} });
+  assert.deepEqual(evaluateClaim({ kind: "no_such_kind", params: {} }, stateOf(driftFrames())), { holds: null, numbers: {} });
 });
 
 // ---- the page's history capacity ----
@@ -188,9 +189,9 @@ test("numbers are written as claims.format_number writes them", () => {
 });
 
 test("a judged claim's sentence has its numbers filled in; an undecided one has none", () => {
-  const c = claim("band_ratio", 2, { ...BAND, from_step: 0, to_step: 100 });
-  assert.equal(claimSentence(c, evaluateRecords(c, HELLO, bandFrames())), "holds 8");
-  assert.equal(claimSentence({ ...c, threshold: 9 }, evaluateRecords(c, HELLO, bandFrames())), "holds 8"); // the result decides
+  const c = claim("unit_drift_ratio", 2, { ...SHIFT, from_step: 0, to_step: 100 });
+  assert.equal(claimSentence(c, evaluateRecords(c, HELLO, driftFrames())), "holds 8");
+  assert.equal(claimSentence({ ...c, threshold: 9 }, evaluateRecords(c, HELLO, driftFrames())), "holds 8"); // the result decides
   assert.equal(claimSentence(c, { holds: false, numbers: { value: 1.5 } }), "fails 1.5");
   assert.equal(claimSentence(c, { holds: null, numbers: {} }), null);
   const lesson = RULES.lessons.find((l) => l.id === "internal-covariate-shift");

@@ -1,8 +1,10 @@
-/** The lesson's claim, checked live on the frames the page holds: did plain's band move more? */
+/** The lesson's claim, live on the frames the page holds: did plain's units move further than BN's? */
+
+// Measured on the same held-out examples every frame (drift_fixed), where the batch drawn plays no part.
 
 import { t } from "../i18n.js";
 import { columnsOf } from "../state.js";
-import { bandMovementRatio } from "../series.js";
+import { unitDrift } from "../series.js";
 import { variantName } from "./plot.js";
 
 // The recent stretch the claim is judged on (frames, so about RECENT_FRAMES × probe_every steps).
@@ -20,12 +22,14 @@ export function lessonPair(state) {
 }
 
 /** The sentence under the lesson's chart, from the numbers (pure but for t()). */
-export function claimText(state, layer, tap) {
+export function claimText(state, layer) {
   const pair = lessonPair(state);
-  if (!pair) return t(state.hello?.config?.source === "watch" ? "claim.watched" : "claim.noPair");
+  const watched = state.hello?.config?.source === "watch";
+  if (!pair) return t(watched ? "claim.watched" : "claim.noPair");
+  // A watched model has no held-out set here: its frames carry no drift_fixed.
+  if (watched) return t("claim.watchedPair");
   const columns = columnsOf(state).slice(-RECENT_FRAMES);
-  const levels = state.hello?.percentiles ?? [1, 15, 50, 85, 99];
-  const measured = bandMovementRatio(columns, pair.plain, pair.reference, layer, tap, levels);
+  const measured = unitDrift(columns, pair.plain, pair.reference, layer);
   if (!measured || columns.length < 3) return t("claim.wait");
   const params = {
     plain: variantName(pair.plain),
@@ -36,12 +40,12 @@ export function claimText(state, layer, tap) {
   return t(measured.ratio >= CLEAR_RATIO ? "claim.holds" : "claim.weak", params);
 }
 
-export function createClaim(element, { layer, view }) {
+export function createClaim(element, { layer }) {
   return {
     name: "lesson-claim",
     element,
     update(state) {
-      const text = claimText(state, layer, view.tap);
+      const text = claimText(state, layer);
       if (element.textContent !== text) element.textContent = text;
     },
   };

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # A run's step counter reaches the server at least this often, even between frames.
 STATUS_EVERY_S = 0.5
+# A paced run late by up to this much catches up at full speed; later than that it does not.
+PACE_SLACK_S = 0.25
 
 # Above a worker's memory limit, room to say that it ran out (encode and send the failure).
 REPORT_HEADROOM_MB = 64
@@ -89,6 +91,7 @@ class _Worker:
         self.memory_limit_mb = memory_limit_mb
         self.paused = False
         self.status_sent_at = 0.0
+        self.next_step_at = 0.0  # when a paced run may take its next step
 
     def run(self, config_json: str) -> None:
         import torch
@@ -133,6 +136,16 @@ class _Worker:
             now = time.monotonic()
             if produced or now - self.status_sent_at >= STATUS_EVERY_S:
                 self.send(trainer, produced)
+            if config.steps_per_s is not None:
+                self.keep_pace(config.steps_per_s)
+
+    def keep_pace(self, steps_per_s: float) -> None:
+        """Wait until the next step is due; a command ends the wait early (the loop obeys it
+        next). After a pause or a slow step the run goes on at the pace, without a burst."""
+        now = time.monotonic()
+        self.next_step_at = max(self.next_step_at, now - PACE_SLACK_S) + 1 / steps_per_s
+        if self.next_step_at > now:
+            self.commands.poll(self.next_step_at - now)
 
     def train_step(self, trainer: Trainer, frame: bool = False) -> tuple[tuple[str, str], ...]:
         produced = []

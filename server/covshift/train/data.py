@@ -132,12 +132,8 @@ def _spirals(n_per_class: int = 700, n_arms: int = 3) -> Dataset:
 
 
 def _mnist1d() -> Dataset:
-    try:
-        from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError as exc:
-        raise DataError(
-            "dataset 'mnist1d' needs the optional package: pip install 'covshift[mnist1d]'"
-        ) from exc
+    from mnist1d.data import get_dataset_args, make_dataset
+
     # mnist1d seeds NumPy's global generator; put the caller's state back afterwards.
     state = np.random.get_state()
     try:
