@@ -456,7 +456,20 @@ def test_the_runs_list_updates_in_place_so_focus_stays(dashboard: Page) -> None:
 
 
 def test_a_bn_channel_past_the_width_is_refused_in_place(dashboard: Page) -> None:
+    sent: list[str] = []
+    dashboard.page.on("websocket", lambda ws: ws.on("framesent", lambda m: sent.append(m)))
+    dashboard.page.reload()
     dashboard.wait_frames()
+    # Typed digit by digit, a channel is asked of the server once, when the typing pauses:
+    # from channel 2, typing "12" passes through channel 1 on the way.
+    dashboard.page.fill("#view-channel", "2")
+    dashboard.page.wait_for_timeout(1000)  # Playwright delivers the socket's events meanwhile
+    sent.clear()
+    dashboard.page.fill("#view-channel", "")
+    dashboard.page.type("#view-channel", "12", delay=60)
+    dashboard.page.wait_for_timeout(1000)
+    views = [json.loads(m) for m in sent if '"type":"view"' in m]
+    assert [v["channel"] for v in views] == [11], views
     width = dashboard.js("() => window.covshift.state.hello.config.width")
     dashboard.page.fill("#view-channel", str(width + 1))
     assert dashboard.page.get_attribute("#view-channel", "aria-invalid") is not None

@@ -59,10 +59,18 @@ def test_run_report_is_self_contained_and_plots_the_last_layers_band(digits: Dat
     assert any("G - G'" in f["layout"]["title"]["text"] for f in figures)
     final_acc = frames[-1]["variants"]["bn"]["test"]["acc"]
     assert f"{final_acc:.4g}" in page
-    # Each variant in its one colour, the page's: BN orange, plain blue (covshift.variants).
-    colors = {trace["line"]["color"] for trace in band}
+    # Each variant's band in its one colour, the page's: BN orange, plain blue (covshift.variants).
+    colors = {trace["line"]["color"] for trace in band[:3]}
     assert colors == {VARIANTS["bn"].color}
-    assert {t["line"]["color"] for t in figures[0]["data"]} == {VARIANTS["plain"].color}
+    assert {t["line"]["color"] for t in figures[0]["data"][:3]} == {VARIANTS["plain"].color}
+    # Beside the pooled band, dotted: one typical unit's 15/50/85th percentiles on the same
+    # held-out examples every frame, as the frames give them.
+    unit = [t for t in band if t.get("legendgroup") == "unit"]
+    assert [t["line"]["dash"] for t in unit] == ["dot"] * 3
+    fixed = [f["variants"]["bn"]["layers"][-1]["drift_fixed"] for f in frames]
+    for i, trace in enumerate(unit):
+        assert trace["x"] == [f["step"] for f in frames]
+        assert trace["y"] == [entry["unit_percentiles"][i] for entry in fixed]
 
 
 def test_report_bands_share_one_y_range_break_where_a_variant_sat_out_and_say_events(
@@ -82,7 +90,7 @@ def test_report_bands_share_one_y_range_break_where_a_variant_sat_out_and_say_ev
     # One y range for both panels, spanning both bands: BN's wide band and plain's narrow one.
     assert plain["layout"]["yaxis"]["range"] == bn["layout"]["yaxis"]["range"]
     low, high = bn["layout"]["yaxis"]["range"]
-    bands = [t["y"] for f in (plain, bn) for t in f["data"]]
+    bands = [t["y"] for f in (plain, bn) for t in f["data"]]  # the typical units' too
     values = [v for band in bands for v in band if v is not None]
     assert low == min(values) and high == max(values)
     # BN's median breaks (null) at the frames it sat out, instead of a bridging line.

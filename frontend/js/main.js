@@ -258,12 +258,18 @@ async function restartViewedRun() {
 
 // ---- view choices ----
 
+// A channel typed digit by digit ("1", "12") is asked for once, when the typing pauses.
+const CHANNEL_SETTLES_MS = 300;
+let channelTimer = null;
+
 const viewPanel = createViewPanel(view, {
   $,
   getState: () => session.state,
   onChange: (kind) => {
     // A new tap or channel: the server sends the history for it; the charts keep what they have until then.
-    session.connection?.syncView();
+    clearTimeout(channelTimer);
+    if (kind === "bn") channelTimer = setTimeout(() => session.connection?.syncView(), CHANNEL_SETTLES_MS);
+    else session.connection?.syncView();
     if (kind === "window") {
       scheduler.urgent(); // every chart with a step axis
       return;

@@ -63,6 +63,9 @@ class RunSeries:
             last = entry["layers"][-1]
             percentiles = tap_of(last, "act_input")["percentiles"]  # type: ignore[index]
             put("band", [percentiles[i] for i in self.band_index])
+            fixed = last.get("drift_fixed")  # none in a watched run: it has no held-out set
+            if fixed and fixed.get("unit_percentiles"):
+                put("unit", fixed["unit_percentiles"])
             if last["drift"] is not None:
                 put("w1", last["drift"]["w1"])
                 put("w1_start", last["drift"].get("w1_start"))
@@ -165,21 +168,34 @@ def _band_figures(series: RunSeries, text: Text, marks: list[int]) -> list[Figur
         points = thin(data.get("band", []))
         steps = [s for s, _ in points]
         low, mid, high = ([None if b is None else b[i] for _, b in points] for i in range(3))
-        panels.append((variant, steps, low, mid, high))
+        # One typical unit on the same held-out examples every frame, as the page dots it.
+        unit = thin(data.get("unit", []))
+        unit_lines = [([s for s, _ in unit], [u[i] for _, u in unit]) for i in range(3)]
+        panels.append((variant, steps, low, mid, high, unit_lines))
     finite = [
         v
-        for *_, low, _, high in panels
-        for v in (*low, *high)
+        for *_, low, _, high, unit_lines in panels
+        for v in (*low, *high, *(y for _, ys in unit_lines for y in ys))
         if v is not None and math.isfinite(v)
     ]
     shared = [min(finite), max(finite)] if finite else None
     figures = []
-    for k, (variant, steps, low, mid, high) in enumerate(panels):
+    for k, (variant, steps, low, mid, high, unit_lines) in enumerate(panels):
         color = variant_color(variant, k)
         traces = [
             {**line(steps, high, "85th", color, width=0), "showlegend": False},
             {**line(steps, low, text("band.legend"), color, width=0), "fill": "tonexty"},
             line(steps, mid, text("median"), color),
+        ]
+        traces += [
+            {
+                **line(xs, ys, text("band.unit"), "#222", width=1),
+                "line": {"color": "#222", "width": 1, "dash": "dot"},
+                "showlegend": i == 0,
+                "legendgroup": "unit",
+            }
+            for i, (xs, ys) in enumerate(unit_lines)
+            if xs
         ]
         label = series.hello["variants"][variant]["label"]
         figures.append(
