@@ -3,7 +3,7 @@ behind docs/experiments.md's generated tables over seeds and print them (or writ
 
 Three experiments, each over SEEDS with mean ± sample std (ddof 1):
 
-- fixed-drift: paper-fig1's early phase; per hidden layer, the per-unit drift on fixed data
+- fixed-drift: paper-fig1's early phase (on its MNIST-1D); per hidden layer, the per-unit drift on fixed data
   (`drift_fixed.unit_median`, frame to frame) of plain and BN over the first EARLY_STEPS
   steps, and plain's against its own noise floor (`drift_fixed.floor`).
 - mlp-batch: the batch-sweep preset's MLP at small batches; final test accuracy per variant
@@ -197,9 +197,11 @@ def claims(drift: dict[str, Any], conv: dict[str, Any]) -> dict[str, bool]:
     return {
         "bn_drift_below_plain": statistics.fmean(x["bn"] for x in last)
         < statistics.fmean(x["plain"] for x in last),
-        # Frame to frame (100 steps) plain's drift is below the sampling floor; what it moved
-        # since step 0 is not: the shift is real, not the noise of two samples.
-        "plain_drift_above_its_floor": all(x["plain_start"] > x["plain_floor"] for x in last),
+        # In the last hidden layer (Figure 1's) plain's units move more in 100 steps than two
+        # halves of the probe set differ by under the same weights: the shift is measured,
+        # not the noise of two samples (on digits it was below the floor in every layer).
+        "plain_drift_above_its_floor": statistics.fmean(x["plain"] for x in last)
+        > statistics.fmean(x["plain_floor"] for x in last),
         "bn_error_rises_more_than_gn": rise["bn"] > rise["gn"],
     }
 
@@ -322,7 +324,7 @@ def run(plan: Plan, log: Callable[[str], None] = lambda _: None) -> dict[str, An
     data = load_dataset("digits")
     started = time.perf_counter()
     log("fixed-data drift (paper-fig1, early phase)")
-    drift = fixed_drift(plan, data)
+    drift = fixed_drift(plan, load_dataset(preset_config("paper-fig1", {}).dataset))
     log("MLP batch sweep")
     mlp = mlp_batch(plan, data)
     log("conv batch sweep")

@@ -20,7 +20,7 @@ def test_preset_values_apply_and_explicit_flags_win(
     assert hello["config"]["steps"] == 3 and hello["config"]["width"] == 8  # flags
     assert hello["config"]["test_every"] == 500 and hello["config"]["depth"] == 3  # preset
     report = (tmp_path / "report.html").read_text()
-    assert "Ioffe &amp; Szegedy (2015), Figure 1, on digits" in report
+    assert "Ioffe &amp; Szegedy (2015), Figure 1, on mnist1d" in report
 
 
 def test_a_sweep_preset_writes_its_points_and_report(tmp_path: Path) -> None:

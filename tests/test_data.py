@@ -6,8 +6,10 @@ import gzip
 import struct
 from pathlib import Path
 
+import covshift.train.data as data_module
 import numpy as np
 import pytest
+import torch
 from covshift.errors import DataError
 from covshift.train.data import load_dataset, load_mnist
 from covshift.train.idx import read_idx
@@ -117,7 +119,10 @@ def test_builtin_datasets_are_standardised_and_split_the_same_way_every_time(
 
 
 @pytest.mark.slow
-def test_mnist1d_is_generated_offline_and_leaves_numpy_global_state() -> None:
+def test_mnist1d_is_generated_offline_and_leaves_numpy_global_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty cache: it is generated
     np.random.seed(5)
     expected = np.random.rand()
     np.random.seed(5)
@@ -125,6 +130,44 @@ def test_mnist1d_is_generated_offline_and_leaves_numpy_global_state() -> None:
     assert np.random.rand() == expected
     assert data.n_features == 40 and data.n_classes == 10
     assert len(data.y_train) == 4000 and len(data.y_test) == 1000
+
+
+@pytest.mark.slow
+def test_mnist1d_is_kept_in_the_cache_and_a_damaged_copy_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    generated = data_module._generate_mnist1d()
+    first = load_dataset("mnist1d")
+    (kept,) = (tmp_path / "covshift").glob("mnist1d-*.npz")
+    assert first.x_train.shape == (4000, 40)
+
+    # Read back from the cache, the package not asked again: the same arrays.
+    def no(*args: object) -> None:
+        raise AssertionError("generated although the cache holds it")
+
+    monkeypatch.setattr(data_module, "_generate_mnist1d", no)
+    again = load_dataset("mnist1d")
+    assert torch.equal(again.x_train, first.x_train) and torch.equal(again.y_test, first.y_test)
+
+    # Damaged (cut short): generated again, the same as the package makes it, and replaced.
+    kept.write_bytes(kept.read_bytes()[:100])
+    monkeypatch.setattr(data_module, "_generate_mnist1d", lambda: generated)
+    mended = load_dataset("mnist1d")
+    assert torch.equal(mended.x_train, first.x_train)
+    with np.load(kept) as stored:
+        assert np.array_equal(stored["x"], generated["x"])
+
+
+def test_an_unwritable_cache_still_gives_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    arrays = {"x": np.arange(6.0).reshape(3, 2), "y": np.array([0, 1, 0])}
+    assert data_module._cached("k", ("x", "y"), lambda: arrays) is arrays
+    assert blocked.read_text() == "not a directory"
 
 
 def test_unknown_dataset_and_mnist_without_a_directory() -> None:

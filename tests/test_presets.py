@@ -30,7 +30,7 @@ def test_explicit_values_override_the_preset() -> None:
 
 
 def test_paper_figure_1_uses_mnist_only_when_its_files_are_given() -> None:
-    assert preset_config("paper-fig1", {}).dataset == "digits"
+    assert preset_config("paper-fig1", {}).dataset == "mnist1d"
     with_files = preset_config("paper-fig1", {"data_dir": "/data/mnist"})
     assert with_files.dataset == "mnist"
     assert "not the paper's MNIST" in dataset_note(preset_config("paper-fig1", {}))

@@ -24,9 +24,9 @@ router = APIRouter(tags=["rules"])
 
 # Seconds a whole sweep of each preset took at the preset's own settings, measured with
 # `covshift run --preset NAME` (one torch thread) on a 2-core machine that other jobs were
-# also using (conv-batch-sweep: one seed, a third of the 3-seed run's ~90 s on an idle
-# machine): the page scales them to the steps and points asked for, an estimate only.
-MEASURED_SWEEP_S = {"batch-sweep": 221.0, "lr-sweep": 38.0, "conv-batch-sweep": 30.0}
+# also using (conv-batch-sweep: one seed at its 30 epochs, 102 s): the page scales them to
+# the steps and points asked for, an estimate only.
+MEASURED_SWEEP_S = {"batch-sweep": 221.0, "lr-sweep": 38.0, "conv-batch-sweep": 102.0}
 
 
 class Bound(BaseModel):
