@@ -3,9 +3,9 @@ behind docs/experiments.md's generated tables over seeds and print them (or writ
 
 Three experiments, each over SEEDS with mean ± sample std (ddof 1):
 
-- fixed-drift: paper-fig1's early phase (on its MNIST-1D); per hidden layer, the per-unit drift on fixed data
-  (`drift_fixed.unit_median`, frame to frame) of plain and BN over the first EARLY_STEPS
-  steps, and plain's against its own noise floor (`drift_fixed.floor`).
+- fixed-drift: paper-fig1's early phase (on its MNIST-1D); per hidden layer, the per-unit
+  drift on fixed data (`drift_fixed.unit_median`, frame to frame) of plain and BN over the
+  first EARLY_STEPS steps, and plain's against its own noise floor (`drift_fixed.floor`).
 - mlp-batch: the batch-sweep preset's MLP at small batches; final test accuracy per variant
   and the share of BN's x̂ in the histogram bins that hold -1 and +1 (at batch 2, all of it).
 - conv-batch: the conv-batch-sweep preset (epochs matched, lr scaled with the batch); test
