@@ -291,6 +291,11 @@ def conv_table(conv: dict[str, Any]) -> str:
         for v in variants
     )
     lines.append(f"| Wu & He, 32 → 2 | {wu_he} |")
+    if "bn" in rise and "gn" in rise:
+        # The seeds share their data order and initialisation across variants: paired.
+        gap = [b - g for b, g in zip(rise["bn"], rise["gn"], strict=True)]
+        each = ", ".join(f"{x:+.1f}" for x in gap)
+        lines += ["", f"BN's rise minus GN's, seed by seed: {each} (mean {_pm(gap, 1)})."]
     return "\n".join(lines)
 
 

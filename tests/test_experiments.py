@@ -92,6 +92,7 @@ def test_the_rise_is_taken_per_seed_from_the_largest_batch_to_the_smallest() -> 
     assert "| rise 32 → 2 | 13.0 ± 3.0 | 0.0 ± 1.0 |" in table  # mean, sample std by hand
     assert "| 2 | 34.0 ± 4.0 | 25.0 ± 0.0 |" in table
     assert "23.6 → 34.7 (+11.1)" in table
+    assert "seed by seed: +9.0, +14.0, +16.0 (mean 13.0 ± 3.6)." in table
 
 
 def test_write_replaces_only_the_generated_blocks(tmp_path: Path) -> None:
