@@ -18,8 +18,7 @@ _EN = {
     "band.title": "{variant} ({label}): last layer's activation input, 15/50/85th percentiles "
     "of each batch, all units pooled",
     "band.legend": "15–85th percentile band",
-    "band.unit": "one typical unit (15/50/85th percentiles on the same held-out examples "
-    "every frame)",
+    "band.unit": "one typical unit, 15/50/85% (same held-out examples)",
     "median": "median",
     "step": "step",
     "act_input": "activation input",
@@ -91,7 +90,7 @@ _KO = {
     "band.title": "{variant} ({label}): 마지막 층의 활성화 입력, 배치마다 15/50/85번째 백분위수, "
     "모든 유닛을 합쳐서",
     "band.legend": "15–85번째 백분위수 띠",
-    "band.unit": "대표 유닛 하나 (매 프레임 같은 검증 샘플에서 15/50/85번째 백분위수)",
+    "band.unit": "대표 유닛 하나, 15/50/85% (같은 검증 샘플)",
     "median": "중앙값",
     "step": "스텝",
     "act_input": "활성화 입력",
