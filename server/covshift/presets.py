@@ -31,12 +31,13 @@ Scaling = Literal["linear", "inverse"]
 
 # Wu & He (2018) train at 32 images per worker with lr 0.1 * B / 32 and momentum 0.9; the
 # conv sweep's base values hold at that reference batch. Its lr is 0.3: in 4 epochs 0.1
-# left batch 32 far from trained (GroupNorm at 40% test accuracy, measured). 4 epochs keep
-# the 3-seed sweep to minutes on 2 CPU cores (docs/experiments.md has the cost).
+# left batch 32 far from trained (GroupNorm at 40% test accuracy, measured).
 CONV_REFERENCE_BATCH = 32
 # 30 epochs: at 4 the batch-32 point had 180 steps and every normalizer's error fell from
-# batch 32 to 2 for that reason alone; at 30 BN's rises (+3.9 points over seeds 0-2, every
-# seed) while GN's falls (-3.9), Wu & He's shape. ~100 s per seed on one core.
+# batch 32 to 2 for that reason alone. At 30, from batch 32 to 2, BN's error rises by more
+# than GN's on every one of seeds 0-2 (BN +0.1, GN -4.0 points in the mean), GN is best at
+# the smallest batches and BN at 4-16: Wu & He's shape, far from their size. ~100 s per
+# seed on one core (docs/experiments.md).
 CONV_SWEEP_EPOCHS = 30
 DIGITS_TRAIN = 1437  # digits' training split (train.data): steps are epochs of it
 _CONV_SWEEP: dict[str, Any] = {
