@@ -287,8 +287,11 @@ def test_language_switch_is_remembered(dashboard: Page) -> None:
     dashboard.page.click("[data-lang=ko]")
     assert "은닉층" in dashboard.page.inner_text("#layer-1 .layer-title")
     dashboard.page.reload()
-    dashboard.page.wait_for_selector("#layer-1 .layer-title")
-    assert "은닉층" in dashboard.page.inner_text("#layer-1 .layer-title")
+    # The title is written once the run's hello has built the layers: wait for its words,
+    # not only for the element (it failed once when read in between).
+    dashboard.wait_js(
+        "() => document.querySelector('#layer-1 .layer-title')?.textContent.includes('은닉층')"
+    )
     dashboard.page.click("[data-lang=en]")
     assert "Hidden layer" in dashboard.page.inner_text("#layer-1 .layer-title")
 
