@@ -137,12 +137,12 @@ def _spirals(n_per_class: int = 700, n_arms: int = 3) -> Dataset:
     return _split("spirals", x, arm)
 
 
+MNIST1D_ARRAYS = ("x", "y", "x_test", "y_test")
+
+
 def _mnist1d() -> Dataset:
     data = _cached(f"mnist1d-{version('mnist1d')}", MNIST1D_ARRAYS, _generate_mnist1d)
     return standardise("mnist1d", data["x"], data["y"], data["x_test"], data["y_test"])
-
-
-MNIST1D_ARRAYS = ("x", "y", "x_test", "y_test")
 
 
 def _generate_mnist1d() -> dict[str, np.ndarray]:
@@ -176,16 +176,16 @@ def _cached(
     there. A damaged or unreadable file is generated again and replaced; where the cache
     cannot be written the arrays are generated every time, never an error."""
     folder = cache_dir()
-    path = folder / f"{key}.npz" if folder is not None else None
-    if path is not None:
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                return {name: stored[name] for name in names}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass  # absent or damaged: generate it again
+    if folder is None:
+        return generate()
+    path = folder / f"{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {name: stored[name] for name in names}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # absent or damaged: generate it again
     data = generate()
-    if path is not None:
-        _keep(path, data)
+    _keep(path, data)
     return data
 
 
