@@ -132,7 +132,7 @@ def test_dot_segments_that_stay_inside_the_page_folder_still_resolve(server: Liv
 
 @pytest.mark.parametrize(
     "target",
-    ["/", "/index.html", "/js/main.js", "/style.css", "/vendor/plotly.min.js", "/nope"],
+    ["/", "/index.html", "/js/main.js", "/style.css", "/vendor/plotly-basic.min.js", "/nope"],
 )
 def test_the_page_and_static_files_carry_the_security_headers(
     server: LiveServer, target: str

@@ -61,7 +61,7 @@ def test_health_page_and_assets(client: TestClient) -> None:
     assert "default-src 'self'; script-src 'self'" in CONTENT_SECURITY_POLICY
     assert page.headers["x-content-type-options"] == "nosniff"
     assert client.get("/favicon.ico").headers["content-type"] == "image/svg+xml"
-    plotly = client.get("/vendor/plotly.min.js")
+    plotly = client.get("/vendor/plotly-basic.min.js")
     assert plotly.status_code == 200
     assert plotly.headers["content-type"].startswith("text/javascript")
     assert len(plotly.content) > 1_000_000

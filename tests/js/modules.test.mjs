@@ -30,3 +30,31 @@ test("every module starts with a one-line comment saying its job", async () => {
     assert.match(first, /^\/\*\* .+/, `${name}: ${first}`);
   }
 });
+
+/** The modules a module imports, as paths under frontend/js/ (static `import … from "./…"`). */
+async function importsOf(name) {
+  const { readFileSync } = await import("node:fs");
+  const source = readFileSync(new URL(name, root), "utf8");
+  const found = [...source.matchAll(/^import\b[^;]*?\bfrom\s+"(\.{1,2}\/[^"]+)"/gms)].map((m) => m[1]);
+  return found.map((spec) => new URL(spec, new URL(name, root)).href.slice(root.href.length));
+}
+
+test("index.html preloads every module main.js imports, and nothing else", async () => {
+  // Without the list the browser finds imports level by level, a round trip each; a module
+  // left off it still loads, only later, so nothing else would notice.
+  const { readFileSync } = await import("node:fs");
+  const reached = new Set();
+  const queue = ["main.js"];
+  while (queue.length) {
+    const name = queue.shift();
+    if (reached.has(name)) continue;
+    reached.add(name);
+    queue.push(...(await importsOf(name)));
+  }
+  reached.delete("main.js");
+  const html = readFileSync(new URL("../index.html", root), "utf8");
+  const preloaded = [...html.matchAll(/<link rel="modulepreload" href="js\/([^"]+)">/g)].map((m) => m[1]);
+  assert.equal(new Set(preloaded).size, preloaded.length, "a module preloaded twice");
+  assert.deepEqual([...preloaded].sort(), [...reached].sort());
+  assert.ok(reached.size >= 30, `found ${[...reached]}`);
+});

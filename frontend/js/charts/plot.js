@@ -164,7 +164,7 @@ export const PLOT_CONFIG = {
 
 /** Draw or update a chart with new arrays (Plotly.react diffs; uirevision keeps the user's zoom). */
 export function react(element, traces, layout, filename) {
-  if (!globalThis.Plotly) throw new Error("plotly.js did not load (GET /vendor/plotly.min.js): charts cannot draw");
+  if (!globalThis.Plotly) throw new Error("plotly.js did not load (GET /vendor/plotly-basic.min.js): charts cannot draw");
   const config = { ...PLOT_CONFIG, toImageButtonOptions: { ...PLOT_CONFIG.toImageButtonOptions, filename } };
   return globalThis.Plotly.react(element, traces, layout, config);
 }

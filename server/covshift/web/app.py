@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -50,14 +49,16 @@ def frontend_dir() -> Path | None:
     return None
 
 
+# plotly.js's basic bundle (scatter, bar and pie, all the page draws): a quarter of the full
+# bundle's size, and it runs in ~0.3 s where the full one takes ~1 s before the page can start.
+PLOTLY_BASIC = "plotly-basic.min.js"
+
+
 def plotly_js() -> Path | None:
-    """plotly.min.js from the plotly Python package, so the page works offline (found
-    without importing plotly, which is slow and not needed here)."""
-    spec = importlib.util.find_spec("plotly")
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "package_data" / "plotly.min.js"
-    return path if path.is_file() else None
+    """The page's plotly.js, shipped with the page (frontend/vendor), so it works offline."""
+    page = frontend_dir()
+    path = page / "vendor" / PLOTLY_BASIC if page is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -163,10 +164,12 @@ def _add_assets(app: FastAPI) -> None:
     found = plotly_js()
     plotly = VendorFile(found, "text/javascript") if found is not None else None
 
-    @app.get("/vendor/plotly.min.js", include_in_schema=False)
-    async def plotly_min_js(request: Request) -> Response:
+    # Before the page's mount, so the bundle is gzipped once and kept rather than per response.
+    @app.get(f"/vendor/{PLOTLY_BASIC}", include_in_schema=False)
+    async def plotly_basic_js(request: Request) -> Response:
         if plotly is None:
-            return JSONResponse({"detail": "the plotly package is not installed"}, status_code=404)
+            missing = {"detail": f"frontend/vendor/{PLOTLY_BASIC} is missing"}
+            return JSONResponse(missing, status_code=404)
         return await plotly.response(request)
 
     page = frontend_dir()

@@ -1,8 +1,8 @@
-"""Static assets served small: the page's files and plotly.min.js, compressed and cached.
+"""Static assets served small: the page's files and plotly.js, compressed and cached.
 
-plotly.min.js is 4.4 MB and the same for every tab: it is gzipped once (off the event
-loop, on first request) and kept, with an ETag, so a new tab costs ~1.3 MB and a reload
-a 304. Everything else (the page's own files, JSON, exports) goes through Starlette's
+plotly.js's basic bundle is 1.2 MB and the same for every tab: it is gzipped once (off the
+event loop, on first request) and kept, with an ETag, so a new tab costs ~0.4 MB and a
+reload a 304. Everything else (the page's own files, JSON, exports) goes through Starlette's
 GZipMiddleware, which compresses per response; the page's files are revalidated on each
 load (`no-cache` + ETag), so a new version of the server is never hidden by a cache.
 """
@@ -21,9 +21,9 @@ from starlette.staticfiles import StaticFiles
 
 # Compressing every response of at least this many bytes; smaller ones gain nothing.
 GZIP_MINIMUM_BYTES = 1024
-# Level 6 (gzip's default) gets plotly.min.js within 2% of level 9 at a third of the time.
+# Level 6 (gzip's default) gets plotly.js within 2% of level 9 at a third of the time.
 GZIP_LEVEL = 6
-# A day: the vendor file changes only with the installed plotly; the ETag catches that.
+# A day: the vendor file changes only with a new covshift; the ETag catches that.
 VENDOR_MAX_AGE_S = 86_400
 
 
