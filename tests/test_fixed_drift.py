@@ -8,7 +8,7 @@ import pytest
 import torch
 from covshift.config import RunConfig
 from covshift.train.data import Dataset
-from covshift.train.fixed_drift import FixedDataDrift, probe_set, sorted_w1
+from covshift.train.fixed_drift import FixedDataDrift, probe_set, sorted_quantiles, sorted_w1
 from covshift.train.models import build_variants
 from covshift.train.packing import Packer
 from covshift.train.probes import capture
@@ -16,12 +16,20 @@ from covshift.train.trainer import Trainer
 from scipy.stats import wasserstein_distance
 
 
-def test_sorted_w1_is_scipys_wasserstein_distance_per_column() -> None:
+def test_sorted_w1_is_scipys_wasserstein_distance_per_row() -> None:
     rng = np.random.default_rng(0)
-    a, b = rng.normal(0, 1, (50, 4)), rng.normal(0.3, 2, (50, 4))
-    ours = sorted_w1(np.sort(a, 0), np.sort(b, 0))
-    expected = [wasserstein_distance(a[:, j], b[:, j]) for j in range(4)]
+    a, b = rng.normal(0, 1, (4, 50)), rng.normal(0.3, 2, (4, 50))
+    ours = sorted_w1(np.sort(a, 1), np.sort(b, 1))
+    expected = [wasserstein_distance(a[j], b[j]) for j in range(4)]
     np.testing.assert_allclose(ours, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 101])
+def test_sorted_quantiles_are_numpys_default_quantiles(n: int) -> None:
+    rows = np.random.default_rng(n).normal(size=(3, n))
+    q = [0, 0.15, 0.5, 0.85, 0.9, 1]
+    ours = sorted_quantiles(np.sort(rows, axis=1), q)
+    np.testing.assert_allclose(ours, np.quantile(rows, q, axis=1).T, rtol=1e-13, atol=1e-15)
 
 
 def _measure(drift: FixedDataDrift, models: dict) -> dict:

@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 import torch
 from covshift.config import RunConfig
+from covshift.train import inference
 from covshift.train.data import Dataset
-from covshift.train.inference import evaluate, population_statistics, running_stat_norms
+from covshift.train.inference import (
+    evaluate,
+    population_statistics,
+    running_stat_norms,
+    train_mode_logits,
+)
 from covshift.train.models import MLP, build_variants
 from covshift.train.trainer import Trainer
 
@@ -165,3 +171,31 @@ def test_cumulative_average_is_off_by_default_and_adds_no_hook() -> None:
     trainer.train_step()
     for model in trainer.models.values():
         assert all(not m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_batches_side_by_side_give_what_one_forward_per_batch_gives(
+    arch: str, digits: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch's BatchNorm takes k batches in one forward (inference.batches_side_by_side); the
+    # loop of one forward per batch is the reference, the path every other norm takes.
+    config = RunConfig(arch=arch, variants=("bn",), depth=2, width=6, seed=1)
+    shape = (1, 8, 8) if arch == "cnn" else None  # digits as 8x8 images
+    model = build_variants(config, 64, 10, torch.device("cpu"), shape)["bn"].double()
+    for block in model.hidden():  # trained-looking γ and β, not the defaults
+        assert block.norm is not None
+        torch.nn.init.uniform_(block.norm.weight, 0.5, 1.5)
+        torch.nn.init.uniform_(block.norm.bias, -0.5, 0.5)
+    x_train, x_test = digits.x_train[:200].double(), digits.x_test[:96].double()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        fast = population_statistics(model, x_train, 16), train_mode_logits(model, x_test, 16)
+        monkeypatch.setattr(inference, "SIDE_BY_SIDE", ())
+        slow = population_statistics(model, x_train, 16), train_mode_logits(model, x_test, 16)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert not any("forward" in vars(block.norm) for block in model.hidden())  # put back
+    for (mean, var), (want_mean, want_var) in zip(fast[0], slow[0], strict=True):
+        torch.testing.assert_close(mean, want_mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(var, want_var, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast[1], slow[1], rtol=1e-12, atol=1e-12)
+    assert fast[1].shape == (96, 10)
