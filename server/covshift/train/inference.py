@@ -90,7 +90,8 @@ def train_mode_logits(model: Network, x: torch.Tensor, batch_size: int) -> torch
         size = batches[0].shape[0]
         if all(b.shape[0] == size for b in batches) and side_by_side(model):
             with batches_side_by_side(running_stat_norms(model), size):
-                return model(x[: size * len(batches)])
+                logits: torch.Tensor = model(x[: size * len(batches)])
+                return logits
         return torch.cat([model(chunk) for chunk in batches])
 
 
@@ -161,7 +162,7 @@ def batches_side_by_side(norms: list[_BatchNorm], batch_size: int) -> Iterator[N
         return forward
 
     for norm in norms:
-        norm.forward = forward_of(norm)  # type: ignore[method-assign]
+        norm.forward = forward_of(norm)  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
