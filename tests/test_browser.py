@@ -133,6 +133,27 @@ def test_page_loads_without_console_errors_and_charts_fill(dashboard: Page) -> N
     assert dashboard.errors == []
 
 
+def test_the_first_requests_come_from_the_preloads_each_once(dashboard: Page) -> None:
+    # index.html preloads every module and the first API answers: none may be fetched twice
+    # (a preload the page does not use is a second request, and Chromium warns about it).
+    warnings: list[str] = []
+    dashboard.page.on("console", lambda m: m.type == "warning" and warnings.append(m.text))
+    dashboard.page.reload()
+    dashboard.wait_frames(3)
+    dashboard.page.wait_for_timeout(3500)  # Chromium warns ~3 s after an unused preload
+    fetched = dashboard.js(
+        """() => performance.getEntriesByType('resource')
+            .map((r) => [new URL(r.name).pathname, r.initiatorType])"""
+    )
+    modules = [path for path, _ in fetched if path.startswith("/js/")]
+    assert len(modules) == len(set(modules)) >= 30, modules
+    rules = [kind for path, kind in fetched if path == "/api/rules"]
+    assert rules == ["link"], fetched  # asked once, by the preload, and read from it
+    assert [kind for path, kind in fetched if path == "/api/runs"][:1] == ["link"]
+    assert not [w for w in warnings if "preload" in w], warnings
+    assert dashboard.errors == []
+
+
 def test_the_page_joins_with_one_history_and_asks_for_the_tap_it_shows(dashboard: Page) -> None:
     """docs/protocol.md: the page names its view; its history comes as one gzip message,
     live frames carry only the shown tap's histograms and one BN channel, and choosing

@@ -2,7 +2,9 @@
 
 // Messages only mark charts stale. Redraws go round-robin, one or two per animation frame,
 // at a pace that keeps the main thread mostly free for input. The pace follows what each
-// chart's redraw costs on this machine, measured every time: on a fast one every visible
+// chart's redraw costs on this machine, measured every time, the browser's style, layout and
+// paint that follow it included (a task queued behind the frame sees when they are done;
+// they are most of a chart's cost on a slow machine): on a fast one every visible
 // chart redraws twice a second; where that would take more than `maxBusy` of the thread
 // (a slow laptop), the interval widens, down to once a second. Right after a person types,
 // clicks or scrolls, redraws hold off for a moment (they are skipped, not queued), so the
@@ -21,11 +23,11 @@ function logOnce() {
 
 export const DEFAULTS = {
   frameBudgetMs: 12, // start another chart in a frame only if its usual cost still fits this
-  targetBusy: 0.2, // share of the main thread that chart redraws aim at (layout and paint come on top)
-  maxBusy: 0.35, // ... and never exceed while the interval can still widen
+  targetBusy: 0.2, // share of the main thread that chart redraws aim at, layout and paint included
+  maxBusy: 0.3, // ... and never exceed while the interval can still widen
   minIntervalMs: 300, // no chart redraws more than ~3 times a second
   preferredIntervalMs: 450, // a stale visible chart waits at most this long (≥ 2/s) while redraws take ≤ maxBusy
-  maxIntervalMs: 1000, // ... and never longer than this (≥ 1/s), however slow the machine
+  maxIntervalMs: 900, // ... and never longer than this (≥ 1/s with a frame to spare), however slow the machine
   quietAfterInputMs: 250, // no redraw starts this soon after a key, click or scroll
   costSmoothing: 0.3, // weight of the newest measurement in a chart's cost estimate
 };
@@ -45,16 +47,19 @@ export function createScheduler({
     ? (callback) => new IntersectionObserver(callback, { rootMargin: "120px 0px" })
     : null,
   onError = logOnce(),
+  // Runs fn once the browser has painted the frame (a task queued behind it); null: redraws
+  // are measured without the browser's part (no page: the tests' fake clock).
+  afterPaint = globalThis.document ? (fn) => setTimeout(fn, 0) : null,
   options = {},
 }) {
   const config = { ...DEFAULTS, ...options };
-  const entries = []; // {widget, visible, dirty, lastRender, cost, renders}
+  const entries = []; // {widget, visible, dirty, lastRender, cost, paint, renders}
   const byElement = new Map();
   let cursor = 0;
   let frameRequested = false;
   let timer = null;
   let quietUntil = -Infinity;
-  const stats = { frames: 0, renders: 0, renderMs: 0, longestMs: 0, longestFrameMs: 0, held: 0, byWidget: {} };
+  const stats = { frames: 0, renders: 0, renderMs: 0, paintMs: 0, longestMs: 0, longestFrameMs: 0, held: 0, byWidget: {} };
 
   const observer = observerFactory
     ? observerFactory((records) => {
@@ -70,7 +75,7 @@ export function createScheduler({
     : null;
 
   function add(widget) {
-    const entry = { widget, visible: !(widget.element && observer), dirty: true, lastRender: -Infinity, cost: 8, renders: 0 };
+    const entry = { widget, visible: !(widget.element && observer), dirty: true, lastRender: -Infinity, cost: 8, paint: 0, renders: 0 };
     entries.push(entry);
     if (widget.element && observer) {
       byElement.set(widget.element, entry);
@@ -116,7 +121,7 @@ export function createScheduler({
 
   function interval() {
     let visibleCost = 0;
-    for (const entry of entries) if (entry.visible) visibleCost += entry.cost;
+    for (const entry of entries) if (entry.visible) visibleCost += entry.cost + entry.paint;
     const preferred = Math.min(config.preferredIntervalMs, visibleCost / config.targetBusy);
     const needed = visibleCost / config.maxBusy; // what keeps redraws within maxBusy
     return Math.min(config.maxIntervalMs, Math.max(config.minIntervalMs, preferred, needed));
@@ -152,6 +157,7 @@ export function createScheduler({
     const gap = interval();
     let nextDue = Infinity;
     let rendered = 0;
+    const drawn = [];
     const n = entries.length;
     const first = cursor;
     for (let k = 0; k < n; k += 1) {
@@ -165,16 +171,20 @@ export function createScheduler({
         continue;
       }
       // One chart always draws; another only if its usual cost still fits this frame's budget.
-      if (rendered > 0 && t - start + entry.cost > config.frameBudgetMs) {
+      if (rendered > 0 && t - start + entry.cost + entry.paint > config.frameBudgetMs) {
         nextDue = t; // the rest waits for the next frame
         continue;
       }
-      renderOne(entry);
+      drawn.push([entry, renderOne(entry)]);
       rendered += 1;
       // Round-robin: the next frame starts after the last chart drawn.
       cursor = (first + k + 1) % n;
     }
     stats.longestFrameMs = Math.max(stats.longestFrameMs, now() - start);
+    if (drawn.length && afterPaint) {
+      const scripts = now() - start;
+      afterPaint(() => measurePaint(drawn, now() - start - scripts));
+    }
     if (nextDue < Infinity) {
       const wait = nextDue - now();
       if (wait <= 16) schedule();
@@ -185,6 +195,16 @@ export function createScheduler({
         }, wait);
       }
     }
+  }
+
+  /** The browser's part of a frame, shared among the charts drawn in it by their own cost. */
+  function measurePaint(drawn, browserMs) {
+    const total = drawn.reduce((sum, [, ms]) => sum + ms, 0);
+    for (const [entry, ms] of drawn) {
+      const share = total > 0 ? (browserMs * ms) / total : browserMs / drawn.length;
+      entry.paint += config.costSmoothing * (Math.max(0, share) - entry.paint);
+    }
+    stats.paintMs += Math.max(0, browserMs);
   }
 
   function renderOne(entry) {
@@ -207,6 +227,7 @@ export function createScheduler({
     own.renders += 1;
     own.ms += ms;
     own.maxMs = Math.max(own.maxMs, ms);
+    return ms;
   }
 
   function dispose() {

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { panelDomains } from "../../frontend/js/charts/bands.js";
+import { bandOutline, panelDomains } from "../../frontend/js/charts/bands.js";
 import { relativeDrift } from "../../frontend/js/charts/drift.js";
 import { colormap, paintColumns } from "../../frontend/js/charts/heatmap.js";
 import { logTicks } from "../../frontend/js/charts/loss.js";
@@ -98,4 +98,14 @@ test("a step axis over part of the width gets proportionally fewer ticks", async
   assert.equal(stepAxis({ domain: [0, 0.47] }).nticks, 3);
   assert.equal(stepAxis({ domain: [0.7, 1] }).nticks, 2);
   assert.equal(stepAxis({ domain: [0, 0.3], nticks: 5 }).nticks, 5);
+});
+
+test("a band is one closed outline per run of steps where both its lines have a value", () => {
+  // Along the lower line, back along the upper one; a step without a value ends a run.
+  assert.deepEqual(bandOutline([0, 10, 20], [1, 2, 3], [4, 5, 6]), { x: [0, 10, 20, 20, 10, 0], y: [1, 2, 3, 6, 5, 4] });
+  assert.deepEqual(bandOutline([0, 10, 20, 30, 40], [0, 1, null, 1, 0], [2, 3, 4, 3, undefined]), {
+    x: [0, 10, 10, 0, null, 30, 30],
+    y: [0, 1, 3, 2, null, 1, 3],
+  });
+  assert.deepEqual(bandOutline([0, 10], [null, null], [1, 2]), { x: [], y: [] });
 });

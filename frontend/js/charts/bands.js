@@ -17,45 +17,80 @@ export function panelDomains(n) {
   return Array.from({ length: n }, (_, i) => [i * (width + GAP), i * (width + GAP) + width]);
 }
 
-/** The five traces of one variant's bands: 1–99 fill, 15–85 fill, median. */
-function bandTraces(p, levels, color, xaxis, x) {
-  const at = (level) => levels.indexOf(level);
-  const line = (k, extra = {}) => ({
-    type: "scatter",
-    mode: "lines",
-    x,
-    y: k >= 0 ? p[k] : [],
-    xaxis,
-    yaxis: "y",
-    name: `${levels[k]}%`,
-    line: { color, width: 0 },
-    hovertemplate: `${levels[k]}%: %{y:.3g}<extra></extra>`,
-    ...extra,
-  });
-  return [
-    line(at(1)),
-    line(at(99), { fill: "tonexty", fillcolor: withAlpha(color, 0.15) }),
-    line(at(15)),
-    line(at(85), { fill: "tonexty", fillcolor: withAlpha(color, 0.4) }),
-    line(at(50), { line: { color, width: 1.6 } }),
-  ];
+/**
+ * A band between two lines as closed outlines (fill "toself"), one per run of steps where
+ * both have a value, all in one trace: a band costs one trace, not two (a redraw costs by
+ * the trace). Hover comes from the median line.
+ */
+export function bandOutline(x, lower, upper) {
+  const xs = [];
+  const ys = [];
+  const has = (value) => value !== null && value !== undefined;
+  let run = [];
+  const close = () => {
+    if (run.length === 0) return;
+    if (xs.length) {
+      xs.push(null);
+      ys.push(null);
+    }
+    for (const i of run) {
+      xs.push(x[i]);
+      ys.push(lower[i]);
+    }
+    for (const i of run.reverse()) {
+      xs.push(x[i]);
+      ys.push(upper[i]);
+    }
+    run = [];
+  };
+  for (let i = 0; i < x.length; i += 1) {
+    if (has(lower[i]) && has(upper[i])) run.push(i);
+    else close();
+  }
+  close();
+  return { x: xs, y: ys };
+}
+
+/** Lines drawn as one trace, a gap between them. */
+function joined(x, lines) {
+  return { x: lines.flatMap((_, k) => (k ? [null, ...x] : x)), y: lines.flatMap((y, k) => (k ? [null, ...y] : y)) };
 }
 
 const TYPICAL = "#1d2430";
 
-/** One typical unit's 15/50/85 lines (dotted, dark over the pooled bands). */
-function typicalTraces({ lines, unit }, xaxis, x) {
-  return lines.map((y, k) => ({
-    type: "scatter",
-    mode: "lines",
-    x,
-    y,
-    xaxis,
-    yaxis: "y",
-    name: `${t("legend.typicalUnit")} ${unit === null ? "" : `#${unit + 1}`} ${[15, 50, 85][k]}%`,
-    line: { color: TYPICAL, width: k === 1 ? 1.4 : 0.9, dash: "dot" },
-    hovertemplate: `${t("legend.typicalUnit")} ${[15, 50, 85][k]}%: %{y:.3g}<extra></extra>`,
-  }));
+/**
+ * One variant's traces: the 1–99% and 15–85% bands, the median, and, where shown, the
+ * typical unit's 15/85% (one trace) and 50% lines (dotted, dark over the pooled bands). The
+ * median's hover says every number at that step.
+ */
+function variantTraces(p, levels, typical, color, xaxis, x) {
+  const at = (level) => p[levels.indexOf(level)] ?? [];
+  const [p1, p15, p50, p85, p99] = [1, 15, 50, 85, 99].map(at);
+  const base = { type: "scatter", mode: "lines", xaxis, yaxis: "y", showlegend: false };
+  const band = (lower, upper, alpha) => ({ ...base, ...bandOutline(x, lower, upper), fill: "toself", fillcolor: withAlpha(color, alpha), line: { color, width: 0 }, hoverinfo: "skip" });
+  const unit = typical ? `${t("legend.typicalUnit")} ${typical.unit === null ? "" : `#${typical.unit + 1}`}` : "";
+  const typicalHover = typical ? `<br>${unit}: %{customdata[4]:.3g} / %{customdata[5]:.3g} / %{customdata[6]:.3g}` : "";
+  const traces = [
+    band(p1, p99, 0.15),
+    band(p15, p85, 0.4),
+    {
+      ...base,
+      x,
+      y: p50,
+      name: t("legend.median"),
+      line: { color, width: 1.6 },
+      customdata: x.map((_, i) => [p1[i], p15[i], p85[i], p99[i], ...(typical ? typical.lines.map((line) => line[i]) : [])]),
+      hovertemplate: `50%: %{y:.3g}<br>15–85%: %{customdata[1]:.3g} – %{customdata[2]:.3g}<br>1–99%: %{customdata[0]:.3g} – %{customdata[3]:.3g}${typicalHover}<extra></extra>`,
+    },
+  ];
+  if (typical) {
+    const [low, mid, high] = typical.lines;
+    traces.push(
+      { ...base, ...joined(x, [low, high]), name: unit, line: { color: TYPICAL, width: 0.9, dash: "dot" }, hoverinfo: "skip" },
+      { ...base, x, y: mid, name: unit, line: { color: TYPICAL, width: 1.4, dash: "dot" }, hoverinfo: "skip" },
+    );
+  }
+  return traces;
 }
 
 export function createBandsChart(card, { layer, view, cursor, runKey }) {
@@ -81,13 +116,11 @@ export function createBandsChart(card, { layer, view, cursor, runKey }) {
       state.variants.forEach((variant, i) => {
         const color = variantColor(variant, i);
         layout[i === 0 ? "xaxis" : `xaxis${i + 1}`] = stepAxis({ domain: domains[i], anchor: "y", ...(i ? { matches: "x" } : {}) });
-        traces.push(...bandTraces(percentileLines(columns, variant, layer, tap, levels.length), levels, color, axisNames[i], x));
         // The paper's view beside the pooled one: a typical unit, measured on act_input.
-        const typical = tap === "act_input" ? typicalUnitLines(columns, variant, layer) : null;
-        if (typical?.lines[1].some((v) => v !== null)) {
-          traces.push(...typicalTraces(typical, axisNames[i], x));
-          typicalShown = true;
-        }
+        const lines = tap === "act_input" ? typicalUnitLines(columns, variant, layer) : null;
+        const typical = lines?.lines[1].some((v) => v !== null) ? lines : null;
+        typicalShown ||= typical !== null;
+        traces.push(...variantTraces(percentileLines(columns, variant, layer, tap, levels.length), levels, typical, color, axisNames[i], x));
         layout.annotations.push(subplotLabel(variantName(variant), axisNames[i], color));
       });
       layout.shapes = eventShapes(state.events, axisNames.map((axis) => [axis, "y"]));

@@ -108,7 +108,8 @@ export function baseLayout({ uirevision, height = 230, revision = 0, margin = {}
     // Legends are HTML (card.js setLegend): Plotly's costs milliseconds on every redraw.
     showlegend: false,
     hovermode: "x unified",
-    hoverlabel: { font: { size: 11 }, namelength: -1 },
+    // A unified hover box takes the paper colour, transparent here: give it its own.
+    hoverlabel: { font: { size: 11 }, namelength: -1, bgcolor: "rgba(255,255,255,0.94)", bordercolor: "#bbb" },
   };
 }
 
