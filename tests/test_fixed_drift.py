@@ -28,8 +28,10 @@ def test_sorted_w1_is_scipys_wasserstein_distance_per_row() -> None:
 def test_sorted_quantiles_are_numpys_default_quantiles(n: int) -> None:
     rows = np.random.default_rng(n).normal(size=(3, n))
     q = [0, 0.15, 0.5, 0.85, 0.9, 1]
+    rows[2, n // 2] = np.nan  # a row with a NaN has NaN quantiles, as numpy's
     ours = sorted_quantiles(np.sort(rows, axis=1), q)
     np.testing.assert_allclose(ours, np.quantile(rows, q, axis=1).T, rtol=1e-13, atol=1e-15)
+    assert np.isnan(ours[2]).all() and np.isfinite(ours[:2]).all()
 
 
 def _measure(drift: FixedDataDrift, models: dict) -> dict:

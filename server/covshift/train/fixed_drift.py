@@ -79,6 +79,8 @@ def sorted_quantiles(rows: np.ndarray, q: Sequence[float]) -> np.ndarray:
     above = np.minimum(below + 1, n - 1)
     low, high = rows[..., below], rows[..., above]
     result: np.ndarray = low + (high - low) * (at - below)
+    # As np.quantile: a row with a NaN (sorted to its end) has NaN quantiles.
+    result[np.isnan(rows[..., -1])] = np.nan
     return result
 
 

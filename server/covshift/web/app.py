@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_errors(app)
     _add_assets(app)
     # Innermost: compresses what the routes answer (JSON, exports, the page's files);
-    # plotly.min.js comes compressed already and passes through.
+    # plotly.js comes compressed already and passes through.
     app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES, compresslevel=GZIP_LEVEL)
     # Added last = outermost: the header and body limits see a request before anything
     # reads it.
