@@ -171,7 +171,8 @@ def test_the_page_joins_with_one_history_and_asks_for_the_tap_it_shows(dashboard
     page.on("websocket", listen)
     page.reload()
     dashboard.wait_frames(5)
-    # The reloaded page's socket: the page being left may still open one as it goes.
+    # The reloaded page's socket: the first document connects after its load event (main.js
+    # awaits the rules first), so it may still open one while the reload is under way.
     received, sent = sockets[-1]
     hello, history = received[0], received[1]
     came = [m[:60] if isinstance(m, str) else f"{len(m)} bytes" for m in received[:4]]
