@@ -59,7 +59,7 @@ export function createScheduler({
   let frameRequested = false;
   let timer = null;
   let quietUntil = -Infinity;
-  const stats = { frames: 0, renders: 0, renderMs: 0, paintMs: 0, longestMs: 0, longestFrameMs: 0, held: 0, byWidget: {} };
+  const stats = { frames: 0, renders: 0, renderMs: 0, longestMs: 0, longestFrameMs: 0, held: 0, byWidget: {} };
 
   const observer = observerFactory
     ? observerFactory((records) => {
@@ -204,7 +204,6 @@ export function createScheduler({
       const share = total > 0 ? (browserMs * ms) / total : browserMs / drawn.length;
       entry.paint += config.costSmoothing * (Math.max(0, share) - entry.paint);
     }
-    stats.paintMs += Math.max(0, browserMs);
   }
 
   function renderOne(entry) {

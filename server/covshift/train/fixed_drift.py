@@ -35,6 +35,7 @@ from torch import nn
 
 from covshift.wire import Json
 
+from .histogram import interpolate_sorted
 from .hooks import hooked
 from .models import Network
 from .norms import channel_rows, restoring_state
@@ -73,12 +74,8 @@ def sorted_quantiles(rows: np.ndarray, q: Sequence[float]) -> np.ndarray:
     """Quantiles of each row of a row-sorted array, as np.quantile's default (linear) method
     computes them; (rows, len(q)). For a few rows of a hundred values np.quantile's own
     overhead costs more than the numbers."""
-    n = rows.shape[-1]
-    at = np.asarray(q, dtype=np.float64) * (n - 1)
-    below = np.floor(at).astype(np.intp)
-    above = np.minimum(below + 1, n - 1)
-    low, high = rows[..., below], rows[..., above]
-    result: np.ndarray = low + (high - low) * (at - below)
+    at = np.asarray(q, dtype=np.float64) * (rows.shape[-1] - 1)
+    result = interpolate_sorted(rows, np.broadcast_to(at, (*rows.shape[:-1], len(at))))
     # As np.quantile: a row with a NaN (sorted to its end) has NaN quantiles.
     result[np.isnan(rows[..., -1])] = np.nan
     return result

@@ -171,6 +171,18 @@ def reduce_ragged(
     )
 
 
+def interpolate_sorted(rows: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """The values at fractional positions of rows sorted along their last axis, linear
+    between neighbours (numpy's default quantile method), in float64; `position` has the
+    rows' leading shape and the positions last."""
+    low = np.floor(position).astype(np.intp)
+    high = np.ceil(position).astype(np.intp)
+    low_value = np.take_along_axis(rows, low, axis=-1).astype(np.float64)
+    high_value = np.take_along_axis(rows, high, axis=-1).astype(np.float64)
+    result: np.ndarray = low_value + (high_value - low_value) * (position - low)
+    return result
+
+
 def _stats_from_sorted(
     ordered: np.ndarray, zeroed: np.ndarray, sums: np.ndarray, n_finite: np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -179,14 +191,10 @@ def _stats_from_sorted(
     has_finite = n_finite > 0
     last = np.maximum(n_finite - 1, 0)
     position = np.array(PERCENTILES, dtype=np.float64)[None, :] / 100 * last[:, None]
-    low_index = np.floor(position).astype(np.int64)
-    high_index = np.ceil(position).astype(np.int64)
     row = np.arange(ordered.shape[0])[:, None]
-    low_value = ordered[row, low_index].astype(np.float64)
-    high_value = ordered[row, high_index].astype(np.float64)
     # Rows with no finite value do arithmetic on inf here; they are replaced by NaN below.
     with np.errstate(invalid="ignore", divide="ignore"):
-        percentiles = low_value + (high_value - low_value) * (position - low_index)
+        percentiles = interpolate_sorted(ordered, position)
         mean = sums / n_finite
         centred = zeroed - mean[:, None]
         # Each zeroed non-finite entry added mean^2 to the sum of squares; take it back out.

@@ -90,7 +90,7 @@ def train_mode_logits(model: Network, x: torch.Tensor, batch_size: int) -> torch
         size = batches[0].shape[0]
         if all(b.shape[0] == size for b in batches) and side_by_side(model):
             with batches_side_by_side(running_stat_norms(model), size):
-                logits: torch.Tensor = model(x[: size * len(batches)])
+                logits: torch.Tensor = model(x)
                 return logits
         return torch.cat([model(chunk) for chunk in batches])
 
