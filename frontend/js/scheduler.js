@@ -1,14 +1,25 @@
-/** Render budget: charts redraw from animation frames, a few per frame, only while in view. */
+/** Render budget: charts redraw in turns queued from animation frames, a few per turn, only while in view. */
 
-// Messages only mark charts stale. Redraws go round-robin, one or two per animation frame,
-// at a pace that keeps the main thread mostly free for input. The pace follows what each
-// chart's redraw costs on this machine, measured every time, the browser's style, layout and
-// paint that follow it included (a task queued behind the frame sees when they are done;
-// they are most of a chart's cost on a slow machine): on a fast one every visible
-// chart redraws twice a second; where that would take more than `maxBusy` of the thread
-// (a slow laptop), the interval widens, down to once a second. Right after a person types,
-// clicks or scrolls, redraws hold off for a moment (they are skipped, not queued), so the
-// page answers first.
+// Messages only mark charts stale. Redraws go round-robin, one or two per turn, at a pace
+// that keeps the main thread mostly free for input. A turn is a task of its own, queued from
+// an animation frame (so a hidden tab draws nothing): the charts' script runs in it, and the
+// browser's style, layout and paint of what it changed come in the next frame, a task apart,
+// so a person's input can be handled between the two and neither lengthens the other. The
+// pace follows what each chart's redraw costs on this machine, measured every time, the
+// browser's part included (on a slow machine it is a fifth to a third of the cost): on a
+// fast one every visible chart redraws twice a second; where that would take more than
+// `maxBusy` of the thread (a slow laptop), the interval widens, down to once a second. Right
+// after a person types, clicks or scrolls, redraws hold off for a moment (they are skipped,
+// not queued), so the page answers first.
+
+/** The default afterPaint: time from the next animation frame's callback to a task queued in
+ * it, which runs after that frame's style, layout and paint. */
+function paintOfNextFrame(fn) {
+  requestAnimationFrame(() => {
+    const began = performance.now();
+    setTimeout(() => fn(performance.now() - began), 0);
+  });
+}
 
 /** console.error each distinct message once: a chart that fails fails on every redraw. */
 function logOnce() {
@@ -22,7 +33,7 @@ function logOnce() {
 }
 
 export const DEFAULTS = {
-  frameBudgetMs: 12, // start another chart in a frame only if its usual cost still fits this
+  frameBudgetMs: 12, // start another chart in a turn only if its usual cost still fits this
   targetBusy: 0.2, // share of the main thread that chart redraws aim at, layout and paint included
   maxBusy: 0.3, // ... and never exceed while the interval can still widen
   minIntervalMs: 300, // no chart redraws more than ~3 times a second
@@ -40,16 +51,18 @@ export const DEFAULTS = {
 export function createScheduler({
   getState,
   now = () => performance.now(),
-  requestFrame = (fn) => requestAnimationFrame(fn),
+  // Runs a turn: a task queued from the next animation frame.
+  requestFrame = (fn) => requestAnimationFrame(() => setTimeout(fn, 0)),
   setTimer = (fn, ms) => setTimeout(fn, ms),
   clearTimer = (id) => clearTimeout(id),
   observerFactory = typeof IntersectionObserver === "function"
     ? (callback) => new IntersectionObserver(callback, { rootMargin: "120px 0px" })
     : null,
   onError = logOnce(),
-  // Runs fn once the browser has painted the frame (a task queued behind it); null: redraws
-  // are measured without the browser's part (no page: the tests' fake clock).
-  afterPaint = globalThis.document ? (fn) => setTimeout(fn, 0) : null,
+  // Calls fn(ms) with the browser's part of a turn's redraws: the next frame's rendering,
+  // from its animation-frame callback to a task queued there, which runs once it has painted.
+  // null: redraws are measured without it (no page: the tests' fake clock).
+  afterPaint = globalThis.document ? paintOfNextFrame : null,
   options = {},
 }) {
   const config = { ...DEFAULTS, ...options };
@@ -181,10 +194,9 @@ export function createScheduler({
       cursor = (first + k + 1) % n;
     }
     stats.longestFrameMs = Math.max(stats.longestFrameMs, now() - start);
-    if (drawn.length && afterPaint) {
-      const scripts = now() - start;
-      afterPaint(() => measurePaint(drawn, now() - start - scripts));
-    }
+    // Before the next turn is asked for, so the measurement's frame callback runs first and
+    // its task ends before the next turn's charts start.
+    if (drawn.length && afterPaint) afterPaint((browserMs) => measurePaint(drawn, browserMs));
     if (nextDue < Infinity) {
       const wait = nextDue - now();
       if (wait <= 16) schedule();

@@ -194,3 +194,35 @@ test("right after input no redraw starts; the skipped frame comes back after the
   h.runFrame();
   assert.deepEqual(h.drawn, ["a"]);
 });
+
+test("the browser's part of a turn is measured before the next turn and shared by cost", () => {
+  let clock = 0;
+  const order = [];
+  const turns = [];
+  const paints = [];
+  const scheduler = createScheduler({
+    getState: () => null,
+    now: () => clock,
+    requestFrame: (fn) => {
+      order.push("turn");
+      turns.push(fn);
+    },
+    afterPaint: (fn) => {
+      order.push("paint");
+      paints.push(fn);
+    },
+    observerFactory: null,
+    options: { frameBudgetMs: 11, minIntervalMs: 0, preferredIntervalMs: 0, maxIntervalMs: 0, targetBusy: 1, costSmoothing: 1 },
+  });
+  const widget = (name, ms) => ({ name, update() { clock += ms; } });
+  for (const [name, ms] of [["a", 3], ["b", 1], ["c", 1]]) scheduler.add(widget(name, ms));
+  order.length = 0;
+  turns.shift()();
+  // a (3 ms) and b (estimated 8 ms before it ever drew: 3 + 8 fits 11) drew; c waits.
+  assert.deepEqual(scheduler.entries.map((e) => e.renders), [1, 1, 0]);
+  // The measurement's frame is asked for first, so its task ends before c's turn begins.
+  assert.deepEqual(order, ["paint", "turn"]);
+  paints.shift()(8);
+  // 8 ms of style, layout and paint, shared 3:1 as the two charts' scripts took.
+  assert.deepEqual(scheduler.entries.map((e) => e.paint), [6, 2, 0]);
+});
