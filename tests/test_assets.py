@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import serverkit
-from covshift.web.app import create_app, plotly_js
+from covshift.page_files import plotly_basic
+from covshift.web.app import create_app
 from fastapi.testclient import TestClient
 
 
@@ -21,7 +22,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 
 def test_plotly_is_sent_gzipped_with_an_etag_and_revalidates_to_304(client: TestClient) -> None:
-    found = plotly_js()
+    found = plotly_basic()
     assert found is not None
     raw = found.read_bytes()
     # The transport decodes; read the bytes as they travelled.
@@ -68,15 +69,20 @@ NOT_IN_THE_BASIC_BUNDLE = {
 }  # fmt: skip
 
 
-def test_the_page_draws_only_trace_types_its_plotly_bundle_has() -> None:
+def test_the_page_and_the_reports_draw_only_trace_types_their_plotly_bundle_has() -> None:
     # A chart of a type the bundle lacks would stay empty ("trace type not found").
-    found = plotly_js()
+    found = plotly_basic()
     assert found is not None and found.name == "plotly-basic.min.js"
     assert "plotly.js (basic - minified)" in found.read_text(encoding="utf-8")[:200]
-    page = Path(__file__).resolve().parent.parent / "frontend" / "js"
-    used = {
-        name
-        for path in page.rglob("*.js")
-        for name in re.findall(r'\btype: "(\w+)"', path.read_text(encoding="utf-8"))
+    root = Path(__file__).resolve().parent.parent
+    sources = {
+        "page": (root / "frontend" / "js", "*.js", r'\btype: "(\w+)"'),
+        "reports": (root / "server" / "covshift" / "reports", "*.py", r'"type": "(\w+)"'),
     }
-    assert "scatter" in used and not used & NOT_IN_THE_BASIC_BUNDLE, used
+    for name, (folder, pattern, trace_type) in sources.items():
+        used = {
+            kind
+            for path in folder.rglob(pattern)
+            for kind in re.findall(trace_type, path.read_text(encoding="utf-8"))
+        }
+        assert "scatter" in used and not used & NOT_IN_THE_BASIC_BUNDLE, (name, used)

@@ -880,3 +880,46 @@ def test_no_tick_labels_overlap_on_the_first_screen_at_1280(
     assert overlaps == []
     assert page.errors == []
     context.close()
+
+
+def test_reports_draw_every_figure_with_the_pages_plotly(
+    chromium: Any, server: ThreadedServer, tmp_path: Path, digits: Any
+) -> None:
+    # A report inlines the page's plotly.js (its basic bundle) and opens from disk, under its
+    # own CSP: every figure, the sweep's error bars included, must draw without an error.
+    from covshift.config import RunConfig
+    from covshift.reports.sweep import render_sweep_report
+    from covshift.train.sweep import run_sweep
+
+    (demo,) = [run for run in server.runs() if run["demo"]]
+    sweep = run_sweep(
+        RunConfig(variants=("plain", "bn"), depth=1, width=8, steps=6, ics_every=0),
+        "batch_size", (2, 8), dataset=digits, seeds=(0, 1),
+    )  # fmt: skip
+    reports = {
+        "run": server.get_text(f"/api/runs/{demo['id']}/report"),
+        "sweep": render_sweep_report(sweep),
+    }
+    for name, text in reports.items():
+        path = tmp_path / f"{name}.html"
+        path.write_text(text, encoding="utf-8")
+        figures = len(re.findall(r'<div id="figure-\d+" class="figure">', text))
+        assert figures >= 2, name
+        context = chromium.new_context(viewport={"width": 1280, "height": 900})
+        try:
+            page = Page(context.new_page(), server)
+            page.page.goto(path.as_uri())
+            drawn = page.wait_js(
+                f"""() => {{
+                  const plots = [...document.querySelectorAll('.figure')];
+                  const ok = plots.length === {figures}
+                    && plots.every((p) => p.querySelector('.scatterlayer .trace path'));
+                  return ok && plots.length;
+                }}"""
+            )
+            assert drawn == figures, name
+            if name == "sweep":  # the spread over seeds, as error bars
+                assert page.js("() => document.querySelectorAll('.errorbar path').length") > 0
+            assert page.errors == [], (name, page.errors)
+        finally:
+            context.close()

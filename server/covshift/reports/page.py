@@ -13,12 +13,12 @@ import base64
 import functools
 import hashlib
 import html
-import importlib.resources
 import json
 import math
 from typing import Any
 
 from covshift.errors import CovshiftError
+from covshift.page_files import PLOTLY_BASIC, plotly_basic
 from covshift.variants import VARIANTS
 from covshift.wire import Json
 
@@ -38,20 +38,19 @@ Figure = dict[str, Any]
 
 
 class ReportError(CovshiftError):
-    """A report cannot be written (plotly, which provides plotly.js, is not installed)."""
+    """A report cannot be written (the page's plotly.js, which it inlines, is missing)."""
 
 
-@functools.cache  # 4.8 MB, read and hashed once per process
+@functools.cache  # 1.2 MB, read and hashed once per process
 def plotly_js() -> str:
-    """The plotly.min.js that ships inside the plotly Python package."""
-    try:
-        return (importlib.resources.files("plotly") / "package_data" / "plotly.min.js").read_text(
-            encoding="utf-8"
-        )
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
+    """The page's own plotly.js (its basic bundle: every report draws scatter traces only)."""
+    found = plotly_basic()
+    if found is None:
         raise ReportError(
-            "report: install plotly (pip install plotly) to write report.html"
-        ) from exc
+            f"report: frontend/vendor/{PLOTLY_BASIC} is missing (a damaged install):"
+            " reinstall covshift to write report.html"
+        )
+    return found.read_text(encoding="utf-8")
 
 
 def config_text(config: dict[str, Json], leave_out: str = "") -> str:

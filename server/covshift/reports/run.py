@@ -1,6 +1,6 @@
 """The self-contained HTML report of a run, from its hello, frames and events.
 
-One file that opens offline: plotly.js is inlined from the plotly package, the
+One file that opens offline: the page's plotly.js (its basic bundle) is inlined, the
 figures are Plotly JSON specs, and a table holds the numbers. Everything is read
 from the wire records (docs/protocol.md), so the same function serves a finished
 headless run, the server's live or finished runs, and a replay of frames.jsonl.
