@@ -378,7 +378,10 @@ def check_cnn_depth(depth: int, height: int, width: int, dataset: str) -> None:
 # batch 1600: plain 1167 (1232), plain + bn 2714 (3413), plain + bn + ln + wn 5015 (6151);
 # all ten variants at depth 4, width 256, batch 512: 945 (1021); ghost_bn alone at depth 4,
 # width 1024, batch 1600: 1368 (1387); MNIST at depth 4, width 1024, batch 1024, plain + bn,
-# Adam, ICS every step: 1622 (1777); the default config: 397 (436).
+# Adam, ICS every step: 1622 (1777); the default config: 397 (436). Those were measured
+# before workers fixed glibc's mmap threshold (runtime/worker.py): since, freed tensors
+# leave the process, and the ten variants at depth 2, width 256, batch 1024 peak at
+# 870 MiB every start (1011) where they had peaked at 933 to 1148 MiB from start to start.
 # (examples, features, classes, MiB of the worker before any network)
 DATASET_SHAPES: dict[str, tuple[int, int, int, int]] = {
     "digits": (1797, 64, 10, 430),

@@ -24,7 +24,7 @@ from covshift.presets import PRESETS
 from covshift.wire import Json, encode, message, state_event
 
 from .messages import Command, Output, Reply, Status, SweepPlan
-from .worker import hold_memory, out_of_memory
+from .worker import hold_memory, out_of_memory, steady_allocator
 
 if TYPE_CHECKING:
     from covshift.config import RunConfig
@@ -47,6 +47,7 @@ def sweep_main(
     """Entry point of the spawned process."""
     logging.basicConfig(level=logging.INFO, format="covshift sweep: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when a sweep stops
+    steady_allocator()  # as worker.py: the same peak memory from start to start
     with contextlib.suppress(BrokenPipeError, EOFError, ConnectionResetError):
         _SweepWorker(plan, commands, outputs, memory_limit_mb).run(config_json)
 

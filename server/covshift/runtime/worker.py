@@ -12,6 +12,7 @@ and forwards the same text to every client without parsing it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import resource
 import signal
@@ -54,9 +55,30 @@ def worker_main(
     # Ctrl+C in a terminal reaches the whole process group: the server decides when a
     # run stops (and records it), so the worker leaves SIGINT to it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    steady_allocator()
     # A broken pipe means the server went away: nobody is left to train for.
     with contextlib.suppress(BrokenPipeError, EOFError, ConnectionResetError):
         _Worker(commands, outputs, memory_limit_mb).run(config_json)
+
+
+# Allocations of this size or more get a mapping of their own, unmapped when freed. glibc
+# otherwise raises its threshold to the largest block freed so far (up to 32 MiB); big tensors
+# then come from the heap, where a freed one stays resident behind a live small block. One
+# run's peak varied so from 424 to 795 MiB from start to start (all ten variants at width
+# 256, batch 1024, calibrating), past its memory estimate. Fixed, it held 423-446 MiB, and
+# training ran within 1.3% of the speed it had without it.
+MMAP_THRESHOLD_BYTES = 128 << 10
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def steady_allocator() -> bool:
+    """Fix glibc's mmap threshold, so freed tensors leave the process and its peak memory
+    is the same from start to start; False where the C library has no mallopt (not glibc)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 def hold_memory(limit_mb: int) -> None:
