@@ -1,4 +1,4 @@
-/** Render budget: charts redraw in turns queued from animation frames, a few per turn, only while in view. */
+/** Render budget: charts redraw in turns (tasks queued from animation frames), only while in view. */
 
 // Messages only mark charts stale. Redraws go round-robin, one or two per turn, at a pace
 // that keeps the main thread mostly free for input. A turn is a task of its own, queued from

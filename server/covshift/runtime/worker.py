@@ -63,10 +63,10 @@ def worker_main(
 
 # Allocations of this size or more get a mapping of their own, unmapped when freed. glibc
 # otherwise raises its threshold to the largest block freed so far (up to 32 MiB); big tensors
-# then come from the heap, where a freed one stays resident behind a live small block. One
-# run's peak varied so from 424 to 795 MiB from start to start (all ten variants at width
-# 256, batch 1024, calibrating), past its memory estimate. Fixed, it held 423-446 MiB, and
-# training ran within 1.3% of the speed it had without it.
+# then come from the heap, where a freed one stays resident behind a live small block. A
+# worker of all ten variants at depth 2, width 256, batch 1024 peaked so anywhere from 933 to
+# 1148 MiB from start to start, past its memory estimate (1011); with the threshold fixed,
+# at 870 MiB every start. Training runs within 1.3% of the speed it had without it.
 MMAP_THRESHOLD_BYTES = 128 << 10
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
