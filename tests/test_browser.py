@@ -106,7 +106,7 @@ def test_page_loads_without_console_errors_and_charts_fill(dashboard: Page) -> N
           const filled = (p) => p.data && p.data.some((trace) => trace.x.length > 5);
           const lesson = [...document.querySelectorAll('#lesson .plot')];
           const loss = [...document.querySelectorAll('#overview .plot')];
-          return lesson.length === 2 && lesson.every(filled) && loss.length === 1
+          return lesson.length === 2 && lesson.every(filled) && loss.length === 2
             && loss.every(filled);
         }"""
     )
@@ -358,18 +358,20 @@ def test_one_typed_change_is_one_event_one_marker_and_one_report_row(
     events = dashboard.js(f"() => window.covshift.state.events.filter({ours})")
     assert [e["value"] for e in events] == values
     steps = [e["step"] for e in events]
-    # One marker per change on every time axis of the loss chart.
-    per_axis = dashboard.js(
+    # One marker per change on the loss chart and on the accuracy chart.
+    per_chart = dashboard.js(
         f"""() => {{
-          const plot = document.querySelector('#overview .plot');
           const counts = {{}};
-          for (const shape of plot.layout.shapes ?? []) {{
-            if ({steps}.includes(shape.x0)) counts[shape.xref] = (counts[shape.xref] ?? 0) + 1;
+          for (const card of ['loss', 'accuracy']) {{
+            const plot = document.querySelector(`#overview .card.${{card}} .plot`);
+            for (const shape of plot.layout.shapes ?? []) {{
+              if ({steps}.includes(shape.x0)) counts[card] = (counts[card] ?? 0) + 1;
+            }}
           }}
           return counts;
         }}"""
     )
-    assert per_axis and all(count == 3 for count in per_axis.values()), per_axis
+    assert per_chart == {"loss": 3, "accuracy": 3}, per_chart
     report = server.get_text(f"/api/runs/{run_id}/report")
     rows = [
         html.unescape(row) for row in re.findall(r"<tr>(.*?)</tr>", report, re.S) if ">lr<" in row
@@ -432,13 +434,13 @@ def test_change_markers_have_a_key_and_hover_away_from_the_toolbar(dashboard: Pa
     )
     assert [k for k, _, _ in kinds] == ["lr", "batch_size", "bn_momentum", "diverged", "skipped"]
     assert dict((k, text) for k, _, text in kinds)["lr"] == "learning rate"
-    # The key's colour is the colour of the lr markers drawn on the loss chart.
+    # The key's colour is the colour of the lr markers drawn on the accuracy chart.
     drawn = dashboard.wait_js(
         """() => {
-          const plot = document.querySelector('#overview .plot');
+          const plot = document.querySelector('#overview .card.accuracy .plot');
           const hover = plot.data.find((t) => t.mode === 'markers');
           const i = hover?.text?.findIndex((text) => text.includes('0.041'));
-          return i >= 0 ? [hover.marker.color[i], hover.y[i], plot.layout.yaxis2.range[0]] : null;
+          return i >= 0 ? [hover.marker.color[i], hover.y[i], plot.layout.yaxis.range[0]] : null;
         }"""
     )
     color, y, bottom = drawn

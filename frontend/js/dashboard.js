@@ -10,7 +10,7 @@ import { createDoctor, createDoctorCard, createLayerBadge } from "./charts/docto
 import { createDriftChart } from "./charts/drift.js";
 import { createHeatmap } from "./charts/heatmap.js";
 import { createIcsChart } from "./charts/ics.js";
-import { createLossChart } from "./charts/loss.js";
+import { createAccuracyChart, createLossChart } from "./charts/loss.js";
 import { purge } from "./charts/plot.js";
 import { normalizedVariants } from "./state.js";
 
@@ -93,9 +93,11 @@ export function createDashboard({ intro = null, lessonRoot, overview, layersRoot
     widgets.push(claimWidget);
     scheduler.add(claimWidget);
 
-    const loss = createCard({ title: "chart.loss", note: "note.loss", className: "wide" });
-    overview.append(loss.root);
+    const loss = createCard({ title: "chart.loss", note: "note.loss", className: "loss" });
+    const accuracy = createCard({ title: "chart.acc", note: "note.acc", className: "accuracy" });
+    overview.append(loss.root, accuracy.root);
     add(createLossChart(loss, context), loss);
+    add(createAccuracyChart(accuracy, context), accuracy);
 
     // Further down: internal covariate shift as numbers.
     const drift = createCard({ title: "chart.drift", note: "note.drift", className: "wide" });

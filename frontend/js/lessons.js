@@ -66,9 +66,10 @@ export function watchTarget(chart, layer) {
     case "lesson":
       return "#lesson";
     case "loss":
+      return "#overview .card.loss";
     case "accuracy":
     case "inference": // test accuracy in eval and train mode, population, cumulative: one card
-      return "#overview .card";
+      return "#overview .card.accuracy";
     case "bn":
       return `${section} .card.bn`;
     case "taps": // the distribution card, showing the tap picked under "Distribution of"

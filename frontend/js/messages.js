@@ -162,7 +162,8 @@ const en = {
   "dataset.mnist1d": "MNIST-1D",
   "dataset.mnist": "MNIST (files on the server)",
 
-  "chart.loss": "Loss and accuracy",
+  "chart.loss": "Loss",
+  "chart.acc": "Accuracy",
   "chart.drift": "Drift of each layer's input",
   "chart.ics": "Gradient ICS (Santurkar et al.)",
   "axis.gradDiff": "‖G − G′‖₂",
@@ -232,7 +233,9 @@ const en = {
   "bn.channelOf": "channel {channel} of {width}",
 
   "note.loss":
-    "Solid lines: this batch's training loss and accuracy; dots: the held-out test set (eval mode, running statistics). BN usually learns sooner and stands a larger learning rate. Dashed vertical lines mark your changes and divergences.",
+    "Solid lines: this batch's training loss; dots: the held-out test set (eval mode, running statistics). BN usually learns sooner and stands a larger learning rate. Dashed vertical lines mark your changes and divergences.",
+  "note.acc":
+    "Solid lines: this batch's training accuracy; dots: the held-out test set in eval mode (running statistics). For BN, where measured, the same test set with each batch's own statistics (train mode: a forgotten eval()), and with statistics recomputed over the training set. Triangles at the bottom: your changes (hover them).",
   "note.ics":
     "Santurkar et al.'s gradient view of internal covariate shift: ‖G − G′‖₂ is how much a layer's weight gradient G changes when only the layers before it take their SGD step on the same batch (G′). The first layer's is always 0. (With momentum or Adam this is still a plain SGD step: an approximation of the paper's update.) Look for whether BN's lines sit below plain's: if normalization really removed ICS they would, but the paper found BN often does not shrink it — BN helps by making the loss smoother, not by freezing the inputs.",
   "note.drift":
@@ -512,7 +515,8 @@ const ko = {
   "dataset.mnist1d": "MNIST-1D",
   "dataset.mnist": "MNIST (서버의 파일)",
 
-  "chart.loss": "손실과 정확도",
+  "chart.loss": "손실",
+  "chart.acc": "정확도",
   "chart.drift": "각 층 입력의 이동량",
   "chart.ics": "그래디언트 ICS (Santurkar 외)",
   "axis.gradDiff": "‖G − G′‖₂",
@@ -582,7 +586,9 @@ const ko = {
   "bn.channelOf": "채널 {channel} / {width}",
 
   "note.loss":
-    "실선: 이번 배치의 학습 손실과 정확도. 점: 따로 떼어 둔 테스트 세트(평가 모드, 이동 평균 통계 사용). BN은 보통 더 빨리 배우고 더 큰 학습률도 견딥니다. 세로 점선은 여러분이 바꾼 설정과 발산 지점입니다.",
+    "실선: 이번 배치의 학습 손실. 점: 따로 떼어 둔 테스트 세트(평가 모드, 이동 평균 통계 사용). BN은 보통 더 빨리 배우고 더 큰 학습률도 견딥니다. 세로 점선은 여러분이 바꾼 설정과 발산 지점입니다.",
+  "note.acc":
+    "실선: 이번 배치의 학습 정확도. 점: 따로 떼어 둔 테스트 세트(평가 모드, 이동 평균 통계 사용). BN은 측정된 경우 같은 테스트 세트를 배치마다 그 배치의 통계로(학습 모드: eval() 누락), 그리고 학습 세트 전체로 다시 계산한 통계로도 채점합니다. 아래쪽 삼각형: 여러분이 바꾼 설정(마우스를 올려 보세요).",
   "note.ics":
     "Santurkar 외가 제안한 그래디언트 관점의 내부 공변량 변화: ‖G − G′‖₂는 같은 배치에서 앞쪽 층들만 SGD 한 스텝을 밟았을 때(G′) 한 층의 가중치 그래디언트 G가 얼마나 바뀌는지입니다. 첫 층은 항상 0입니다. (모멘텀이나 Adam을 써도 G′는 단순 SGD 한 스텝으로 계산하는 근사입니다.) BN의 선이 plain보다 아래에 있는지 보세요. 정규화가 정말 ICS를 없앴다면 그래야 하지만, 논문은 BN이 이를 줄이지 못하는 경우가 많다는 것을 보였습니다 — BN은 입력을 고정해서가 아니라 손실 지형을 매끄럽게 해서 돕습니다.",
   "note.drift":

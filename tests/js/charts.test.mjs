@@ -74,6 +74,9 @@ test("log ticks: plain numbers over a few decades, powers of ten over many", () 
   const narrow = logTicks([0.3, 0.9]);
   assert.ok(narrow.tickvals.length >= 2 && narrow.tickvals.length <= 5, narrow.tickvals);
   assert.ok(narrow.tickvals.every((v) => v >= 0.3 && v <= 0.9));
+  // Where the 1-2-5 values are too few: five, the lowest and the highest labelled, and 1 kept.
+  assert.deepEqual(logTicks([0.55, 1.9]).tickvals, [0.6, 0.7, 0.9, 1, 1.5]);
+  assert.deepEqual(logTicks([0.3, 1.5]).tickvals, [0.3, 0.5, 0.7, 1, 1.5]);
   assert.deepEqual(logTicks([0.012, 0.013]), { tickformat: ".3~g", nticks: 3 });
   assert.deepEqual(logTicks([1e-6, 1]), { dtick: 2, exponentformat: "power" });
   assert.deepEqual(logTicks([1e-3, 1e38]), { dtick: 9, exponentformat: "power" });

@@ -225,6 +225,8 @@ test("every chart a lesson points at has a place on the page", () => {
     for (const chart of lesson.watch.charts) assert.ok(watchTarget(chart, lesson.watch.layer), `${lesson.id}: ${chart}`);
   }
   assert.equal(watchTarget("bn", 2), "#layer-3 .card.bn");
+  assert.equal(watchTarget("loss", 0), "#overview .card.loss");
+  assert.equal(watchTarget("inference", 0), "#overview .card.accuracy");
   assert.equal(watchTarget("nowhere", 0), null);
 });
 
