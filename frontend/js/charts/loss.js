@@ -45,7 +45,8 @@ const MARKERS_UP_TO = 40;
  * Tick labels on a log axis that never run into each other: over many decades, powers of
  * ten a whole number of decades apart; over two decades or fewer, where Plotly would label
  * every digit ("0.04 0.05 … 0.9" on a short chart), the 1-2-5 values inside the span (or,
- * over a fraction of a decade, at most five of 1…9 × 10ⁿ), written with two digits.
+ * where fewer than three fall inside, at most five of 1, 1.5, 2 … 9 × 10ⁿ, the lowest and
+ * the highest among them, and 1), written with two digits.
  */
 export function logTicks(span) {
   if (!span || !(span[0] > 0) || !(span[1] > span[0])) return { tickformat: ".2~g" };
