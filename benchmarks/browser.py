@@ -105,9 +105,21 @@ def _measure_page(page: Any, cdp: Any, window_s: float) -> dict[str, float]:
     }
 
 
-FIRST_SCREEN_DRAWN = """() => [...document.querySelectorAll('#lesson .plot')]
-    .filter((p) => p.data?.some((t) => t.x.length > 1)).length === 2
-  && [...document.querySelectorAll('#layer-1 canvas')].every((c) => c.width > 5)"""
+# The first screen: the lesson's two charts and the loss and accuracy charts drawn where
+# they are in the viewport (traces with points), and any heatmap there (columns), wherever
+# the layout puts them.
+FIRST_SCREEN_DRAWN = """() => {
+  const inView = (el) => {
+    const box = el.getBoundingClientRect();
+    return box.width > 0 && box.bottom > 0 && box.top < innerHeight;
+  };
+  const drawn = (plot) => plot.data?.some((t) => t.x.length > 1);
+  const lesson = [...document.querySelectorAll('#lesson .plot')];
+  const shown = [...document.querySelectorAll('#lesson .plot, #overview .plot')].filter(inView);
+  const canvases = [...document.querySelectorAll('canvas.heatmap-canvas')].filter(inView);
+  return lesson.length === 2 && lesson.every(drawn) && shown.every(drawn)
+    && canvases.every((c) => c.width > 5);
+}"""
 
 
 def _join(browser: Any, url: str) -> dict[str, float]:
