@@ -120,11 +120,13 @@ def test_page_loads_without_console_errors_and_charts_fill(dashboard: Page) -> N
             && drift[0].data?.some((trace) => trace.x.length > 5);
         }"""
     )
-    dashboard.page.evaluate("() => window.scrollTo(0, 0)")
+    # Layer 1 sits below the lesson and the loss and accuracy row: drawn once in view.
+    dashboard.page.locator("#layer-1").scroll_into_view_if_needed()
     dashboard.wait_js(
         "() => [...document.querySelectorAll('#layer-1 canvas')].every((c) => c.width > 5)"
     )
     dashboard.wait_js("() => document.querySelector('#layer-1 .dist .plot').data?.length === 2")
+    dashboard.page.evaluate("() => window.scrollTo(0, 0)")
     status = dashboard.page.inner_text(".topbar")
     assert "live" in status
     assert dashboard.js("() => window.covshift.scheduler.stats.renders") > 5
