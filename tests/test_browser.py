@@ -575,9 +575,14 @@ def test_the_step_cursor_sits_where_plotly_draws_that_step(dashboard: Page) -> N
     # The page places the cursor from documented layout fields only; Plotly's own internal
     # mapping is the oracle here (only the test reads it).
     dashboard.wait_frames(20)
+    # The predicate below is polled until every chart has drawn, so it must not be async:
+    # a promise is truthy at once, whatever it resolves to.
+    dashboard.page.evaluate(
+        "async () => { window.cursorPlaces = (await import('/js/charts/plot.js')).cursorPlaces; }"
+    )
     found = dashboard.wait_js(
-        """async () => {
-          const { cursorPlaces } = await import('/js/charts/plot.js');
+        """() => {
+          const { cursorPlaces } = window;
           const results = [];
           for (const plot of document.querySelectorAll('#overview .plot, #lesson .plot')) {
             const full = plot._fullLayout;
