@@ -105,21 +105,22 @@ def _measure_page(page: Any, cdp: Any, window_s: float) -> dict[str, float]:
     }
 
 
-# The first screen: the lesson's two charts and the loss and accuracy charts drawn where
-# they are in the viewport (traces with points), and any heatmap there (columns), wherever
-# the layout puts them.
-FIRST_SCREEN_DRAWN = """() => {
-  const inView = (el) => {
+# The lesson on the first screen: plain's and BN's bands and distributions drawn.
+LESSON_DRAWN = """() => [...document.querySelectorAll('#lesson .plot')]
+  .filter((p) => p.data?.some((t) => t.x.length > 1)).length === 2"""
+
+# The first screen: the lesson drawn, and the loss and accuracy charts where they are in the
+# viewport (traces with points), and any heatmap there (columns), wherever the layout puts them.
+FIRST_SCREEN_DRAWN = f"""() => {{
+  const inView = (el) => {{
     const box = el.getBoundingClientRect();
     return box.width > 0 && box.bottom > 0 && box.top < innerHeight;
-  };
+  }};
   const drawn = (plot) => plot.data?.some((t) => t.x.length > 1);
-  const lesson = [...document.querySelectorAll('#lesson .plot')];
   const shown = [...document.querySelectorAll('#lesson .plot, #overview .plot')].filter(inView);
   const canvases = [...document.querySelectorAll('canvas.heatmap-canvas')].filter(inView);
-  return lesson.length === 2 && lesson.every(drawn) && shown.every(drawn)
-    && canvases.every((c) => c.width > 5);
-}"""
+  return ({LESSON_DRAWN})() && shown.every(drawn) && canvases.every((c) => c.width > 5);
+}}"""
 
 
 def _join(browser: Any, url: str) -> dict[str, float]:
@@ -194,12 +195,7 @@ def run_browser_benchmark(quick: bool) -> dict[str, float]:
                     timeout=30_000,
                 )
                 first_chart_s = time.monotonic() - started
-                # The lesson on the first screen: plain's and BN's bands and distributions drawn.
-                page.wait_for_function(
-                    """() => [...document.querySelectorAll('#lesson .plot')]
-                        .filter((p) => p.data?.some((t) => t.x.length > 1)).length === 2""",
-                    timeout=30_000,
-                )
+                page.wait_for_function(LESSON_DRAWN, timeout=30_000)
                 lesson_s = time.monotonic() - started
                 first_render_at = page.evaluate("() => performance.now()")
                 figures = {"serve_to_first_chart_s": first_chart_s, "serve_to_lesson_s": lesson_s}
