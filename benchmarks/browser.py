@@ -105,9 +105,11 @@ def _measure_page(page: Any, cdp: Any, window_s: float) -> dict[str, float]:
     }
 
 
+# A chart has drawn: Plotly's traces have points, or the bands' canvas has its steps.
+DRAWN = "(plot) => plot.figure?.points > 1 || plot.data?.some((t) => t.x.length > 1)"
 # The lesson on the first screen: plain's and BN's bands and distributions drawn.
-LESSON_DRAWN = """() => [...document.querySelectorAll('#lesson .plot')]
-  .filter((p) => p.data?.some((t) => t.x.length > 1)).length === 2"""
+LESSON_DRAWN = f"""() => [...document.querySelectorAll('#lesson .plot')]
+  .filter({DRAWN}).length === 2"""
 
 # The first screen: the lesson drawn, and the loss and accuracy charts where they are in the
 # viewport (traces with points), and any heatmap there (columns), wherever the layout puts them.
@@ -116,7 +118,7 @@ FIRST_SCREEN_DRAWN = f"""() => {{
     const box = el.getBoundingClientRect();
     return box.width > 0 && box.bottom > 0 && box.top < innerHeight;
   }};
-  const drawn = (plot) => plot.data?.some((t) => t.x.length > 1);
+  const drawn = {DRAWN};
   const shown = [...document.querySelectorAll('#lesson .plot, #overview .plot')].filter(inView);
   const canvases = [...document.querySelectorAll('canvas.heatmap-canvas')].filter(inView);
   return ({LESSON_DRAWN})() && shown.every(drawn) && canvases.every((c) => c.width > 5);

@@ -11,6 +11,7 @@ import html
 import json
 import os
 import re
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,10 +101,10 @@ def dashboard(chromium: Any, server: ThreadedServer) -> Iterator[Page]:
 
 def test_page_loads_without_console_errors_and_charts_fill(dashboard: Page) -> None:
     dashboard.wait_frames(20)
-    # Every chart in view drew data: Plotly traces with points, heatmap canvases with columns.
+    # Every chart in view drew data: Plotly traces with points, the bands' canvas its steps.
     dashboard.wait_js(
         """() => {
-          const filled = (p) => p.data && p.data.some((trace) => trace.x.length > 5);
+          const filled = (p) => p.figure?.points > 5 || p.data?.some((trace) => trace.x.length > 5);
           const lesson = [...document.querySelectorAll('#lesson .plot')];
           const loss = [...document.querySelectorAll('#overview .plot')];
           return lesson.length === 2 && lesson.every(filled) && loss.length === 2
@@ -125,7 +126,9 @@ def test_page_loads_without_console_errors_and_charts_fill(dashboard: Page) -> N
     dashboard.wait_js(
         "() => [...document.querySelectorAll('#layer-1 canvas')].every((c) => c.width > 5)"
     )
-    dashboard.wait_js("() => document.querySelector('#layer-1 .dist .plot').data?.length === 2")
+    dashboard.wait_js(
+        "() => document.querySelector('#layer-1 .dist .plot').figure?.series.length === 2"
+    )
     dashboard.page.evaluate("() => window.scrollTo(0, 0)")
     status = dashboard.page.inner_text(".topbar")
     assert "live" in status
@@ -214,7 +217,8 @@ def test_the_lesson_is_on_the_first_screen_at_1280x720(
         page.wait_js(
             """() => {
               const plots = [...document.querySelectorAll('#lesson .plot')];
-              return plots.length === 2 && plots.every((p) => p.data?.some((t) => t.x.length > 5));
+              return plots.length === 2
+                && plots.every((p) => p.figure?.points > 5 || p.data?.some((t) => t.x.length > 5));
             }""",
             timeout=10,
         )
@@ -228,8 +232,7 @@ def test_the_lesson_is_on_the_first_screen_at_1280x720(
         for top, bottom, left, right in boxes:
             assert top >= 0 and bottom <= 720 and left >= 0 and right <= 1280
         panels = page.js(
-            "() => document.querySelector('#lesson .lesson-bands .plot').layout.annotations"
-            ".map((a) => a.text)"
+            "() => document.querySelector('#lesson .lesson-bands .plot').figure.panels"
         )
         assert panels == ["plain", "BN"]  # one panel per network, plain first
         claim = page.page.inner_text("#lesson .claim")
@@ -361,13 +364,19 @@ def test_one_typed_change_is_one_event_one_marker_and_one_report_row(
     assert [e["value"] for e in events] == values
     steps = [e["step"] for e in events]
     # One marker per change on the loss chart and on the accuracy chart.
+    # (Each chart's next redraw draws them; the dashed lines it drew are in its figure.)
+    dashboard.wait_js(
+        f"""() => ['loss', 'accuracy'].every((card) =>
+          document.querySelector(`#overview .card.${{card}} .plot`).figure?.lines
+            .some((x) => x === {steps[-1]}))"""
+    )
     per_chart = dashboard.js(
         f"""() => {{
           const counts = {{}};
           for (const card of ['loss', 'accuracy']) {{
             const plot = document.querySelector(`#overview .card.${{card}} .plot`);
-            for (const shape of plot.layout.shapes ?? []) {{
-              if ({steps}.includes(shape.x0)) counts[card] = (counts[card] ?? 0) + 1;
+            for (const x of plot.figure.lines) {{
+              if ({steps}.includes(x)) counts[card] = (counts[card] ?? 0) + 1;
             }}
           }}
           return counts;
@@ -440,16 +449,15 @@ def test_change_markers_have_a_key_and_hover_away_from_the_toolbar(dashboard: Pa
     drawn = dashboard.wait_js(
         """() => {
           const plot = document.querySelector('#overview .card.accuracy .plot');
-          const hover = plot.data.find((t) => t.mode === 'markers');
-          const i = hover?.text?.findIndex((text) => text.includes('0.041'));
-          return i >= 0 ? [hover.marker.color[i], hover.y[i], plot.layout.yaxis.range[0]] : null;
+          const mark = plot.figure?.marks.find((m) => m.text.includes('0.041'));
+          return mark ? [mark.color, mark.y, plot.figure.yRange[0]] : null;
         }"""
     )
     color, y, bottom = drawn
     swatch = dict((k, c) for k, c, _ in kinds)["lr"]
     rgb = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
     assert swatch == f"rgb({rgb[0]}, {rgb[1]}, {rgb[2]})"
-    assert bottom <= y < 0.0  # at the bottom of the accuracy panel, not under the toolbar
+    assert bottom <= y < 0.0  # at the bottom of the accuracy panel
 
 
 def test_heatmaps_carry_a_colour_scale_axis_titles_and_round_ends(dashboard: Page) -> None:
@@ -573,8 +581,16 @@ def test_before_the_first_data_the_page_says_it_is_loading(
 
 def test_the_step_cursor_sits_where_plotly_draws_that_step(dashboard: Page) -> None:
     # The page places the cursor from documented layout fields only; Plotly's own internal
-    # mapping is the oracle here (only the test reads it).
+    # mapping is the oracle here (only the test reads it). The first screen's charts are
+    # canvases (their own test below); layer 1's BN panels and the drift chart are Plotly's,
+    # drawn once scrolled into view.
     dashboard.wait_frames(20)
+    plotly_charts = "#layer-1 .bn .plot, #measuring .plot"
+    dashboard.page.locator("#layer-1 .bn").scroll_into_view_if_needed()
+    dashboard.wait_js(
+        "() => document.querySelector('#layer-1 .bn .plot')?._fullLayout !== undefined"
+    )
+    dashboard.page.locator("#measuring").scroll_into_view_if_needed()
     # The predicate below is polled until every chart has drawn, so it must not be async:
     # a promise is truthy at once, whatever it resolves to.
     dashboard.page.evaluate(
@@ -584,7 +600,10 @@ def test_the_step_cursor_sits_where_plotly_draws_that_step(dashboard: Page) -> N
         """() => {
           const { cursorPlaces } = window;
           const results = [];
-          for (const plot of document.querySelectorAll('#overview .plot, #lesson .plot')) {
+          // Those on the page (a run without gradient ICS hides its card).
+          const shown = [...document.querySelectorAll('{PLOTLY}')]
+            .filter((plot) => plot.getClientRects().length > 0);
+          for (const plot of shown) {
             const full = plot._fullLayout;
             if (!full || !plot.layout) return null;
             for (const name of Object.keys(full).filter((k) => /^xaxis\\d*$/.test(k))) {
@@ -599,11 +618,80 @@ def test_the_step_cursor_sits_where_plotly_draws_that_step(dashboard: Page) -> N
             }
           }
           return results.length >= 3 ? results : null;
-        }"""
+        }""".replace("{PLOTLY}", plotly_charts)
     )
     for left, expected_left, top, expected_top, height, expected_height in found:
         assert abs(left - expected_left) < 1.0
         assert abs(top - expected_top) < 1.0 and abs(height - expected_height) < 1.0
+    assert dashboard.errors == []
+
+
+def test_hovering_a_canvas_chart_shows_its_numbers_and_moves_every_cursor(
+    dashboard: Page, tmp_path: Path
+) -> None:
+    dashboard.wait_frames(20)
+    page = dashboard.page
+    page.evaluate(
+        """async () => {
+          window.cursorPlaces = (await import('/js/charts/plot.js')).cursorPlaces;
+          window.columnsOf = (await import('/js/state.js')).columnsOf;
+        }"""
+    )
+    bands = "#lesson .lesson-bands .plot"
+    dashboard.wait_js(f"() => document.querySelector('{bands}').figure?.points > 10")
+    # The middle of BN's panel (the second), half way down.
+    x, y = dashboard.js(
+        f"""() => {{
+          const plot = document.querySelector('{bands}');
+          const box = plot.getBoundingClientRect();
+          const {{ margin, xaxis2 }} = plot.figure.layout;
+          const width = box.width - margin.l - margin.r;
+          return [box.left + margin.l + width * (xaxis2.domain[0] + xaxis2.domain[1]) / 2,
+                  box.top + margin.t + 40];
+        }}"""
+    )
+    page.mouse.move(x, y)
+    dashboard.wait_js("() => document.querySelector('#tooltip')?.hidden === false")
+    seen = dashboard.wait_js(
+        """() => {
+          const text = document.querySelector('#tooltip').innerText.split('\\n');
+          const step = Number(text[0].replace(/^step /, ''));
+          const state = window.covshift.state;
+          const layer = window.covshift.view.lessonLayer ?? state.depth - 1;
+          const column = window.columnsOf(state).find((c) => c.step === step);
+          const median = column?.variants.bn.layers[layer].taps.act_input.percentiles[2];
+          const loss = document.querySelector('#overview .card.loss');
+          const [place] = window.cursorPlaces(loss.querySelector('.plot').figure.layout,
+                                              loss.querySelector('.plot').clientWidth, step, ['x']);
+          const line = loss.querySelector('.cursor-line');
+          const drawn = [...document.querySelectorAll('#lesson .lesson-bands .cursor-line')]
+            .filter((l) => !l.hidden).length;
+          if (!line || line.hidden || !place) return null;
+          return { text, step, median, left: parseFloat(line.style.left), expected: place.left,
+                   drawn };
+        }"""
+    )
+    # The tooltip's numbers are the frame's: BN's median at the hovered step, three digits.
+    label, value = seen["text"][1].split(": ")
+    assert label == "BN · 50%"
+    assert float(value) == float(format(seen["median"], ".3g"))
+    assert seen["text"][2].startswith("15–85%: ") and seen["text"][3].startswith("1–99%: ")
+    # Every chart on a step axis shows the same step: the loss chart's line where its
+    # layout puts that step, and a line in each of the bands' two panels.
+    assert abs(seen["left"] - seen["expected"]) < 1.0
+    assert seen["drawn"] == 2
+    page.mouse.move(5, 5)
+    dashboard.wait_js("() => document.querySelector('#tooltip').hidden")
+    # The chart saves as a PNG, twice its size on screen.
+    width = dashboard.js(f"() => document.querySelector('{bands}').clientWidth")
+    with page.expect_download() as download:
+        page.click("#lesson .lesson-bands .chart-download")
+    path = tmp_path / "bands.png"
+    download.value.save_as(path)
+    assert download.value.suggested_filename.startswith("covshift-layer")
+    png = path.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (2 * width, 2 * 230)
     assert dashboard.errors == []
 
 
@@ -777,7 +865,7 @@ def test_a_lesson_starts_from_the_first_screen_with_its_config_and_panel(
             """() => {
               const plots = [...document.querySelectorAll('#lesson .plot')];
               return window.covshift.state.frames > 2 && plots.length === 2
-                && plots.every((p) => p.data?.some((t) => t.x.length > 2));
+                && plots.every((p) => p.figure?.points > 2 || p.data?.some((t) => t.x.length > 2));
             }""",
             timeout=30,
         )
@@ -830,7 +918,7 @@ def test_a_scheduled_lesson_lists_its_changes_and_marks_the_first(
         dashboard.wait_js(
             """() => {
               const plot = document.querySelector('#lesson .lesson-bands .plot');
-              return (plot?.layout?.shapes ?? []).some((s) => s.x0 === 200);
+              return (plot?.figure?.lines ?? []).includes(200);
             }""",
             timeout=40,
         )
@@ -863,12 +951,31 @@ def test_no_tick_labels_overlap_on_the_first_screen_at_1280(
     page = Page(context.new_page(), server)
     page.page.goto(demo_url(server))
     page.wait_frames(30)
-    page.wait_js("() => document.querySelectorAll('#lesson .xtick text').length > 3")
+    page.wait_js(
+        "() => [...document.querySelectorAll('#lesson .canvas-chart, #overview .canvas-chart')]"
+        ".filter((p) => p.figure?.points > 3).length === 4"
+    )
     # Every pair of neighbouring tick labels on one axis: the right one starts after the left
-    # one ends (Plotly's own <text> elements, measured as the browser drew them).
+    # one ends. The canvas charts say where they drew each label, measured with the page's
+    # own font; Plotly's axes (none on this screen now, any elsewhere) are measured as drawn.
     overlaps = page.js(
         """() => {
           const found = [];
+          // Those drawn (a chart out of view waits until it is scrolled to).
+          const drawn = [...document.querySelectorAll('.canvas-chart')].filter((p) => p.figure);
+          for (const plot of drawn) {
+            const { x, y } = plot.figure.ticks;
+            const card = plot.closest('.card').className;
+            for (const labels of x) {
+              for (let i = 1; i < labels.length; i += 1) {
+                if (labels[i].left < labels[i - 1].right) found.push([card, labels]);
+              }
+            }
+            for (let i = 1; i < y.length; i += 1) {
+              if (Math.abs(y[i].y - y[i - 1].y) < 12) found.push([card, y]);
+            }
+            if (x.flat().length < 2 || y.length < 2) found.push(['too few ticks', card]);
+          }
           for (const axis of document.querySelectorAll('.xaxislayer-above, .yaxislayer-above')) {
             const boxes = [...axis.querySelectorAll('text')].map((t) => t.getBoundingClientRect())
               .filter((b) => b.width > 0);

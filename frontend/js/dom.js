@@ -10,3 +10,25 @@ export function el(tag, className, attrs = {}) {
   }
   return node;
 }
+
+/** The page's one hover box (position: fixed), made on first use. */
+export function tooltip() {
+  let tip = document.getElementById("tooltip");
+  if (!tip) {
+    tip = el("div", "tooltip", { id: "tooltip" });
+    document.body.append(tip);
+  }
+  return tip;
+}
+
+/** Show `text` in the hover box beside the pointer, on whichever side keeps it on screen. */
+export function showTooltip(text, event) {
+  const tip = tooltip();
+  tip.textContent = text;
+  tip.hidden = false;
+  const { width, height } = tip.getBoundingClientRect();
+  const right = event.clientX + 12 + width > innerWidth;
+  const below = event.clientY + 12 + height <= innerHeight;
+  tip.style.left = `${right ? Math.max(0, event.clientX - 12 - width) : event.clientX + 12}px`;
+  tip.style.top = `${below ? event.clientY + 12 : Math.max(0, event.clientY - 12 - height)}px`;
+}

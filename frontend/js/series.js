@@ -179,16 +179,21 @@ const MARKED_KINDS = new Set(["lr", "batch_size", "bn_momentum", "diverged", "sk
 
 /** Index of the column whose step is nearest to `step` (columns sorted by step); -1 if none. */
 export function nearestColumn(columns, step) {
-  if (columns.length === 0) return -1;
+  return nearestIndex(columns.length, (i) => columns[i].step, step);
+}
+
+/** Of n ascending values at(0) … at(n - 1), the index of the one nearest x (a tie: the
+ * earlier); -1 when n is 0. */
+export function nearestIndex(n, at, x) {
+  if (n === 0) return -1;
   let lo = 0;
-  let hi = columns.length - 1;
+  let hi = n - 1;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if (columns[mid].step < step) lo = mid + 1;
+    if (at(mid) < x) lo = mid + 1;
     else hi = mid;
   }
-  if (lo > 0 && Math.abs(columns[lo - 1].step - step) <= Math.abs(columns[lo].step - step)) return lo - 1;
-  return lo;
+  return lo > 0 && Math.abs(at(lo - 1) - x) <= Math.abs(at(lo) - x) ? lo - 1 : lo;
 }
 
 /**

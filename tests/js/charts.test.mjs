@@ -2,11 +2,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { bandOutline, panelDomains } from "../../frontend/js/charts/bands.js";
+import { bandsFigure } from "../../frontend/js/charts/bands.js";
+import { bandRuns, figureLayout, hoverAt, linearTicks, niceStep, padded, panelDomains, percentLabel, pointAt, spacedTicks, tickLabel } from "../../frontend/js/charts/canvas.js";
 import { relativeDrift } from "../../frontend/js/charts/drift.js";
 import { colormap, paintColumns } from "../../frontend/js/charts/heatmap.js";
-import { logTicks } from "../../frontend/js/charts/loss.js";
-import { eventShapes, withAlpha } from "../../frontend/js/charts/plot.js";
+import { logRange, logTicks } from "../../frontend/js/charts/loss.js";
+import { cursorPlaces, eventShapes, withAlpha } from "../../frontend/js/charts/plot.js";
 
 const pixel = (pixels, width, col, row) => Array.from(pixels.slice((row * width + col) * 4, (row * width + col) * 4 + 4));
 
@@ -69,18 +70,23 @@ test("runs recorded before fixed-data drift fall back to the batch-to-batch W1 a
 
 test("log ticks: plain numbers over a few decades, powers of ten over many", () => {
   // Over a decade or two: the 1-2-5 values inside, never every digit (which overlaps).
-  assert.deepEqual(logTicks([0.04, 0.9]), { tickmode: "array", tickvals: [0.05, 0.1, 0.2, 0.5], ticktext: ["0.05", "0.1", "0.2", "0.5"] });
+  assert.deepEqual(logTicks([0.04, 0.9]), { values: [0.05, 0.1, 0.2, 0.5], labels: ["0.05", "0.1", "0.2", "0.5"] });
   // Within a fraction of a decade: at most five of 1…9 × 10ⁿ.
   const narrow = logTicks([0.3, 0.9]);
-  assert.ok(narrow.tickvals.length >= 2 && narrow.tickvals.length <= 5, narrow.tickvals);
-  assert.ok(narrow.tickvals.every((v) => v >= 0.3 && v <= 0.9));
+  assert.ok(narrow.values.length >= 2 && narrow.values.length <= 5, narrow.values);
+  assert.ok(narrow.values.every((v) => v >= 0.3 && v <= 0.9));
   // Where the 1-2-5 values are too few: five, the lowest and the highest labelled, and 1 kept.
-  assert.deepEqual(logTicks([0.55, 1.9]).tickvals, [0.6, 0.7, 0.9, 1, 1.5]);
-  assert.deepEqual(logTicks([0.3, 1.5]).tickvals, [0.3, 0.5, 0.7, 1, 1.5]);
-  assert.deepEqual(logTicks([0.012, 0.013]), { tickformat: ".3~g", nticks: 3 });
-  assert.deepEqual(logTicks([1e-6, 1]), { dtick: 2, exponentformat: "power" });
-  assert.deepEqual(logTicks([1e-3, 1e38]), { dtick: 9, exponentformat: "power" });
-  assert.deepEqual(logTicks(null), { tickformat: ".2~g" });
+  assert.deepEqual(logTicks([0.55, 1.9]).values, [0.6, 0.7, 0.9, 1, 1.5]);
+  assert.deepEqual(logTicks([0.3, 1.5]).values, [0.3, 0.5, 0.7, 1, 1.5]);
+  // A sliver of a decade: three plain values of three digits.
+  assert.deepEqual(logTicks([0.012, 0.013]), { values: [0.012, 0.0125, 0.013], labels: ["0.012", "0.0125", "0.013"] });
+  // Many decades: powers of ten, about five, written as powers.
+  assert.deepEqual(logTicks([1e-6, 1]), { values: [1e-6, 1e-4, 0.01, 1], labels: ["10\u207b\u2076", "10\u207b\u2074", "10\u207b\u00b2", "1"] });
+  assert.deepEqual(logTicks([1e-3, 1e38]).labels, ["1", "10\u2079", "10\u00b9\u2078", "10\u00b2\u2077", "10\u00b3\u2076"]);
+  assert.deepEqual(logTicks(null), { values: [], labels: [] });
+  // The range: 5% of the decades spanned on each side.
+  const [lo, hi] = logRange([0.1, 10]);
+  assert.ok(Math.abs(Math.log10(lo) + 1.1) < 1e-12 && Math.abs(Math.log10(hi) - 1.1) < 1e-12);
 });
 
 test("events become dashed lines on every time axis; colours get alpha", () => {
@@ -103,12 +109,95 @@ test("a step axis over part of the width gets proportionally fewer ticks", async
   assert.equal(stepAxis({ domain: [0, 0.3], nticks: 5 }).nticks, 5);
 });
 
-test("a band is one closed outline per run of steps where both its lines have a value", () => {
-  // Along the lower line, back along the upper one; a step without a value ends a run.
-  assert.deepEqual(bandOutline([0, 10, 20], [1, 2, 3], [4, 5, 6]), { x: [0, 10, 20, 20, 10, 0], y: [1, 2, 3, 6, 5, 4] });
-  assert.deepEqual(bandOutline([0, 10, 20, 30, 40], [0, 1, null, 1, 0], [2, 3, 4, 3, undefined]), {
-    x: [0, 10, 10, 0, null, 30, 30],
-    y: [0, 1, 3, 2, null, 1, 3],
-  });
-  assert.deepEqual(bandOutline([0, 10], [null, null], [1, 2]), { x: [], y: [] });
+test("a band is drawn over each run of steps where both its lines have a value", () => {
+  assert.deepEqual(bandRuns([1, 2, 3], [4, 5, 6]), [[0, 3]]);
+  assert.deepEqual(bandRuns([0, 1, null, 1, 0], [2, 3, 4, 3, undefined]), [[0, 2], [3, 4]]);
+  assert.deepEqual(bandRuns([null, null], [1, 2]), []);
+});
+
+test("canvas axes: 1-2-5 steps, at most the ticks asked for, labels as Plotly writes them", () => {
+  assert.equal(niceStep(0.3), 0.5);
+  assert.equal(niceStep(7), 10);
+  assert.equal(niceStep(2000), 2000);
+  assert.deepEqual(linearTicks(-0.37, 1.21, 6), { step: 0.5, values: [0, 0.5, 1] });
+  assert.deepEqual(linearTicks(0, 2000, 3).values, [0, 1000, 2000]);
+  const { values } = linearTicks(-3.3, 2.9, 6);
+  assert.ok(values.length <= 7 && values[0] >= -3.3 && values.at(-1) <= 2.9);
+  assert.equal(tickLabel(-0.5, 0.5), "\u22120.5");
+  assert.equal(tickLabel(0.1 + 0.2 - 0.3, 0.1), "0");
+  assert.equal(tickLabel(1500, 500), "1500");
+  assert.equal(tickLabel(2000, 1000), "2k");
+  assert.equal(tickLabel(20000, 10000), "20k");
+  assert.deepEqual(padded([0, 10]), [-0.5, 10.5]);
+  assert.deepEqual(padded([2, 2]), [1.8, 2.2]);
+  assert.deepEqual(padded(null), [0, 1]);
+});
+
+test("step labels never touch: a wider step where they would", () => {
+  // Six pixels a character; a panel 120 px wide over 0–12000 steps.
+  const measure = (text) => 6 * text.length;
+  const { values, labels } = spacedTicks(0, 12000, 3, 120, measure);
+  assert.ok(values.length >= 2);
+  const px = (v) => (v / 12000) * 120;
+  for (let i = 1; i < values.length; i += 1) {
+    assert.ok(px(values[i]) - px(values[i - 1]) >= (measure(labels[i]) + measure(labels[i - 1])) / 2 + 8);
+  }
+  assert.deepEqual(spacedTicks(0, 12000, 3, 600, measure), { values: [0, 5000, 10000], labels: ["0", "5k", "10k"] });
+});
+
+const frame = (step, plain, bn, unit = null) => ({
+  step,
+  variants: {
+    plain: { layers: [{ taps: { act_input: { percentiles: plain } }, drift_fixed: unit ? { unit: 3, unit_percentiles: unit } : null }] },
+    bn: { layers: [{ taps: { act_input: { percentiles: bn } } }] },
+  },
+});
+
+test("the bands chart: one step range for every panel, one value range over every line", () => {
+  const columns = [frame(0, [-1, -0.5, 0, 0.5, 1], [-2, -1, 0, 1, 2], [-0.2, 0, 3]), frame(50, [-1, -0.4, 0.1, 0.6, 1.2], null)];
+  const figure = bandsFigure(columns, ["plain", "bn"], 0, "act_input");
+  assert.deepEqual(figure.x, [0, 50]);
+  assert.deepEqual(figure.xRange, [0, 50]);
+  // -2 (BN's 1%) to 3 (plain's typical unit), 5% of the span on each side
+  assert.deepEqual(figure.yRange, [-2.25, 3.25]);
+  assert.deepEqual(figure.panels[1].p99, [2, null], "a frame without BN's tap is a gap");
+  assert.equal(figure.panels[0].typical.unit, 3);
+  assert.equal(figure.panels[1].typical, null, "no typical unit measured: none drawn");
+  assert.equal(bandsFigure(columns, ["plain"], 0, "linear_out").panels[0].typical, null, "only on act_input");
+});
+
+test("a canvas chart's hover and cursor map a step to the same place", () => {
+  const figure = { height: 230, x: { range: [0, 1000] }, panels: [{ series: [] }, { series: [] }] };
+  const width = 800;
+  const [place] = cursorPlaces(figureLayout(figure), width, 250, ["x2"]);
+  const at = pointAt(figure, width, place.left, place.top + place.height / 2);
+  assert.equal(at.panel, 1);
+  assert.ok(Math.abs(at.x - 250) < 1e-9);
+  assert.equal(place.top, 20);
+  assert.equal(place.height, 230 - 20 - 38);
+  assert.equal(pointAt(figure, width, 5, 100), null, "left of the panels: nothing");
+  const [a, b] = panelDomains(2);
+  assert.equal(pointAt(figure, width, 56 + (width - 68) * ((a[1] + b[0]) / 2), 100), null, "between the panels: nothing");
+});
+
+test("a canvas chart's hover: each series' nearest point, or a mark's own text", () => {
+  const figure = {
+    x: { header: (x) => `step ${x}` },
+    panels: [
+      {
+        series: [
+          { x: [0, 50, 100], y: [1, 2, null], name: "train" },
+          { x: [0, 100], y: [0.5, 0.25], name: "test", format: (v) => v.toFixed(2) },
+          { x: [0, 50, 100], y: [0, 0, 0], hover: false },
+        ],
+        marks: [{ x: 80, y: 0, text: "learning rate 0.1 → 1" }],
+      },
+    ],
+  };
+  assert.deepEqual(hoverAt(figure, 0, 40, 5), { x: 50, text: "step 50\ntrain: 2\ntest: 0.50" });
+  // At 100 the training line has a gap: only the test point speaks.
+  assert.deepEqual(hoverAt(figure, 0, 97, 1), { x: 100, text: "step 100\ntest: 0.25" });
+  assert.deepEqual(hoverAt(figure, 0, 83, 5), { x: 80, text: "learning rate 0.1 → 1" });
+  assert.equal(percentLabel(0.2, 0.2), "20%");
+  assert.equal(percentLabel(0.025, 0.005), "2.5%");
 });

@@ -31,7 +31,7 @@ export function createCard({ title, note, className = "", titleParams = null }) 
   return { root, head, plot, overlay, stats };
 }
 
-const DASH = { solid: "", dot: "2 3", dash: "6 4", longdash: "10 4", dashdot: "6 3 2 3" };
+export const DASH = { solid: "", dot: "2 3", dash: "6 4", longdash: "10 4", dashdot: "6 3 2 3" };
 
 /**
  * A legend drawn as HTML next to the title: Plotly's own legend costs several

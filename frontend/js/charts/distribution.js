@@ -2,9 +2,10 @@
 
 import { t } from "../i18n.js";
 import { columnsOf, edgesOf } from "../state.js";
-import { binCentres, histogramShares, layerOf, occupiedBins, tapOf } from "../series.js";
+import { binCentres, extent, histogramShares, layerOf, occupiedBins, tapOf } from "../series.js";
+import { createCanvasChart, padded } from "./canvas.js";
 import { setLegend } from "./card.js";
-import { baseLayout, react, valueAxis, variantColor, variantName, withAlpha } from "./plot.js";
+import { variantColor, variantName, withAlpha } from "./plot.js";
 
 const percent = (share) => `${(100 * share).toFixed(share > 0 && share < 0.01 ? 1 : 0)}%`;
 
@@ -13,7 +14,10 @@ export function densities(shares, edges) {
   return shares.map((share, i) => share / (edges[i + 1] - edges[i]));
 }
 
-export function createDistributionChart(card, { layer, view, runKey }) {
+const g3 = (v) => String(Number(v.toPrecision(3)));
+
+export function createDistributionChart(card, { layer, view }) {
+  const chart = createCanvasChart(card, { height: 230 });
   return {
     name: `dist-${layer}`,
     element: card.root,
@@ -32,25 +36,25 @@ export function createDistributionChart(card, { layer, view, runKey }) {
         range = range ? [Math.min(range[0], lo), Math.max(range[1], hi)] : [lo, hi];
       }
       const ownEdges = Boolean(state.hello?.variant_edges);
-      const traces = [];
+      const series = [];
       const notes = [];
       state.variants.forEach((variant, i) => {
         const shares = histogramShares(tapOf(column, variant, layer, tap));
         if (!shares) return;
         const color = variantColor(variant, i);
         const edges = edgesOf(state, variant, layer, tap);
-        traces.push({
-          type: "scatter",
-          mode: "lines",
+        series.push({
           x: binCentres(edges),
           // Models with their own bins: share per unit of the value (bins of different widths
           // would make one model's share per bin look small); one shared set: share per bin.
           y: ownEdges ? densities(shares.shares, edges) : shares.shares,
           name: variantName(variant),
-          line: { color, width: 1.5, shape: "hvh" },
-          fill: "tozeroy",
-          fillcolor: withAlpha(color, 0.22),
-          hovertemplate: ownEdges ? `%{y:.3g}` : `%{y:.1%}`,
+          color,
+          width: 1.5,
+          shape: "hvh",
+          fill: "tozero",
+          fillColor: withAlpha(color, 0.22),
+          format: ownEdges ? g3 : (share) => `${(100 * share).toFixed(1)}%`,
         });
         const stats = layerOf(column, variant, layer);
         const parts = [];
@@ -61,15 +65,15 @@ export function createDistributionChart(card, { layer, view, runKey }) {
         if (parts.length) notes.push(`${variantName(variant)}: ${parts.join(", ")}`);
       });
       card.stats.textContent = column ? `${t("status.step")} ${column.step}${notes.length ? " · " + notes.join(" · ") : ""}` : "";
-      const layout = {
-        ...baseLayout({ uirevision: `${runKey()}:${tap}`, revision: state.revision, height: 230 }),
-        hovermode: "x unified",
-        xaxis: valueAxis(t(`tap.${tap}`), { range: range ?? undefined }),
-        yaxis: ownEdges
-          ? valueAxis(t("axis.density"), { rangemode: "tozero" })
-          : valueAxis(t("axis.share"), { tickformat: ".0%", rangemode: "tozero" }),
-      };
-      react(card.plot, traces, layout, `covshift-layer${layer + 1}-${tap}-distribution`);
+      const top = extent(series.map((s) => s.y))?.[1] ?? 0;
+      const title = t(`tap.${tap}`);
+      chart.draw({
+        filename: `covshift-layer${layer + 1}-${tap}-distribution`,
+        x: { range: range ?? padded(extent(series.map((s) => s.x))), title, header: (value) => `${title} ${g3(value)}` },
+        // From zero, as Plotly's rangemode "tozero", 5% above the tallest bin.
+        y: { range: [0, top > 0 ? top * 1.05 : 1], title: t(ownEdges ? "axis.density" : "axis.share"), percent: !ownEdges },
+        panels: [{ series }],
+      });
       setLegend(
         card,
         state.variants.map((variant, i) => ({ label: variantName(variant), color: variantColor(variant, i), width: 1.5, fill: withAlpha(variantColor(variant, i), 0.22) })),

@@ -7,7 +7,7 @@ import { t } from "../i18n.js";
 import { columnsIn, edgesOf } from "../state.js";
 import { columnPosition, markedEvents, occupiedBins, tapOf } from "../series.js";
 import { eventColor, eventText, variantColor, variantName } from "./plot.js";
-import { el } from "../dom.js";
+import { el, showTooltip, tooltip } from "../dom.js";
 
 // Viridis, sampled: dark = none of the batch in that bin, yellow = the column's fullest bin.
 const VIRIDIS = [
@@ -141,10 +141,9 @@ export function createHeatmap(card, { layer, view, cursor }) {
     const stats = tapOf(columns[col], p.variant, layer, view.tap);
     const step = columns[col].step;
     cursor.set(step);
-    const tip = tooltip();
     // No histogram yet: a column from before a tap change, until the server's history for it.
     if (!stats || !Array.isArray(stats.counts)) {
-      tip.hidden = true;
+      tooltip().hidden = true;
       return;
     }
     let total = (stats.underflow ?? 0) + (stats.overflow ?? 0) + (stats.nonfinite ?? 0);
@@ -162,10 +161,7 @@ export function createHeatmap(card, { layer, view, cursor }) {
       where = `[${formatNumber(edges[bin])}, ${formatNumber(edges[bin + 1])})`;
       count = stats.counts[bin] ?? 0;
     }
-    tip.textContent = `${variantName(p.variant)} · ${t("status.step")} ${step} · ${where}: ${total > 0 ? ((100 * count) / total).toFixed(1) : 0}%`;
-    tip.style.left = `${event.clientX + 12}px`;
-    tip.style.top = `${event.clientY + 12}px`;
-    tip.hidden = false;
+    showTooltip(`${variantName(p.variant)} · ${t("status.step")} ${step} · ${where}: ${total > 0 ? ((100 * count) / total).toFixed(1) : 0}%`, event);
   }
 
   function drawMarkers(p, events) {
@@ -252,15 +248,4 @@ export function createHeatmap(card, { layer, view, cursor }) {
     },
   };
   return widget;
-}
-
-function tooltip() {
-  let tip = document.getElementById("tooltip");
-  if (!tip) {
-    tip = document.createElement("div");
-    tip.id = "tooltip";
-    tip.className = "tooltip";
-    document.body.append(tip);
-  }
-  return tip;
 }

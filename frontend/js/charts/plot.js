@@ -73,26 +73,7 @@ export function eventShapes(events, axes) {
   return shapes;
 }
 
-/** A hover-only marker trace for events at yValue of a subplot (yaxis in paper units is not
- * hoverable): place it at the bottom, away from Plotly's toolbar at the top right. */
-export function eventMarkerTrace(events, xaxis, yaxis, yValue) {
-  const marked = markedEvents(events);
-  return {
-    type: "scatter",
-    mode: "markers",
-    x: marked.map((e) => e.step),
-    y: marked.map(() => yValue),
-    xaxis,
-    yaxis,
-    marker: { symbol: "triangle-up", size: 9, color: marked.map((e) => eventColor(e.kind)) },
-    text: marked.map(eventText),
-    hovertemplate: "%{text}<extra>step %{x}</extra>",
-    showlegend: false,
-    cliponaxis: false,
-  };
-}
-
-const FONT = { family: "system-ui, -apple-system, 'Segoe UI', 'Noto Sans KR', 'NanumGothic', sans-serif", size: 11, color: "#333" };
+export const FONT = { family: "system-ui, -apple-system, 'Segoe UI', 'Noto Sans KR', 'NanumGothic', sans-serif", size: 11, color: "#333" };
 
 /** The layout every chart starts from; `revision` makes Plotly redraw, `uirevision` keeps zoom. */
 export function baseLayout({ uirevision, height = 230, revision = 0, margin = {} }) {
@@ -211,7 +192,11 @@ export function cursorPlaces(layout, width, step, axisNames) {
  * drawn as DOM over the plot (so moving it never redraws the chart).
  */
 export function placeCursor(element, overlay, step, axisNames) {
-  const places = cursorPlaces(element.layout, element.clientWidth, step, axisNames);
+  drawCursor(overlay, cursorPlaces(element.layout, element.clientWidth, step, axisNames));
+}
+
+/** The cursor's lines in a chart's overlay, one per place (cursorPlaces), the rest hidden. */
+export function drawCursor(overlay, places) {
   const lines = overlay.children;
   places.forEach((place, i) => {
     const line = lines[i] ?? overlay.appendChild(document.createElement("div"));
