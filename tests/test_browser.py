@@ -682,6 +682,24 @@ def test_hovering_a_canvas_chart_shows_its_numbers_and_moves_every_cursor(
     assert seen["drawn"] == 2
     page.mouse.move(5, 5)
     dashboard.wait_js("() => document.querySelector('#tooltip').hidden")
+    # A drag across BN's panel zooms both panels in on the steps it spans, and stays zoomed
+    # when the chart redraws (as it does for every frame); a double-click zooms out again.
+    before = dashboard.js(f"() => document.querySelector('{bands}').figure.xRange")
+    page.mouse.move(x - 60, y)
+    page.mouse.down()
+    page.mouse.move(x + 60, y, steps=4)
+    page.mouse.up()
+    zoomed = dashboard.js(f"() => document.querySelector('{bands}').figure.xRange")
+    assert before[0] < zoomed[0] < zoomed[1] < before[1]
+    assert page.is_visible("#lesson .lesson-bands .chart-unzoom")
+    renders = "window.covshift.scheduler.stats.byWidget['lesson-bands'].renders"
+    before_redraw = dashboard.js(f"() => {renders}")
+    dashboard.js("() => window.covshift.scheduler.urgent()")
+    dashboard.wait_js(f"() => {renders} > {before_redraw}")
+    assert dashboard.js(f"() => document.querySelector('{bands}').figure.xRange") == zoomed
+    page.dblclick("#lesson .lesson-bands canvas")
+    dashboard.wait_js(f"() => document.querySelector('{bands}').figure.xRange[1] > {zoomed[1]}")
+    assert not page.is_visible("#lesson .lesson-bands .chart-unzoom")
     # The chart saves as a PNG, twice its size on screen.
     width = dashboard.js(f"() => document.querySelector('{bands}').clientWidth")
     with page.expect_download() as download:

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { bandsFigure } from "../../frontend/js/charts/bands.js";
-import { bandRuns, figureLayout, hoverAt, linearTicks, niceStep, padded, panelDomains, percentLabel, pointAt, spacedTicks, tickLabel } from "../../frontend/js/charts/canvas.js";
+import { bandRuns, figureLayout, hoverAt, linearTicks, niceStep, padded, panelDomains, percentLabel, pointAt, spacedTicks, tickLabel, zoomRange } from "../../frontend/js/charts/canvas.js";
 import { relativeDrift } from "../../frontend/js/charts/drift.js";
 import { colormap, paintColumns } from "../../frontend/js/charts/heatmap.js";
 import { logRange, logTicks } from "../../frontend/js/charts/loss.js";
@@ -178,6 +178,12 @@ test("a canvas chart's hover and cursor map a step to the same place", () => {
   assert.equal(pointAt(figure, width, 5, 100), null, "left of the panels: nothing");
   const [a, b] = panelDomains(2);
   assert.equal(pointAt(figure, width, 56 + (width - 68) * ((a[1] + b[0]) / 2), 100), null, "between the panels: nothing");
+});
+
+test("a drag zooms in on the stretch it spans, never past the range, never to nothing", () => {
+  assert.deepEqual(zoomRange([0, 1000], 700, 200), [200, 700]);
+  assert.deepEqual(zoomRange([0, 1000], -50, 300), [0, 300]);
+  assert.equal(zoomRange([0, 1000], 400, 400.5), null);
 });
 
 test("a canvas chart's hover: each series' nearest point, or a mark's own text", () => {

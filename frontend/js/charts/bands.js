@@ -55,7 +55,7 @@ function variantSeries(x, p, color) {
   return series;
 }
 
-export function createBandsChart(card, { layer, view, cursor }) {
+export function createBandsChart(card, { layer, view, cursor, runKey }) {
   const chart = createCanvasChart(card, { height: HEIGHT, cursor });
   return {
     name: `bands-${layer}`,
@@ -65,6 +65,7 @@ export function createBandsChart(card, { layer, view, cursor }) {
       const shown = bandsFigure(columnsIn(state, view), state.variants, layer, tap, state.hello?.percentiles ?? LEVELS);
       const lines = markedEvents(state.events).map((event) => ({ x: event.step, color: eventColor(event.kind) }));
       chart.draw({
+        key: `${runKey()}:${tap}`,
         filename: `covshift-layer${layer + 1}-${tap}-percentiles`,
         x: { range: shown.xRange, title: t("axis.step"), steps: true, header: (step) => `${t("status.step")} ${step}` },
         y: { range: shown.yRange, title: t(`tap.${tap}`) },

@@ -377,21 +377,43 @@ export function hoverAt(figure, panel, x, near) {
   return { x: at, text: [figure.x.header(at), ...lines].join("\n") };
 }
 
+/** [lo, hi] of the steps (or values) between two x values, inside `range`; null if too narrow. */
+export function zoomRange(range, a, b) {
+  const lo = Math.max(range[0], Math.min(a, b));
+  const hi = Math.min(range[1], Math.max(a, b));
+  return hi - lo > (range[1] - range[0]) * 1e-3 ? [lo, hi] : null;
+}
+
 /**
  * A canvas chart in a card's plot area, `height` pixels tall: draw(figure) paints it (and
  * keeps it for a resize, the hover and the PNG); the hover shows every series' number and,
- * on a step axis, moves the shared cursor, whose lines showCursor places.
+ * on a step axis, moves the shared cursor, whose lines showCursor places. Dragging across a
+ * panel zooms in on that stretch of x (kept while new frames come, as Plotly's zoom was, until
+ * a double-click or the zoom-out button; a new run or tap, `figure.key`, starts zoomed out).
  */
 export function createCanvasChart(card, { height, cursor = null }) {
   card.plot.classList.add("canvas-chart");
   const canvas = el("canvas", "chart-canvas", { role: "img" });
   canvas.style.height = `${height}px`;
   card.plot.append(canvas);
+  const buttons = el("div", "chart-buttons");
+  const unzoom = el("button", "chart-unzoom", { type: "button", "data-i18n": "chart.unzoom", "data-i18n-title": "chart.unzoomWhy" });
+  unzoom.hidden = true;
   const download = el("button", "chart-download", { type: "button", "data-i18n-title": "chart.download", "data-i18n-aria-label": "chart.download" });
   download.textContent = "PNG";
-  card.plot.after(download);
+  buttons.append(unzoom, download);
+  const selection = el("div", "zoom-box");
+  selection.hidden = true;
+  card.plot.after(buttons, selection);
   let figure = null;
+  let zoom = null; // [lo, hi] of x a person zoomed in on
+  let drag = null; // {panel, x, px} where a drag began
   let drawnWidth = 0;
+
+  /** The figure as shown: zoomed in where a person dragged. */
+  function shown() {
+    return zoom ? { ...figure, x: { ...figure.x, range: zoom } } : figure;
+  }
 
   function render() {
     if (!figure) return;
@@ -403,28 +425,31 @@ export function createCanvasChart(card, { height, cursor = null }) {
     const ctx = canvas.getContext("2d");
     ctx.setTransform(scale, 0, 0, scale, 0, 0);
     ctx.clearRect(0, 0, width, height);
-    const ticks = paintFigure(ctx, width, figure);
+    const view = shown();
+    const ticks = paintFigure(ctx, width, view);
     drawnWidth = width;
+    unzoom.hidden = zoom === null;
     canvas.setAttribute("aria-label", card.root.querySelector("h3")?.textContent ?? "");
     if (cursor?.step !== null && cursor?.step !== undefined) showCursor(cursor.step);
     // What the chart shows, for a reader of the page (the tests): panels, points, marks,
-    // the y range and where the tick labels went.
-    const first = figure.panels[0] ?? {};
+    // the ranges and where the tick labels went.
+    const first = view.panels[0] ?? {};
     card.plot.figure = {
-      panels: figure.panels.map((p) => p.label?.text ?? null),
-      points: Math.max(0, ...figure.panels.flatMap((p) => p.series.map((s) => s.x.length))),
-      series: figure.panels.flatMap((p) => p.series.filter((s) => s.name).map((s) => s.name)),
+      panels: view.panels.map((p) => p.label?.text ?? null),
+      points: Math.max(0, ...view.panels.flatMap((p) => p.series.map((s) => s.x.length))),
+      series: view.panels.flatMap((p) => p.series.filter((s) => s.name).map((s) => s.name)),
       lines: (first.lines ?? []).map((line) => line.x),
       marks: (first.marks ?? []).map(({ x, y, color, text }) => ({ x, y, color, text })),
-      yRange: figure.y.range,
+      xRange: view.x.range,
+      yRange: view.y.range,
       ticks,
-      layout: figureLayout(figure),
+      layout: figureLayout(view),
     };
   }
 
   function showCursor(step) {
     if (!figure?.x.steps) return;
-    drawCursor(card.overlay, cursorPlaces(figureLayout(figure), card.plot.clientWidth, step, axisNames(figure)));
+    drawCursor(card.overlay, cursorPlaces(figureLayout(shown()), card.plot.clientWidth, step, axisNames(figure)));
   }
 
   function leave() {
@@ -432,10 +457,23 @@ export function createCanvasChart(card, { height, cursor = null }) {
     if (figure?.x.steps) cursor?.set(null);
   }
 
-  canvas.addEventListener("mousemove", (event) => {
+  /** The panel and x under the pointer, and its x in the canvas' pixels. */
+  function under(event) {
     const rect = canvas.getBoundingClientRect();
-    const at = figure ? pointAt(figure, rect.width, event.clientX - rect.left, event.clientY - rect.top) : null;
-    const hover = at ? hoverAt(figure, at.panel, at.x, (6 / rect.width) * (figure.x.range[1] - figure.x.range[0])) : null;
+    const px = event.clientX - rect.left;
+    const at = figure ? pointAt(shown(), rect.width, px, event.clientY - rect.top) : null;
+    return at && { ...at, px, width: rect.width };
+  }
+
+  canvas.addEventListener("pointermove", (event) => {
+    const at = under(event);
+    if (drag) {
+      const [left, right] = [Math.min(drag.px, at?.px ?? drag.px), Math.max(drag.px, at?.px ?? drag.px)];
+      Object.assign(selection.style, { left: `${left}px`, width: `${right - left}px`, top: `${MARGIN.t}px`, height: `${height - MARGIN.t - MARGIN.b}px` });
+      selection.hidden = false;
+    }
+    const range = shown()?.x.range;
+    const hover = at ? hoverAt(shown(), at.panel, at.x, (6 / at.width) * (range[1] - range[0])) : null;
     if (!hover) {
       leave();
       return;
@@ -443,7 +481,30 @@ export function createCanvasChart(card, { height, cursor = null }) {
     if (figure.x.steps) cursor?.set(hover.x);
     showTooltip(hover.text, event);
   });
-  canvas.addEventListener("mouseleave", leave);
+  canvas.addEventListener("pointerleave", leave);
+  canvas.addEventListener("pointerdown", (event) => {
+    const at = under(event);
+    if (!at || event.button !== 0) return;
+    drag = at;
+    canvas.setPointerCapture(event.pointerId); // its pointerup comes here, wherever it is
+    event.preventDefault();
+  });
+  canvas.addEventListener("pointerup", (event) => {
+    if (!drag) return;
+    const at = under(event);
+    const start = drag;
+    drag = null;
+    selection.hidden = true;
+    if (!at || Math.abs(at.px - start.px) < 5) return;
+    zoom = zoomRange(shown().x.range, start.x, at.x) ?? zoom;
+    render();
+  });
+  const zoomOut = () => {
+    zoom = null;
+    render();
+  };
+  canvas.addEventListener("dblclick", zoomOut);
+  unzoom.addEventListener("click", zoomOut);
   download.addEventListener("click", () => {
     if (!figure) return;
     const width = card.plot.clientWidth;
@@ -454,7 +515,7 @@ export function createCanvasChart(card, { height, cursor = null }) {
     ctx.setTransform(2, 0, 0, 2, 0, 0);
     ctx.fillStyle = "#ffffff";
     ctx.fillRect(0, 0, width, height);
-    paintFigure(ctx, width, figure);
+    paintFigure(ctx, width, shown());
     const link = document.createElement("a");
     link.download = `${figure.filename}.png`;
     link.href = image.toDataURL("image/png");
@@ -469,6 +530,7 @@ export function createCanvasChart(card, { height, cursor = null }) {
 
   return {
     draw(next) {
+      if (figure && figure.key !== next.key) zoom = null;
       figure = { height, ...next };
       render();
     },

@@ -16,7 +16,7 @@ export function densities(shares, edges) {
 
 const g3 = (v) => String(Number(v.toPrecision(3)));
 
-export function createDistributionChart(card, { layer, view }) {
+export function createDistributionChart(card, { layer, view, runKey }) {
   const chart = createCanvasChart(card, { height: 230 });
   return {
     name: `dist-${layer}`,
@@ -68,6 +68,7 @@ export function createDistributionChart(card, { layer, view }) {
       const top = extent(series.map((s) => s.y))?.[1] ?? 0;
       const title = t(`tap.${tap}`);
       chart.draw({
+        key: `${runKey()}:${tap}`,
         filename: `covshift-layer${layer + 1}-${tap}-distribution`,
         x: { range: range ?? padded(extent(series.map((s) => s.x))), title, header: (value) => `${title} ${g3(value)}` },
         // From zero, as Plotly's rangemode "tozero", 5% above the tallest bin.

@@ -142,7 +142,7 @@ const METRICS = {
   },
 };
 
-function createMetricChart(card, { view, cursor }, key) {
+function createMetricChart(card, { view, cursor, runKey }, key) {
   const metric = METRICS[key];
   const chart = createCanvasChart(card, { height: 230, cursor });
   return {
@@ -154,6 +154,7 @@ function createMetricChart(card, { view, cursor }, key) {
       const lines = metricSeries(state, columns, tests, key);
       const steps = extent([stepsOf(columns), tests.map((point) => point.step)]);
       chart.draw({
+        key: runKey(),
         filename: metric.filename,
         x: { range: steps && steps[1] > steps[0] ? steps : padded(steps), title: t("axis.step"), steps: true, header: (step) => `${t("status.step")} ${step}` },
         y: metric.yaxis(lines),
