@@ -3,7 +3,9 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { bandsFigure } from "../../frontend/js/charts/bands.js";
-import { bandRuns, figureLayout, hoverAt, linearTicks, niceStep, padded, panelDomains, percentLabel, pointAt, spacedTicks, tickLabel, zoomRange } from "../../frontend/js/charts/canvas.js";
+import { zoomRange } from "../../frontend/js/charts/canvas.js";
+import { bandRuns, figureLayout, hoverAt, panelDomains, pointAt } from "../../frontend/js/charts/figure.js";
+import { linearTicks, niceStep, padded, percentLabel, spacedTicks, tickLabel } from "../../frontend/js/charts/ticks.js";
 import { relativeDrift } from "../../frontend/js/charts/drift.js";
 import { colormap, paintColumns } from "../../frontend/js/charts/heatmap.js";
 import { logRange, logTicks } from "../../frontend/js/charts/loss.js";
@@ -84,6 +86,8 @@ test("log ticks: plain numbers over a few decades, powers of ten over many", () 
   assert.deepEqual(logTicks([1e-6, 1]), { values: [1e-6, 1e-4, 0.01, 1], labels: ["10\u207b\u2076", "10\u207b\u2074", "10\u207b\u00b2", "1"] });
   assert.deepEqual(logTicks([1e-3, 1e38]).labels, ["1", "10\u2079", "10\u00b9\u2078", "10\u00b2\u2077", "10\u00b3\u2076"]);
   assert.deepEqual(logTicks(null), { values: [], labels: [] });
+  // A loss that has not moved yet: labels around it still, over the range drawn.
+  assert.deepEqual(logTicks(logRange([1, 1])).values, [0.8, 0.9, 1]);
   // The range: 5% of the decades spanned on each side.
   const [lo, hi] = logRange([0.1, 10]);
   assert.ok(Math.abs(Math.log10(lo) + 1.1) < 1e-12 && Math.abs(Math.log10(hi) - 1.1) < 1e-12);

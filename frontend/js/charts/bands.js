@@ -5,7 +5,9 @@
 import { t } from "../i18n.js";
 import { columnsIn } from "../state.js";
 import { extent, markedEvents, percentileLines, stepsOf, typicalUnitLines } from "../series.js";
-import { createCanvasChart, padded } from "./canvas.js";
+import { createCanvasChart } from "./canvas.js";
+import { g3 } from "./figure.js";
+import { padded } from "./ticks.js";
 import { setLegend } from "./card.js";
 import { eventColor, variantColor, variantName, withAlpha } from "./plot.js";
 
@@ -31,8 +33,6 @@ export function bandsFigure(columns, variants, layer, tap, levels = LEVELS) {
   const steps = x.length ? [x[0], x[x.length - 1]] : null;
   return { x, panels, xRange: steps && steps[1] > steps[0] ? steps : padded(steps), yRange: padded(extent(values)) };
 }
-
-const g3 = (v) => (v === null || v === undefined ? "–" : String(Number(v.toPrecision(3))));
 
 /** One variant's series: the two bands, the median (whose hover says every number at that
  * step) and the typical unit's 15/50/85% (dotted, dark over the pooled bands). */

@@ -3,7 +3,7 @@
 import { t } from "../i18n.js";
 import { columnsIn, layerChannels } from "../state.js";
 import { bnChannel, stepsOf } from "../series.js";
-import { panelDomains } from "./canvas.js";
+import { panelDomains } from "./figure.js";
 import { setLegend } from "./card.js";
 import { followHover } from "./cursor.js";
 import { baseLayout, eventShapes, placeCursor, react, stepAxis, subplotLabel, valueAxis, variantColor, variantName, withAlpha } from "./plot.js";

@@ -3,7 +3,9 @@
 import { t } from "../i18n.js";
 import { columnsOf, edgesOf } from "../state.js";
 import { binCentres, extent, histogramShares, layerOf, occupiedBins, tapOf } from "../series.js";
-import { createCanvasChart, padded } from "./canvas.js";
+import { createCanvasChart } from "./canvas.js";
+import { g3 } from "./figure.js";
+import { padded } from "./ticks.js";
 import { setLegend } from "./card.js";
 import { variantColor, variantName, withAlpha } from "./plot.js";
 
@@ -13,8 +15,6 @@ const percent = (share) => `${(100 * share).toFixed(share > 0 && share < 0.01 ? 
 export function densities(shares, edges) {
   return shares.map((share, i) => share / (edges[i + 1] - edges[i]));
 }
-
-const g3 = (v) => String(Number(v.toPrecision(3)));
 
 export function createDistributionChart(card, { layer, view, runKey }) {
   const chart = createCanvasChart(card, { height: 230 });

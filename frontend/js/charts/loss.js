@@ -3,7 +3,8 @@
 import { t } from "../i18n.js";
 import { columnsIn, INFERENCE_KEYS, testsIn } from "../state.js";
 import { extent, markedEvents, stepsOf, testMetric, trainMetric } from "../series.js";
-import { createCanvasChart, linearTicks, padded } from "./canvas.js";
+import { createCanvasChart } from "./canvas.js";
+import { linearTicks, padded } from "./ticks.js";
 import { setLegend } from "./card.js";
 import { eventColor, eventText, variantColor, variantName, withAlpha } from "./plot.js";
 
@@ -122,8 +123,9 @@ const METRICS = {
     filename: "covshift-loss",
     // Log scale: the first steps' loss would otherwise flatten everything after them.
     yaxis: (lines) => {
-      const span = extent(lines.map((s) => s.y));
-      return { title: t("axis.loss"), log: true, range: logRange(span), ticks: logTicks(span ?? [0.1, 1]) };
+      // Ticks over the range drawn: a single value still gets labels around it.
+      const range = logRange(extent(lines.map((s) => s.y)));
+      return { title: t("axis.loss"), log: true, range, ticks: logTicks(range) };
     },
     extra: () => [],
     marks: () => [],
