@@ -12,7 +12,8 @@ import json
 import os
 import re
 import struct
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,18 @@ def test_the_first_requests_come_from_the_preloads_each_once(dashboard: Page) ->
     assert dashboard.errors == []
 
 
+def pumped(page: Any, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll predicate() until truthy, letting Playwright deliver its events meanwhile (the
+    sync API hands a page's websocket frames to listeners only inside its own calls, so a
+    plain sleep would never see a new one)."""
+    end = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > end:
+            raise AssertionError(f"condition not met within {timeout} s")
+        page.wait_for_timeout(50)
+    return value
+
+
 def test_the_page_joins_with_one_history_and_asks_for_the_tap_it_shows(dashboard: Page) -> None:
     """docs/protocol.md: the page names its view; its history comes as one gzip message,
     live frames carry only the shown tap's histograms and one BN channel, and choosing
@@ -176,16 +189,28 @@ def test_the_page_joins_with_one_history_and_asks_for_the_tap_it_shows(dashboard
     page.on("websocket", listen)
     page.reload()
     dashboard.wait_frames(5)
-    # The reloaded page's socket: the first document connects after its load event (main.js
-    # awaits the rules first), so it may still open one while the reload is under way.
-    received, sent = sockets[-1]
+
+    def sent_all() -> list[str]:
+        return [m for _, sent in sockets for m in sent]
+
+    def streaming() -> tuple[list[str | bytes], list[str]] | None:
+        # The reloaded page's socket, once live frames follow its history: the first
+        # document connects after its load event (main.js awaits the rules first), so it
+        # may still open one while the reload is under way, and a loaded machine can take
+        # a while before the newest socket streams.
+        for received, sent in reversed(sockets):
+            frames = [m for m in received[2:] if isinstance(m, str) and '"type":"frame"' in m]
+            if frames:
+                return received, sent
+        return None
+
+    received, _ = pumped(page, streaming)
     hello, history = received[0], received[1]
     came = [m[:60] if isinstance(m, str) else f"{len(m)} bytes" for m in received[:4]]
     assert isinstance(hello, str) and json.loads(hello)["type"] == "hello", came
     assert isinstance(history, bytes), came
     joined = json.loads(gzip.decompress(history))
     assert joined["type"] == "history" and any(m["type"] == "frame" for m in joined["messages"])
-    wait_for(lambda: any(isinstance(m, str) and '"type":"frame"' in m for m in received[2:]))
     live = next(json.loads(m) for m in received[2:] if isinstance(m, str) and '"type":"frame"' in m)
     layer = live["variants"]["bn"]["layers"][0]
     assert "counts" in layer["taps"]["act_input"] and "counts" not in layer["taps"]["act_output"]
@@ -193,7 +218,7 @@ def test_the_page_joins_with_one_history_and_asks_for_the_tap_it_shows(dashboard
     assert layer["bn"]["channels"] == [0] and len(layer["bn"]["running_mean"]) == 1
 
     page.select_option("#view-tap", "act_output")
-    wait_for(lambda: any('"type":"view"' in m and '"act_output"' in m for m in sent))
+    pumped(page, lambda: any('"type":"view"' in m and '"act_output"' in m for m in sent_all()))
     # The new history replaces the old: every kept column has act_output's histogram.
     dashboard.wait_js(
         """() => {
