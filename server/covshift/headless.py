@@ -79,16 +79,25 @@ def run_headless(
     trainer = Trainer(config)
     out.mkdir(parents=True, exist_ok=True)
     summary = Summary(trainer)
-    started = time.perf_counter()
-    with (out / "frames.jsonl").open("w", encoding="utf-8") as frames:
-        frames.write(encode(trainer.hello()) + "\n")
-        while not (trainer.done or trainer.all_diverged):
-            for record in trainer.train_step():
-                frames.write(encode(record) + "\n")
-                summary.update(record)
-            if progress is not None:
-                progress(trainer.step, config.steps, summary.variants)
-    result = summary.to_json(trainer, time.perf_counter() - started)
+
+    def write(records: list[dict[str, Json]]) -> None:
+        for record in records:
+            frames.write(encode(record) + "\n")
+            summary.update(record)
+
+    trainer.measure_apart()  # frames are made beside training, where a core is free for it
+    try:
+        started = time.perf_counter()
+        with (out / "frames.jsonl").open("w", encoding="utf-8") as frames:
+            frames.write(encode(trainer.hello()) + "\n")
+            while not (trainer.done or trainer.all_diverged):
+                write(trainer.train_step())
+                if progress is not None:
+                    progress(trainer.step, config.steps, summary.variants)
+            write(trainer.flush())
+        result = summary.to_json(trainer, time.perf_counter() - started)
+    finally:
+        trainer.close()
     (out / "summary.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     hello, records = read_run(out)
     _write_report(out, lambda: render_run_report(hello, records, title))

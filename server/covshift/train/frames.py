@@ -41,8 +41,6 @@ class StepView:
     batch_size: int
     statuses: dict[str, str]  # variant -> "training" | "skipped" | "diverged"
     diverged_at: dict[str, int | None]
-    # Each trained variant's losses since the previous frame (to find the first non-finite).
-    recent_losses: dict[str, torch.Tensor]
     tested: bool  # a test step: every variant gets "test", null where it was not scored
 
 
@@ -54,8 +52,13 @@ def build_frame(
     passes: dict[str, Pass],
     tests: dict[str, Metrics],
     shifts: dict[str, Metrics],
+    grad_norms: dict[str, torch.Tensor],
+    diverging: dict[str, int],
 ) -> dict[str, Json]:
-    """The frame record: every variant's status, losses, layers, tests and ICS, resolved."""
+    """The frame record: every variant's status, losses, layers, tests and ICS, resolved.
+    grad_norms: each trained variant's per-layer gradient norms of this step (the trainer
+    holds the gradients); diverging: the variants whose loss went non-finite since the
+    previous frame, at the first such step (shown as diverged from this frame on)."""
     packer = Packer()
     values = {v: tap_values(models[v], p.layers or []) for v, p in passes.items()}
     layers = probe.reduce(values, models, packer)
@@ -67,19 +70,21 @@ def build_frame(
         for layer, fixed_entry in zip(layers[variant], measured, strict=True):
             layer["drift_fixed"] = fixed_entry
     variants: dict[str, Json] = {}
-    for variant, model in models.items():
+    for variant in models:
         entry: dict[str, Json] = {"status": view.statuses[variant]}
         if view.diverged_at[variant] is not None:
             entry["diverged_at"] = view.diverged_at[variant]
+        if variant in diverging:
+            entry["status"] = "diverged"
+            entry["diverged_at"] = diverging[variant]
         if variant in passes:
-            norms = torch.stack([_grad_norm(layer_weights(b.linear)) for b in model.hidden()])
-            for layer, norm in zip(layers[variant], norms, strict=True):
-                layer["grad_norm"] = packer.add(norm)
+            norms = packer.add(grad_norms[variant])
+            for i, layer in enumerate(layers[variant]):
+                layer["grad_norm"] = norms.row(i)
             entry["loss"] = packer.add(passes[variant].loss)
             accuracy = passes[variant].accuracy
             assert accuracy is not None  # computed on every probed step
             entry["acc"] = packer.add(accuracy)
-            entry["nonfinite_losses"] = packer.add(~torch.isfinite(view.recent_losses[variant]))
             entry["layers"] = layers[variant]
         if variant in tests:
             entry["test"] = {name: packer.add(value) for name, value in tests[variant].items()}
@@ -98,6 +103,20 @@ def build_frame(
     )
     resolved: dict[str, Json] = packer.resolve(frame)
     return resolved
+
+
+def grad_norms(model: Network) -> torch.Tensor:
+    """Each hidden layer's gradient norm after the backward, (layers,)."""
+    return torch.stack([_grad_norm(layer_weights(b.linear)) for b in model.hidden()])
+
+
+def first_nonfinite(step: int, losses: torch.Tensor) -> int | None:
+    """The first step whose loss was non-finite, of the losses of the steps up to `step`
+    (one per step, the last at `step`); None when every one was finite."""
+    flags = (~torch.isfinite(losses)).tolist()
+    if not any(flags):
+        return None
+    return step - len(flags) + 1 + flags.index(True)
 
 
 def _grad_norm(parameters: list[torch.nn.Parameter]) -> torch.Tensor:

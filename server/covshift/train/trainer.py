@@ -20,9 +20,17 @@ from . import ics
 from .cumulative import CumulativeAverages
 from .data import Dataset, load_dataset
 from .fixed_drift import FixedDataDrift, probe_set
-from .frames import Metrics, Pass, StepView, build_frame
+from .frames import Metrics, Pass, StepView, first_nonfinite, grad_norms
 from .histogram import PERCENTILES
 from .inference import evaluate, running_stat_norms
+from .measuring import (
+    FrameJob,
+    FrameMaker,
+    MeasuringApart,
+    ModelState,
+    can_measure_apart,
+    model_state,
+)
 from .models import Network, build_variants
 from .norms import restoring_state
 from .probes import Probe, capture, tap_values, taps_of
@@ -87,8 +95,13 @@ class Trainer:
             else {}
         )
         self._calibrate()
+        self._maker = FrameMaker(self.models, self.data, self.probe, self.fixed_drift, self.loss_fn)
+        self._apart: MeasuringApart | None = None
         # A run that starts at batch size 1 says so with its first step's messages.
         self._pending: list[dict[str, Json]] = self._skipped(config.batch_size)
+        # Messages not yet returned, in order; PENDING holds a frame's place while it is
+        # measured apart.
+        self._outbox: list[dict[str, Json] | _Pending] = []
 
     # ---- controls: each takes effect at the next step. Values arrive validated against the
     # config's bounds where they entered (the API, the websocket); only what depends on the
@@ -186,8 +199,11 @@ class Trainer:
         )
 
     def train_step(self, frame: bool = False) -> list[dict[str, Json]]:
-        """Take one update for every trainable variant; return the messages it produced.
-        `frame` records a frame whatever the cadence (a single step taken from the page)."""
+        """Take one update for every trainable variant; return the messages ready to go out.
+        `frame` records a frame whatever the cadence (a single step taken from the page).
+        Measured inline (the default) a step's messages are all ready; measured apart, a
+        frame and what follows it wait for its measuring, and come with a later step or
+        with flush()."""
         scheduled = self._apply_schedule()
         step = self.step
         config = self.config
@@ -202,11 +218,21 @@ class Trainer:
         # A variant that cannot train at this batch size (or diverged) is not scored: its
         # frozen weights would report numbers that say nothing about the normalizer.
         trainable = config.trainable_at(self.batch_size)
-        tests = {
-            v: evaluate(m, self.data, self.batch_size, self.loss_fn, self._cumulative_of(v))
-            for v, m in self.models.items()
-            if tested and self.diverged_at[v] is None and v in trainable
-        }
+        scored = [
+            v for v in self.models if tested and self.diverged_at[v] is None and v in trainable
+        ]
+        tests: dict[str, Metrics] | None = None
+        before: dict[str, ModelState] = {}
+        if self._apart is None:
+            tests = {
+                v: evaluate(
+                    self.models[v], self.data, self.batch_size, self.loss_fn, self._cumulative_of(v)
+                )
+                for v in scored
+            }
+        else:  # scored apart, from the state it has now
+            before = {v: model_state(self.models[v]) for v in scored}
+        cumulative = {v: c for v in before if (c := self._cumulative_of(v)) is not None}
         # ICS is measured on copies taken before the forward: the state training starts from.
         twins = {v: ics.snapshot(self.models[v]) for v in active} if measured else {}
         passes = {v: self._forward_backward(v, x, y, probed) for v in active}
@@ -216,15 +242,80 @@ class Trainer:
             )
             for v, twin in twins.items()
         }
-        recorded = self._frame(passes, tests, shifts, tested) if probed else None
+        job = None
+        if probed:
+            job = FrameJob(
+                view=self._view(active, tested),
+                passes=passes,
+                grad_norms={v: grad_norms(self.models[v]) for v in active},
+                shifts=shifts,
+                diverging=self._diverging(active),
+                tests=tests,
+                before=before,
+                cumulative=cumulative,
+                after={v: model_state(self.models[v]) for v in active} if self._apart else {},
+            )
+        self._outbox += [*self._pending, *scheduled]
+        self._pending = []
+        if job is not None:
+            self._measure(job)
         for variant in active:
             self.optimizers[variant].step()  # after the probe, so gamma/beta match the forward
         self.step += 1
-        messages, self._pending = [*self._pending, *scheduled], []
-        if recorded is not None:
-            messages.append(recorded)
-            messages.extend(self._flag_divergence(recorded))
-        return messages
+        return self._ready()
+
+    def measure_apart(self) -> None:
+        """From now on, make frames in a process of their own beside training (see
+        covshift.train.measuring); close() ends it. Where that cannot help (a GPU run, one
+        core), frames stay inline."""
+        if self._apart is None and can_measure_apart(self.device):
+            self._apart = MeasuringApart(self._maker)
+
+    def flush(self) -> list[dict[str, Json]]:
+        """Every message not yet returned, waiting for a frame still being measured."""
+        self._take_frame(wait=True)
+        return self._ready()
+
+    def close(self) -> None:
+        """End the measuring process, if any (frames not yet taken are lost: flush first)."""
+        if self._apart is not None:
+            self._apart.close()
+            self._apart = None
+
+    def _measure(self, job: FrameJob) -> None:
+        """Make the job's frame, or hand it over; the divergence it found is settled now."""
+        for variant, first in job.diverging.items():
+            self.diverged_at[variant] = first
+        events = [
+            message(
+                "event",
+                step=first,
+                kind="diverged",
+                variant=variant,
+                reason="loss became non-finite (NaN or infinity)",
+            )
+            for variant, first in job.diverging.items()
+        ]
+        if self._apart is None:
+            self._outbox.append(self._maker.make(job))
+        else:
+            self._take_frame(wait=True)  # one job in flight: the previous frame first
+            self._apart.submit(job)
+            self._outbox.append(PENDING)
+        self._outbox += events
+
+    def _take_frame(self, wait: bool) -> None:
+        """Put the frame measured apart in its place in the outbox, once it is made (or,
+        with wait, waiting for it)."""
+        if self._apart is not None and self._apart.busy and (wait or self._apart.done()):
+            self._outbox[self._outbox.index(PENDING)] = self._apart.result()
+
+    def _ready(self) -> list[dict[str, Json]]:
+        """Take the outbox up to the first frame still being measured."""
+        self._take_frame(wait=False)
+        cut = next((i for i, m in enumerate(self._outbox) if m is PENDING), len(self._outbox))
+        ready, self._outbox = self._outbox[:cut], self._outbox[cut:]
+        return [m for m in ready if not isinstance(m, _Pending)]
 
     def _apply_schedule(self) -> list[dict[str, Json]]:
         """The config's changes for this step, through the live controls (in the order the
@@ -286,56 +377,39 @@ class Trainer:
             values[variant] = tap_values(model, layers)
         self.probe.calibrate(values, self.models)
 
-    def _frame(
-        self,
-        passes: dict[str, Pass],
-        tests: dict[str, Metrics],
-        shifts: dict[str, Metrics],
-        tested: bool,
-    ) -> dict[str, Json]:
-        active = list(passes)
-        recent = {v: torch.stack(self._recent_losses[v]) for v in active}
-        for variant in active:
-            self._recent_losses[variant] = []
-        view = StepView(
+    def _view(self, active: list[str], tested: bool) -> StepView:
+        return StepView(
             step=self.step,
             epoch=self.epoch,
             lr=self.lr,
             batch_size=self.batch_size,
             statuses={v: self._status(v, active) for v in self.models},
             diverged_at=dict(self.diverged_at),
-            recent_losses=recent,
             tested=tested,
         )
-        return build_frame(view, self.models, self.probe, self.fixed_drift, passes, tests, shifts)
+
+    def _diverging(self, active: list[str]) -> dict[str, int]:
+        """The variants whose loss went non-finite since the last frame, at the first such
+        step; the losses kept since then start over."""
+        result = {}
+        for variant in active:
+            first = first_nonfinite(self.step, torch.stack(self._recent_losses[variant]))
+            self._recent_losses[variant] = []
+            if first is not None:
+                result[variant] = first
+        return result
 
     def _status(self, variant: str, active: list[str]) -> str:
         if self.diverged_at[variant] is not None:
             return "diverged"
         return "training" if variant in active else "skipped"
 
-    def _flag_divergence(self, frame: dict[str, Json]) -> list[dict[str, Json]]:
-        """Mark variants whose loss went non-finite since the last frame, at the first such step."""
-        events = []
-        for variant, entry in frame["variants"].items():
-            flags = entry.pop("nonfinite_losses", None)
-            if not flags or not any(flags):
-                continue
-            # flags cover the steps since the previous frame, ending at this frame's step
-            first = frame["step"] - len(flags) + 1 + flags.index(1)
-            self.diverged_at[variant] = first
-            entry["status"] = "diverged"
-            entry["diverged_at"] = first
-            events.append(
-                message(
-                    "event",
-                    step=first,
-                    kind="diverged",
-                    variant=variant,
-                    reason="loss became non-finite (NaN or infinity)",
-                )
-            )
-        return events
+
+class _Pending:
+    """The place of a frame in the outbox while it is measured apart."""
+
+
+PENDING = _Pending()
 
 
 def _normalizer_name(variant: str, model: Network) -> str | None:

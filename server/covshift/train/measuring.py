@@ -1,0 +1,299 @@
+"""Where a frame is measured: on the training thread, or in a process beside it.
+
+A probed step's frame costs more than the step (the test split scored three ways, the
+fixed probe set passed through every variant, every tap sorted). A small network's step
+is bound by Python, so a second thread only takes turns with training for the
+interpreter; a second process runs on a core of its own. Measured apart, the trainer
+hands over a FrameJob (the step's captured tensors, its losses and gradient norms, and
+copies of every variant's parameters, buffers and normalizer state before and after the
+step's forward) and trains on; the frame comes back a few steps later, made by the same
+code from the same numbers, so it is the frame the training thread would have made.
+
+The process is forked once the trainer is built, as PyTorch's DataLoader forks its
+workers: it starts at once with the data, the models and the calibrated probe in hand.
+One job is in flight at a time, so a frame never waits behind another and neither
+side can block the other on a full pipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import chain
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from covshift.errors import CovshiftError
+from covshift.wire import Json
+
+from .data import Dataset
+from .fixed_drift import FixedDataDrift
+from .frames import Metrics, Pass, StepView, build_frame
+from .inference import evaluate
+from .models import Network
+from .norms import BatchRenorm, NoisyBatchNorm
+from .probes import Probe
+
+# A frame made apart is looked for this often: a small share of a frame's interval at any
+# pace, and far fewer system calls than a look every step.
+POLL_EVERY_S = 0.002
+
+ModelState = dict[str, Any]  # name -> a tensor (or None, for a normalizer's unset state)
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    """Everything a probed step's frame is made from."""
+
+    view: StepView
+    passes: dict[str, Pass]
+    grad_norms: dict[str, torch.Tensor]  # trained variant -> (layers,)
+    shifts: dict[str, Metrics]
+    diverging: dict[str, int]  # variant -> the first step whose loss was non-finite
+    # The test scores, when the trainer scored them; else `before` is scored.
+    tests: dict[str, Metrics] | None = None
+    # Measured apart: each variant to score, as it was when the step began, and the
+    # statistics of its cumulative averages then (compare_cumulative)
+    before: dict[str, ModelState] = dataclasses.field(default_factory=dict)
+    cumulative: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = dataclasses.field(
+        default_factory=dict
+    )
+    # Measured apart: each trained variant as it was after the step's forward and backward
+    after: dict[str, ModelState] = dataclasses.field(default_factory=dict)
+
+
+def model_state(model: nn.Module) -> ModelState:
+    """What a frame reads of the model and a step or a control changes: parameters,
+    buffers, BN's momentum, Batch Renorm's last r, d and limits, and every noise
+    generator's state. Buffers are copied
+    (a forward moves them); parameters are not (only the update moves them, after the
+    job is handed over), so a job's states before and after the forward share them."""
+    state: ModelState = {name: p.detach() for name, p in model.named_parameters()}
+    state |= {name: buffer.clone() for name, buffer in model.named_buffers()}
+    for name, module in model.named_modules():
+        if isinstance(module, _BatchNorm):  # a control changes it during a run
+            state[f"{name}.momentum"] = module.momentum
+        if isinstance(module, BatchRenorm):
+            state[f"{name}.last_r"] = module.last_r
+            state[f"{name}.last_d"] = module.last_d
+            state[f"{name}.last_limits"] = module.last_limits
+        if isinstance(module, NoisyBatchNorm):
+            state[f"{name}.generator"] = module.generator.get_state()
+    return state
+
+
+@torch.no_grad()
+def load_model_state(model: nn.Module, state: ModelState) -> None:
+    """Put a model_state of a model of the same build into this one, in place."""
+    for name, tensor in chain(model.named_parameters(), model.named_buffers()):
+        tensor.copy_(state[name])
+    for name, module in model.named_modules():
+        if isinstance(module, _BatchNorm):
+            module.momentum = state[f"{name}.momentum"]
+        if isinstance(module, BatchRenorm):
+            module.last_r = state[f"{name}.last_r"]
+            module.last_d = state[f"{name}.last_d"]
+            module.last_limits = state[f"{name}.last_limits"]
+        if isinstance(module, NoisyBatchNorm):
+            module.generator.set_state(state[f"{name}.generator"])
+
+
+class FrameMaker:
+    """Makes frames from jobs, with its own probe and fixed-data drift (both keep history
+    from frame to frame) over the given models, which a job's states are loaded into."""
+
+    def __init__(
+        self,
+        models: dict[str, Network],
+        data: Dataset,
+        probe: Probe,
+        fixed_drift: FixedDataDrift,
+        loss_fn: nn.Module,
+    ) -> None:
+        self.models = models
+        self.data = data
+        self.probe = probe
+        self.fixed_drift = fixed_drift
+        self.loss_fn = loss_fn
+
+    def make(self, job: FrameJob) -> dict[str, Json]:
+        tests = job.tests
+        if tests is None:
+            tests = {}
+            for variant, state in job.before.items():
+                model = self.models[variant]
+                load_model_state(model, state)
+                tests[variant] = evaluate(
+                    model, self.data, job.view.batch_size, self.loss_fn, job.cumulative.get(variant)
+                )
+        for variant, state in job.after.items():
+            load_model_state(self.models[variant], state)
+        return build_frame(
+            job.view,
+            self.models,
+            self.probe,
+            self.fixed_drift,
+            job.passes,
+            tests,
+            job.shifts,
+            job.grad_norms,
+            job.diverging,
+        )
+
+
+def can_measure_apart(device: torch.device) -> bool:
+    """A process of its own helps where it gets a core of its own: on the CPU (a GPU run's
+    measuring is queued on the device already) with two or more cores to this process."""
+    return device.type == "cpu" and len(os.sched_getaffinity(0)) >= 2
+
+
+class MeasuringError(CovshiftError):
+    """The measuring process ended without making the frame it was given."""
+
+
+class MeasuringApart:
+    """A forked process that makes frames from jobs, one in flight at a time."""
+
+    def __init__(self, maker: FrameMaker) -> None:
+        context = multiprocessing.get_context("fork")
+        self._connection, theirs = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(maker, theirs, self._connection), daemon=True
+        )
+        self._process.start()
+        theirs.close()
+        self._in_flight = False
+        self._polled_at = 0.0
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight
+
+    def submit(self, job: FrameJob) -> None:
+        """Hand the job over; the previous job's frame must have been taken (result)."""
+        assert not self._in_flight, "one job at a time: take the previous frame first"
+        payload = pickle.dumps(on_host(job), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self._connection.send_bytes(payload)
+        except OSError:  # a broken pipe: the process is gone
+            raise self._ended() from None
+        self._in_flight = True
+
+    def done(self) -> bool:
+        """Whether the job in flight has its frame ready (without waiting). Asked every
+        step, it looks at the pipe at most every POLL_EVERY_S."""
+        if not self._in_flight:
+            return False
+        now = time.monotonic()
+        if now - self._polled_at < POLL_EVERY_S:
+            return False
+        self._polled_at = now
+        return self._connection.poll()
+
+    def result(self) -> dict[str, Json]:
+        """The frame of the job in flight, waiting for it; the job's error, raised here."""
+        assert self._in_flight
+        try:
+            kind, value = pickle.loads(self._connection.recv_bytes())
+        except (EOFError, OSError):
+            raise self._ended() from None
+        self._in_flight = False
+        if kind == "error":
+            raise value
+        frame: dict[str, Json] = value
+        return frame
+
+    def _ended(self) -> MeasuringError:
+        self._process.join(timeout=1)
+        return MeasuringError(
+            f"the measuring process ended (exit code {self._process.exitcode}) before "
+            "the frame was made; the frames written so far are kept"
+        )
+
+    def close(self) -> None:
+        """End the process (it exits when its end of the pipe closes)."""
+        self._connection.close()
+        self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+
+def _serve(maker: FrameMaker, connection: Connection, parents: Connection) -> None:
+    """The measuring process: make each job's frame and send it back, until the pipe closes."""
+    parents.close()  # only the trainer's end: its closing is this end's end-of-file
+    torch.set_num_threads(1)  # as DataLoader's workers: a forked process's OpenMP pool is not
+    while True:
+        try:
+            job = from_host(pickle.loads(connection.recv_bytes()))
+        except (EOFError, OSError):
+            return
+        try:
+            reply: tuple[str, object] = ("frame", maker.make(job))
+        except Exception as exc:  # the trainer raises it as its own
+            reply = ("error", exc)
+        try:
+            payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # an error that does not pickle still says what it was
+            error = MeasuringError(f"measuring failed: {type(exc).__name__}: {reply[1]}")
+            payload = pickle.dumps(("error", error))
+        connection.send_bytes(payload)
+
+
+def on_host(value: object) -> object:
+    """The value with every tensor as a NumPy array over its memory (pickled by value,
+    cheaply: pickle it before anything writes to them). Tensors over the same memory
+    (plain's act_input is its linear_out) become one array, so the measuring still sorts
+    them once."""
+
+    def key(tensor: torch.Tensor) -> object:
+        return (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype, tensor.device)
+
+    def array(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().cpu().numpy()
+
+    return _mapped(value, torch.Tensor, key, array, {})
+
+
+def from_host(value: object) -> Any:
+    """on_host undone: every NumPy array a tensor again (sharing its memory)."""
+    return _mapped(value, np.ndarray, id, torch.from_numpy, {})
+
+
+def _mapped(
+    value: object,
+    kind: type,
+    key: Callable[[Any], object],
+    convert: Callable[[Any], object],
+    seen: dict[object, object],
+) -> Any:
+    """value with each instance of kind converted, once per key, through containers and
+    dataclasses."""
+    if isinstance(value, kind):
+        found = key(value)
+        if found not in seen:
+            seen[found] = convert(value)
+        return seen[found]
+    if isinstance(value, dict):
+        return {name: _mapped(item, kind, key, convert, seen) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_mapped(item, kind, key, convert, seen) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_mapped(item, kind, key, convert, seen) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {
+            field.name: _mapped(getattr(value, field.name), kind, key, convert, seen)
+            for field in dataclasses.fields(value)
+        }
+        return dataclasses.replace(value, **changes)
+    return value
