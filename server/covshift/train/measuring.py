@@ -18,11 +18,11 @@ side can block the other on a full pipe.
 from __future__ import annotations
 
 import dataclasses
+import io
 import multiprocessing
 import os
 import pickle
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 from multiprocessing.connection import Connection
@@ -182,7 +182,7 @@ class MeasuringApart:
     def submit(self, job: FrameJob) -> None:
         """Hand the job over; the previous job's frame must have been taken (result)."""
         assert not self._in_flight, "one job at a time: take the previous frame first"
-        payload = pickle.dumps(on_host(job), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickled_job(job)
         try:
             self._connection.send_bytes(payload)
         except OSError:  # a broken pipe: the process is gone
@@ -235,7 +235,7 @@ def _serve(maker: FrameMaker, connection: Connection, parents: Connection) -> No
     torch.set_num_threads(1)  # as DataLoader's workers: a forked process's OpenMP pool is not
     while True:
         try:
-            job = from_host(pickle.loads(connection.recv_bytes()))
+            job = pickle.loads(connection.recv_bytes())
         except (EOFError, OSError):
             return
         try:
@@ -250,50 +250,25 @@ def _serve(maker: FrameMaker, connection: Connection, parents: Connection) -> No
         connection.send_bytes(payload)
 
 
-def on_host(value: object) -> object:
-    """The value with every tensor as a NumPy array over its memory (pickled by value,
-    cheaply: pickle it before anything writes to them). Tensors over the same memory
-    (plain's act_input is its linear_out) become one array, so the measuring still sorts
-    them once."""
+class _JobPickler(pickle.Pickler):
+    """Pickles tensors as NumPy arrays over their memory (by value, and cheaply: pickle a
+    job before anything writes to its tensors). Tensors over the same memory (plain's
+    act_input is its linear_out) become one array, so the measuring still sorts them once."""
 
-    def key(tensor: torch.Tensor) -> object:
-        return (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype, tensor.device)
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._arrays: dict[tuple[object, ...], np.ndarray] = {}
 
-    def array(tensor: torch.Tensor) -> np.ndarray:
-        return tensor.detach().cpu().numpy()
-
-    return _mapped(value, torch.Tensor, key, array, {})
-
-
-def from_host(value: object) -> Any:
-    """on_host undone: every NumPy array a tensor again (sharing its memory)."""
-    return _mapped(value, np.ndarray, id, torch.from_numpy, {})
+    def reducer_override(self, obj: object) -> Any:
+        if not isinstance(obj, torch.Tensor):
+            return NotImplemented
+        key = (obj.data_ptr(), obj.shape, obj.stride(), obj.dtype, obj.device)
+        if key not in self._arrays:
+            self._arrays[key] = obj.detach().cpu().numpy()
+        return torch.from_numpy, (self._arrays[key],)
 
 
-def _mapped(
-    value: object,
-    kind: type,
-    key: Callable[[Any], object],
-    convert: Callable[[Any], object],
-    seen: dict[object, object],
-) -> Any:
-    """value with each instance of kind converted, once per key, through containers and
-    dataclasses."""
-    if isinstance(value, kind):
-        found = key(value)
-        if found not in seen:
-            seen[found] = convert(value)
-        return seen[found]
-    if isinstance(value, dict):
-        return {name: _mapped(item, kind, key, convert, seen) for name, item in value.items()}
-    if isinstance(value, list):
-        return [_mapped(item, kind, key, convert, seen) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_mapped(item, kind, key, convert, seen) for item in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {
-            field.name: _mapped(getattr(value, field.name), kind, key, convert, seen)
-            for field in dataclasses.fields(value)
-        }
-        return dataclasses.replace(value, **changes)
-    return value
+def pickled_job(job: FrameJob) -> bytes:
+    buffer = io.BytesIO()
+    _JobPickler(buffer).dump(job)
+    return buffer.getvalue()
