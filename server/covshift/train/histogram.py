@@ -82,15 +82,17 @@ def reduce_rows(
     unique, n = values.shape
     rows = list(range(unique)) if source is None else source
     array = values.detach().float().cpu().numpy()  # sync point on CUDA: once per frame
-    zeroed = array.astype(np.float64)
-    sums = zeroed.sum(axis=1)
+    # Summed in float64 (each float32 value is exactly a float64); the moments below
+    # promote the rows to float64 as they go, so the rows are not copied for it.
+    sums = array.sum(axis=1, dtype=np.float64)
+    zeroed: np.ndarray = array
     if np.isfinite(sums).all():  # a NaN or infinity anywhere in a row makes its sum one
         n_finite = np.full(unique, n)
     else:
         # Non-finite values sort to the end of each row, so the finite ones are a prefix.
         finite = np.isfinite(array)
         n_finite = finite.sum(axis=1)
-        zeroed = np.where(finite, zeroed, 0.0)
+        zeroed = np.where(finite, array.astype(np.float64), 0.0)
         sums = zeroed.sum(axis=1)
         array = np.where(finite, array, np.float32(np.inf))
     ordered = np.sort(array, axis=1)
