@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,18 @@ from covshift.train.trainer import Trainer
 from covshift.wire import Json, encode
 
 pytestmark = pytest.mark.skipif(
-    not measuring.can_measure_apart(torch.device("cpu")), reason="needs two CPU cores"
+    not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+    reason="measuring apart needs Linux and two CPU cores",
 )
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Training on one thread, as covshift run does by default: a core is left over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _inline_and_apart(config: RunConfig) -> tuple[list[str], list[str]]:
@@ -111,6 +123,18 @@ def test_a_measuring_process_that_dies_is_a_clear_error() -> None:
             trainer.flush()
     finally:
         trainer.close()
+
+
+def test_measuring_apart_needs_a_core_that_training_leaves_free() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert measuring.can_measure_apart(torch.device("cpu"))
+    assert not measuring.can_measure_apart(torch.device("cuda"))
+    torch.set_num_threads(cores)
+    assert not measuring.can_measure_apart(torch.device("cpu"))
+    trainer = Trainer(RunConfig(dataset="digits", steps=10))
+    trainer.measure_apart()  # frames stay inline: every core trains
+    assert trainer._apart is None
+    assert [m["type"] for m in trainer.train_step()] == ["frame"]
 
 
 def test_a_model_state_loaded_into_a_twin_makes_the_same_training_forward() -> None:

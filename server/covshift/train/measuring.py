@@ -22,6 +22,7 @@ import io
 import multiprocessing
 import os
 import pickle
+import sys
 import time
 from dataclasses import dataclass
 from itertools import chain
@@ -152,9 +153,14 @@ class FrameMaker:
 
 
 def can_measure_apart(device: torch.device) -> bool:
-    """A process of its own helps where it gets a core of its own: on the CPU (a GPU run's
-    measuring is queued on the device already) with two or more cores to this process."""
-    return device.type == "cpu" and len(os.sched_getaffinity(0)) >= 2
+    """Whether a process of its own would measure beside training rather than take turns
+    with it: on the CPU (a GPU run's measuring is queued on the device already), on Linux
+    (forking a process that has loaded torch is safe there, as DataLoader's workers show;
+    elsewhere a new process would import torch anew), with a core left over by
+    training's own threads."""
+    if device.type != "cpu" or not sys.platform.startswith("linux"):
+        return False
+    return len(os.sched_getaffinity(0)) > torch.get_num_threads()
 
 
 class MeasuringError(CovshiftError):
