@@ -22,6 +22,7 @@ import io
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -76,9 +77,9 @@ class FrameJob:
 def model_state(model: nn.Module) -> ModelState:
     """What a frame reads of the model and a step or a control changes: parameters,
     buffers, BN's momentum, Batch Renorm's last r, d and limits, and every noise
-    generator's state. Buffers are copied
-    (a forward moves them); parameters are not (only the update moves them, after the
-    job is handed over), so a job's states before and after the forward share them."""
+    generator's state. Buffers are copied (a forward moves them); parameters are not
+    (only the update moves them, after the job is handed over), so a job's states before
+    and after the forward share them."""
     state: ModelState = {name: p.detach() for name, p in model.named_parameters()}
     state |= {name: buffer.clone() for name, buffer in model.named_buffers()}
     for name, module in model.named_modules():
@@ -238,7 +239,12 @@ class MeasuringApart:
 def _serve(maker: FrameMaker, connection: Connection, parents: Connection) -> None:
     """The measuring process: make each job's frame and send it back, until the pipe closes."""
     parents.close()  # only the trainer's end: its closing is this end's end-of-file
-    torch.set_num_threads(1)  # as DataLoader's workers: a forked process's OpenMP pool is not
+    # Ctrl+C in a terminal reaches the whole process group: the trainer's process decides
+    # what happens, and this one ends with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # As DataLoader's workers: one thread, which leaves training its core (and never uses
+    # the OpenMP pool the fork copied but not its threads).
+    torch.set_num_threads(1)
     while True:
         try:
             job = pickle.loads(connection.recv_bytes())
@@ -250,10 +256,14 @@ def _serve(maker: FrameMaker, connection: Connection, parents: Connection) -> No
             reply = ("error", exc)
         try:
             payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # an error that does not pickle still says what it was
-            error = MeasuringError(f"measuring failed: {type(exc).__name__}: {reply[1]}")
+        except Exception:  # an error that does not pickle still says what it was
+            failed = reply[1]
+            error = MeasuringError(f"measuring failed: {type(failed).__name__}: {failed}")
             payload = pickle.dumps(("error", error))
-        connection.send_bytes(payload)
+        try:
+            connection.send_bytes(payload)
+        except OSError:  # the trainer closed its end without waiting for this frame
+            return
 
 
 class _JobPickler(pickle.Pickler):
