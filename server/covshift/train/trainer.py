@@ -312,6 +312,8 @@ class Trainer:
 
     def _ready(self) -> list[dict[str, Json]]:
         """Take the outbox up to the first frame still being measured."""
+        if not self._outbox:
+            return []
         self._take_frame(wait=False)
         cut = next((i for i, m in enumerate(self._outbox) if m is PENDING), len(self._outbox))
         ready, self._outbox = self._outbox[:cut], self._outbox[cut:]
@@ -341,17 +343,21 @@ class Trainer:
     ) -> Pass:
         """One variant's forward (captured when probed) and backward; the update comes later."""
         model = self.models[variant]  # in train mode: whatever evaluates it puts that back
-        tracking = (
-            self.cumulative[variant].tracking() if variant in self.cumulative else nullcontext()
-        )
-        with tracking, capture(model) if probed else nullcontext() as layers:
+        averages = self.cumulative.get(variant)
+        layers = None
+        if probed or averages is not None:
+            tracking = averages.tracking() if averages is not None else nullcontext()
+            with tracking, capture(model) if probed else nullcontext() as layers:
+                logits = model(x)
+        else:  # most steps: nothing to watch the forward for
             logits = model(x)
         loss = self.loss_fn(logits, y)
         self.optimizers[variant].zero_grad(set_to_none=True)
         loss.backward()
-        self._recent_losses[variant].append(loss.detach())
+        loss = loss.detach()
+        self._recent_losses[variant].append(loss)
         accuracy = (logits.argmax(1) == y).float().mean() if probed else None
-        return Pass(layers, loss.detach(), accuracy)
+        return Pass(layers, loss, accuracy)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next mini-batch (x, y) in this run's seeded order; every variant trains on it."""
