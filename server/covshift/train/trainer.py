@@ -266,8 +266,8 @@ class Trainer:
 
     def measure_apart(self) -> None:
         """From now on, make frames in a process of their own beside training (see
-        covshift.train.measuring); close() ends it. Where that cannot help (a GPU run, one
-        core), frames stay inline."""
+        covshift.train.measuring); close() ends it. Where that cannot help (a GPU run, no
+        core left over by training's threads, not Linux), frames stay inline."""
         if self._apart is None and can_measure_apart(self.device):
             self._apart = MeasuringApart(self._maker)
 
@@ -317,7 +317,7 @@ class Trainer:
         self._take_frame(wait=False)
         cut = next((i for i, m in enumerate(self._outbox) if m is PENDING), len(self._outbox))
         ready, self._outbox = self._outbox[:cut], self._outbox[cut:]
-        return [m for m in ready if not isinstance(m, _Pending)]
+        return [m for m in ready if not isinstance(m, _Pending)]  # none is: for the type
 
     def _apply_schedule(self) -> list[dict[str, Json]]:
         """The config's changes for this step, through the live controls (in the order the
