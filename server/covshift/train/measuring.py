@@ -18,7 +18,6 @@ side can block the other on a full pipe.
 from __future__ import annotations
 
 import dataclasses
-import io
 import multiprocessing
 import os
 import pickle
@@ -30,7 +29,6 @@ from itertools import chain
 from multiprocessing.connection import Connection
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -41,6 +39,7 @@ from covshift.wire import Json
 from .data import Dataset
 from .fixed_drift import FixedDataDrift
 from .frames import Metrics, Pass, StepView, build_frame
+from .handover import SharedTensors, pack, unpack
 from .inference import evaluate
 from .models import Network
 from .norms import BatchRenorm, NoisyBatchNorm
@@ -171,11 +170,12 @@ class MeasuringError(CovshiftError):
 class MeasuringApart:
     """A forked process that makes frames from jobs, one in flight at a time."""
 
-    def __init__(self, maker: FrameMaker) -> None:
+    def __init__(self, maker: FrameMaker, shared: SharedTensors | None = None) -> None:
         context = multiprocessing.get_context("fork")
+        self._shared = shared or SharedTensors()
         self._connection, theirs = context.Pipe()
         self._process = context.Process(
-            target=_serve, args=(maker, theirs, self._connection), daemon=True
+            target=_serve, args=(maker, self._shared, theirs, self._connection), daemon=True
         )
         self._process.start()
         theirs.close()
@@ -189,7 +189,7 @@ class MeasuringApart:
     def submit(self, job: FrameJob) -> None:
         """Hand the job over; the previous job's frame must have been taken (result)."""
         assert not self._in_flight, "one job at a time: take the previous frame first"
-        payload = pickled_job(job)
+        payload = pack(job, self._shared)
         try:
             self._connection.send_bytes(payload)
         except OSError:  # a broken pipe: the process is gone
@@ -236,7 +236,9 @@ class MeasuringApart:
             self._process.join()
 
 
-def _serve(maker: FrameMaker, connection: Connection, parents: Connection) -> None:
+def _serve(
+    maker: FrameMaker, shared: SharedTensors, connection: Connection, parents: Connection
+) -> None:
     """The measuring process: make each job's frame and send it back, until the pipe closes."""
     parents.close()  # only the trainer's end: its closing is this end's end-of-file
     # Ctrl+C in a terminal reaches the whole process group: the trainer's process decides
@@ -247,7 +249,7 @@ def _serve(maker: FrameMaker, connection: Connection, parents: Connection) -> No
     torch.set_num_threads(1)
     while True:
         try:
-            job = pickle.loads(connection.recv_bytes())
+            job = unpack(connection.recv_bytes(), shared)
         except (EOFError, OSError):
             return
         try:
@@ -264,27 +266,3 @@ def _serve(maker: FrameMaker, connection: Connection, parents: Connection) -> No
             connection.send_bytes(payload)
         except OSError:  # the trainer closed its end without waiting for this frame
             return
-
-
-class _JobPickler(pickle.Pickler):
-    """Pickles tensors as NumPy arrays over their memory (by value, and cheaply: pickle a
-    job before anything writes to its tensors). Tensors over the same memory (plain's
-    act_input is its linear_out) become one array, so the measuring still sorts them once."""
-
-    def __init__(self, file: io.BytesIO) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._arrays: dict[tuple[object, ...], np.ndarray] = {}
-
-    def reducer_override(self, obj: object) -> Any:
-        if not isinstance(obj, torch.Tensor):
-            return NotImplemented
-        key = (obj.data_ptr(), obj.shape, obj.stride(), obj.dtype, obj.device)
-        if key not in self._arrays:
-            self._arrays[key] = obj.detach().cpu().numpy()
-        return torch.from_numpy, (self._arrays[key],)
-
-
-def pickled_job(job: FrameJob) -> bytes:
-    buffer = io.BytesIO()
-    _JobPickler(buffer).dump(job)
-    return buffer.getvalue()
