@@ -114,6 +114,11 @@ def test_wasserstein_matches_scipy_on_bin_centres() -> None:
     got = float(wasserstein1(full_a, full_b, torch.tensor([width]))[0])
     assert got == pytest.approx(expected, rel=1e-9)
     assert float(wasserstein1(full_a, full_a, torch.tensor([width]))[0]) == 0.0
+    # several histograms against one, in one call: each as if compared alone
+    both = wasserstein1(np.stack([full_a.numpy(), full_b.numpy()]), full_b.numpy(), [width])
+    assert both.shape == (2, 1)
+    assert both[0, 0] == got
+    assert both[1, 0] == 0.0
 
 
 def test_nice_ceil_and_edges() -> None:

@@ -102,7 +102,7 @@ def reduce_rows(
     edge_rows = edges.detach().float().cpu().numpy()
     beyond = np.nextafter(edge_rows[:, -1:], np.float32(np.inf))
     targets = np.concatenate([edge_rows, beyond], axis=1)
-    below = np.stack([np.searchsorted(ordered[u], targets[i]) for i, u in enumerate(rows)])
+    below = np.stack([ordered[u].searchsorted(targets[i]) for i, u in enumerate(rows)])
     at_or_below_last = below[:, -1]
     below = below[:, :-1]  # values < edge[k]
     # Bin k holds edge[k] <= v < edge[k+1]; the last bin also holds v == edge[-1], as numpy.
@@ -192,38 +192,44 @@ def _stats_from_sorted(
     n = ordered.shape[1]
     has_finite = n_finite > 0
     last = np.maximum(n_finite - 1, 0)
-    position = np.array(PERCENTILES, dtype=np.float64)[None, :] / 100 * last[:, None]
-    row = np.arange(ordered.shape[0])[:, None]
+    # The extremes are the rows' first and last finite values: positions 0 and last,
+    # read with the percentiles.
+    fractions = np.array([0, *PERCENTILES, 100], dtype=np.float64) / 100
     # Rows with no finite value do arithmetic on inf here; they are replaced by NaN below.
     with np.errstate(invalid="ignore", divide="ignore"):
-        percentiles = interpolate_sorted(ordered, position)
+        read = interpolate_sorted(ordered, fractions[None, :] * last[:, None])
         mean = sums / n_finite
         centred = zeroed - mean[:, None]
         # Each zeroed non-finite entry added mean^2 to the sum of squares; take it back out.
         squares = np.einsum("ij,ij->i", centred, centred) - (n - n_finite) * mean * mean
         std = np.sqrt(np.maximum(squares, 0.0) / n_finite)
-    low = ordered[:, 0].astype(np.float64)
-    high = ordered[row[:, 0], last].astype(np.float64)
-
-    def finite_only(column: np.ndarray) -> np.ndarray:
-        mask = has_finite if column.ndim == 1 else has_finite[:, None]
-        return np.where(mask, column, np.nan)
-
-    columns = {"percentiles": percentiles, "mean": mean, "std": std, "min": low, "max": high}
-    return {name: finite_only(column) for name, column in columns.items()}
+    columns = {
+        "percentiles": read[:, 1:-1],
+        "mean": mean,
+        "std": std,
+        "min": read[:, 0],
+        "max": read[:, -1],
+    }
+    if has_finite.all():
+        return columns
+    return {
+        name: np.where(has_finite if column.ndim == 1 else has_finite[:, None], column, np.nan)
+        for name, column in columns.items()
+    }
 
 
 def wasserstein1(full_a: ArrayLike, full_b: ArrayLike, bin_width: ArrayLike) -> np.ndarray:
     """1-Wasserstein distance between histograms over the same evenly spaced cells.
 
-    full_a, full_b: (rows, cells) counts with underflow/overflow as outer cells, which
-    places their mass one bin-width outside the range; bin_width: (rows,). On a line,
-    W1 is the area between the two CDFs. Rows with no mass on either side give NaN.
+    full_a, full_b: (..., rows, cells) counts with underflow/overflow as outer cells, which
+    places their mass one bin-width outside the range (leading axes broadcast, so several
+    histograms compare with one); bin_width: (rows,). On a line, W1 is the area between
+    the two CDFs. Rows with no mass on either side give NaN.
     """
     a = np.asarray(full_a, dtype=np.float64)
     b = np.asarray(full_b, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cdf_a = a.cumsum(axis=1) / a.sum(axis=1, keepdims=True)
-        cdf_b = b.cumsum(axis=1) / b.sum(axis=1, keepdims=True)
-        distance: np.ndarray = np.abs(cdf_a - cdf_b)[:, :-1].sum(axis=1)
+        cdf_a = a.cumsum(axis=-1) / a.sum(axis=-1, keepdims=True)
+        cdf_b = b.cumsum(axis=-1) / b.sum(axis=-1, keepdims=True)
+        distance: np.ndarray = np.abs(cdf_a - cdf_b)[..., :-1].sum(axis=-1)
         return distance * np.asarray(bin_width, dtype=np.float64)

@@ -232,7 +232,8 @@ class Probe:
 
         layer_keys = [(v, layer) for v, layer, tap in rows if tap == "act_input"]
         output_rows = [index[v, layer, "act_output"] for v, layer in layer_keys]
-        acts = [models[v].hidden()[layer].act for v, layer in layer_keys]
+        blocks = {variant: models[variant].hidden() for variant in values}
+        acts = [blocks[v][layer].act for v, layer in layer_keys]
         outputs = [values[v][layer]["act_output"] for v, layer in layer_keys]
         activation = _activation_stats(stats, output_rows, outputs, acts, packer)
         drift = self._drift(
@@ -241,7 +242,7 @@ class Probe:
 
         result: dict[str, list[dict[str, Json]]] = {variant: [] for variant in values}
         for k, (variant, layer) in enumerate(layer_keys):
-            block = models[variant].hidden()[layer]
+            block = blocks[variant][layer]
             names = values[variant][layer]
             entry: dict[str, Json] = {
                 "taps": {tap: taps[index[variant, layer, tap]] for tap in names}
@@ -271,16 +272,16 @@ class Probe:
             # One call for all three comparisons: against the previous probe, the first probe
             # and the probe drift_window frames back (or the oldest kept while fewer exist).
             w1 = wasserstein1(
-                np.concatenate(
+                np.array(
                     [
-                        np.stack([self._previous[key][0] for key in keys]),
-                        np.stack([self._first[key] for key in keys]),
-                        np.stack([self._window[key][0] for key in keys]),
+                        [self._previous[key][0] for key in keys],
+                        [self._first[key] for key in keys],
+                        [self._window[key][0] for key in keys],
                     ]
                 ),
-                np.tile(full[seen], (3, 1)),
-                np.tile(widths, 3),
-            ).reshape(3, -1)
+                full[seen],
+                widths,
+            )
             change = np.abs(now[seen] - np.stack([self._previous[key][1] for key in keys]))
             numbers = np.column_stack([w1[0], change, w1[1], w1[2]])
             packer.unpacked_nonfinite |= not bool(np.isfinite(numbers).all())
@@ -339,19 +340,23 @@ def _tap_dicts(stats: RowStats) -> list[dict[str, Json]]:
     """Each row's statistics as a wire dict. RowStats live on the host, so no sync here."""
     counts = stats.counts.tolist()
     tallies = torch.stack([stats.underflow, stats.overflow, stats.nonfinite], 1).tolist()
-    percentiles = shortened(stats.percentiles).tolist()
-    moments = shortened(torch.stack([stats.mean, stats.std, stats.min, stats.max], 1)).tolist()
+    # per row: mean, std, min, max, then the percentiles
+    numbers = shortened(
+        torch.cat(
+            [torch.stack([stats.mean, stats.std, stats.min, stats.max], 1), stats.percentiles], 1
+        )
+    ).tolist()
     return [
         Filled(
             counts=counts[i],
             underflow=tallies[i][0],
             overflow=tallies[i][1],
             nonfinite=tallies[i][2],
-            percentiles=percentiles[i],
-            mean=moments[i][0],
-            std=moments[i][1],
-            min=moments[i][2],
-            max=moments[i][3],
+            percentiles=numbers[i][4:],
+            mean=numbers[i][0],
+            std=numbers[i][1],
+            min=numbers[i][2],
+            max=numbers[i][3],
         )
         for i in range(len(counts))
     ]
