@@ -176,8 +176,14 @@ def _compact_tap(stats: Json) -> Json:
     out = {k: v for k, v in stats.items() if not (k in ZERO_OMITTED and v == 0)}
     counts = stats.get("counts")
     if isinstance(counts, list) and "first" not in stats:
-        used = [i for i, c in enumerate(counts) if c]
-        first, last = (used[0], used[-1] + 1) if used else (0, 0)
+        # the empty bins at either end go (walked in from the ends: most bins are filled)
+        first, last = 0, len(counts)
+        while first < last and not counts[first]:
+            first += 1
+        while last > first and not counts[last - 1]:
+            last -= 1
+        if first == last:  # no value inside the edges
+            first = last = 0
         out["counts"] = counts[first:last]
         if first:
             out["first"] = first

@@ -228,7 +228,7 @@ class Probe:
         edges = torch.stack([self.edges[v, layer, tap] for v, layer, tap in rows])
         stats = reduce_ragged(tensors, edges, source)
         taps = _tap_dicts(stats)
-        packer.unpacked_nonfinite |= bool((stats.nonfinite > 0).any())
+        packer.unpacked_nonfinite |= bool(stats.nonfinite.numpy().any())
 
         layer_keys = [(v, layer) for v, layer, tap in rows if tap == "act_input"]
         output_rows = [index[v, layer, "act_output"] for v, layer in layer_keys]
