@@ -128,6 +128,19 @@ def test_measuring_apart_needs_a_core_that_training_leaves_free() -> None:
     assert [m["type"] for m in trainer.train_step()] == ["frame"]
 
 
+def test_a_system_that_refuses_the_shared_memory_gets_its_frames_inline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refused(*args: object) -> None:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(measuring, "SharedTensors", refused)
+    trainer = Trainer(RunConfig(dataset="digits", steps=10))
+    trainer.measure_apart()
+    assert trainer._apart is None
+    assert [m["type"] for m in trainer.train_step()] == ["frame"]
+
+
 def test_a_model_state_loaded_into_a_twin_makes_the_same_training_forward() -> None:
     config = RunConfig(dataset="digits", variants=("brn", "noisy_bn", "wn"), depth=2, width=16)
     models = build_variants(config, 64, 10, torch.device("cpu"))

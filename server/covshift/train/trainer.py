@@ -267,9 +267,13 @@ class Trainer:
     def measure_apart(self) -> None:
         """From now on, make frames in a process of their own beside training (see
         covshift.train.measuring); close() ends it. Where that cannot help (a GPU run, no
-        core left over by training's threads, not Linux), frames stay inline."""
+        core left over by training's threads, not Linux), or the system will not give the
+        process or its shared memory, frames stay inline: the same frames."""
         if self._apart is None and can_measure_apart(self.device):
-            self._apart = MeasuringApart(self._maker)
+            try:
+                self._apart = MeasuringApart(self._maker)
+            except OSError:  # fork or mmap refused (process or memory limits)
+                self._apart = None
 
     def flush(self) -> list[dict[str, Json]]:
         """Every message not yet returned, waiting for a frame still being measured."""
