@@ -166,9 +166,9 @@ class MeasuringError(CovshiftError):
 class MeasuringApart:
     """A forked process that makes frames from jobs, one in flight at a time."""
 
-    def __init__(self, maker: FrameMaker, shared: SharedTensors | None = None) -> None:
+    def __init__(self, maker: FrameMaker) -> None:
         context = multiprocessing.get_context("fork")
-        self._shared = shared or SharedTensors()
+        self._shared = SharedTensors()
         self._connection, theirs = context.Pipe()
         self._process = context.Process(
             target=_serve, args=(maker, self._shared, theirs, self._connection), daemon=True
