@@ -158,22 +158,26 @@ def _compact_layer(layer: Json, pointer: str, named: list[str]) -> Json:
     if not isinstance(taps, dict):
         return layer
     written: dict[str, Json] = {}
-    kept: dict[str, Json] = {}  # the taps written out in full, as measured
+    kept: list[tuple[str, Json]] = []  # the taps written out in full, as measured
     for tap, stats in taps.items():
-        same = next((name for name, earlier in kept.items() if earlier == stats), None)
-        if same is None:
-            kept[tap] = stats
-            written[tap] = _compact_tap(stats)
+        for name, earlier in kept:
+            if earlier is stats or earlier == stats:
+                written[tap] = name
+                named.append(f"{pointer}/taps/{_escape(tap)}")
+                break
         else:
-            written[tap] = same
-            named.append(f"{pointer}/taps/{_escape(tap)}")
+            kept.append((tap, stats))
+            written[tap] = _compact_tap(stats)
     return {**layer, "taps": written}
 
 
 def _compact_tap(stats: Json) -> Json:
     if not isinstance(stats, dict):
         return stats
-    out = {k: v for k, v in stats.items() if not (k in ZERO_OMITTED and v == 0)}
+    out = dict(stats)
+    for key in ZERO_OMITTED:
+        if key in out and out[key] == 0:
+            del out[key]
     counts = stats.get("counts")
     if isinstance(counts, list) and "first" not in stats:
         # the empty bins at either end go (walked in from the ends: most bins are filled)

@@ -75,7 +75,7 @@ def sorted_quantiles(rows: np.ndarray, q: Sequence[float]) -> np.ndarray:
     computes them; (rows, len(q)). For a few rows of a hundred values np.quantile's own
     overhead costs more than the numbers."""
     at = np.asarray(q, dtype=np.float64) * (rows.shape[-1] - 1)
-    result = interpolate_sorted(rows, np.broadcast_to(at, (*rows.shape[:-1], len(at))))
+    result = interpolate_sorted(rows, at)
     # As np.quantile: a row with a NaN (sorted to its end) has NaN quantiles.
     result[np.isnan(rows[..., -1])] = np.nan
     return result

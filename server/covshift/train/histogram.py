@@ -21,11 +21,9 @@ PERCENTILES = (1, 15, 50, 85, 99)
 class RowStats:
     """Statistics of each row; non-finite values are counted, never binned or averaged."""
 
-    counts: (
-        torch.Tensor
-    )  # (rows, bins) values inside the edges; the last bin includes its right edge
-    underflow: torch.Tensor  # (rows,) finite values below the first edge
-    overflow: torch.Tensor  # (rows,) finite values above the last edge
+    # (rows, bins + 2): the finite values below the first edge (underflow), those in each
+    # bin (the last bin includes its right edge), those above the last edge (overflow)
+    cells: torch.Tensor
     nonfinite: torch.Tensor  # (rows,) NaN and +-inf
     percentiles: torch.Tensor  # (rows, len(PERCENTILES)) linear interpolation, as numpy
     mean: torch.Tensor
@@ -37,9 +35,24 @@ class RowStats:
     ordered: np.ndarray | list[np.ndarray]
     source: list[int]  # result row i describes ordered[source[i]]
 
+    @property
+    def counts(self) -> torch.Tensor:
+        """(rows, bins) values inside the edges; the last bin includes its right edge."""
+        return self.cells[:, 1:-1]
+
+    @property
+    def underflow(self) -> torch.Tensor:
+        """(rows,) finite values below the first edge."""
+        return self.cells[:, 0]
+
+    @property
+    def overflow(self) -> torch.Tensor:
+        """(rows,) finite values above the last edge."""
+        return self.cells[:, -1]
+
     def full_counts(self) -> torch.Tensor:
         """Counts with underflow and overflow as outer cells: (rows, bins + 2)."""
-        return torch.cat([self.underflow[:, None], self.counts, self.overflow[:, None]], dim=1)
+        return self.cells
 
     def count_below(self, row: int, thresholds: np.ndarray) -> np.ndarray:
         """How many values of result row `row` are below each float32 threshold (a binary
@@ -82,36 +95,32 @@ def reduce_rows(
     unique, n = values.shape
     rows = list(range(unique)) if source is None else source
     array = values.detach().float().cpu().numpy()  # sync point on CUDA: once per frame
-    # Summed in float64 (each float32 value is exactly a float64); the moments below
-    # promote the rows to float64 as they go, so the rows are not copied for it.
-    sums = array.sum(axis=1, dtype=np.float64)
-    zeroed: np.ndarray = array
+    # The moments are taken in float64 (each float32 value is exactly a float64).
+    wide = array.astype(np.float64)
+    sums = wide.sum(axis=1)
     if np.isfinite(sums).all():  # a NaN or infinity anywhere in a row makes its sum one
         n_finite = np.full(unique, n)
     else:
         # Non-finite values sort to the end of each row, so the finite ones are a prefix.
         finite = np.isfinite(array)
         n_finite = finite.sum(axis=1)
-        zeroed = np.where(finite, array.astype(np.float64), 0.0)
-        sums = zeroed.sum(axis=1)
+        wide[~finite] = 0.0
+        sums = wide.sum(axis=1)
         array = np.where(finite, array, np.float32(np.inf))
     ordered = np.sort(array, axis=1)
 
+    # Bin k holds edge[k] <= v < edge[k+1]; the last bin also holds v == edge[-1], as numpy.
     # Float32 values below the float32 just above the last edge are those <= the last edge,
-    # so one binary search per row gives both sides of the closed last bin.
+    # so one binary search per row finds every cell's upper boundary but the overflow's.
     edge_rows = edges.detach().float().cpu().numpy()
     beyond = np.nextafter(edge_rows[:, -1:], np.float32(np.inf))
-    targets = np.concatenate([edge_rows, beyond], axis=1)
-    below = np.stack([ordered[u].searchsorted(targets[i]) for i, u in enumerate(rows)])
-    at_or_below_last = below[:, -1]
-    below = below[:, :-1]  # values < edge[k]
-    # Bin k holds edge[k] <= v < edge[k+1]; the last bin also holds v == edge[-1], as numpy.
-    counts = np.concatenate([below[:, 1:-1], at_or_below_last[:, None]], axis=1) - below[:, :-1]
-    stats = _stats_from_sorted(ordered, zeroed, sums, n_finite)
+    targets = np.concatenate([edge_rows[:, :-1], beyond], axis=1)
+    found = np.stack([ordered[u].searchsorted(targets[i]) for i, u in enumerate(rows)])
+    bounds = np.concatenate([np.zeros_like(found[:, :1]), found, n_finite[rows][:, None]], 1)
+    cells = bounds[:, 1:] - bounds[:, :-1]
+    stats = _stats_from_sorted(ordered, wide, sums, n_finite)
     return RowStats(
-        counts=torch.from_numpy(counts),
-        underflow=torch.from_numpy(below[:, 0].copy()),
-        overflow=torch.from_numpy(n_finite[rows] - at_or_below_last),
+        cells=torch.from_numpy(cells),
         nonfinite=torch.from_numpy(n - n_finite[rows]),
         **{name: torch.from_numpy(column[rows]) for name, column in stats.items()},
         ordered=ordered,
@@ -159,9 +168,7 @@ def reduce_ragged(
         return torch.cat([getattr(part, name) for part in parts])[back]
 
     return RowStats(
-        counts=gather("counts"),
-        underflow=gather("underflow"),
-        overflow=gather("overflow"),
+        cells=gather("cells"),
         nonfinite=gather("nonfinite"),
         percentiles=gather("percentiles"),
         mean=gather("mean"),
@@ -176,11 +183,15 @@ def reduce_ragged(
 def interpolate_sorted(rows: np.ndarray, position: np.ndarray) -> np.ndarray:
     """The values at fractional positions of rows sorted along their last axis, linear
     between neighbours (numpy's default quantile method), in float64; `position` has the
-    rows' leading shape and the positions last."""
+    rows' leading shape and the positions last, or is one vector of positions for all."""
     low = np.floor(position).astype(np.intp)
     high = np.ceil(position).astype(np.intp)
-    low_value = np.take_along_axis(rows, low, axis=-1).astype(np.float64)
-    high_value = np.take_along_axis(rows, high, axis=-1).astype(np.float64)
+    if position.ndim == 1:
+        low_value = rows[..., low].astype(np.float64)
+        high_value = rows[..., high].astype(np.float64)
+    else:
+        low_value = np.take_along_axis(rows, low, axis=-1).astype(np.float64)
+        high_value = np.take_along_axis(rows, high, axis=-1).astype(np.float64)
     result: np.ndarray = low_value + (high_value - low_value) * (position - low)
     return result
 
@@ -188,7 +199,8 @@ def interpolate_sorted(rows: np.ndarray, position: np.ndarray) -> np.ndarray:
 def _stats_from_sorted(
     ordered: np.ndarray, zeroed: np.ndarray, sums: np.ndarray, n_finite: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Percentiles and moments of each sorted row; NaN for rows with no finite value."""
+    """Percentiles and moments of each sorted row; NaN for rows with no finite value.
+    zeroed: the rows in float64, non-finite values as 0, in any order; centred in place."""
     n = ordered.shape[1]
     has_finite = n_finite > 0
     last = np.maximum(n_finite - 1, 0)
@@ -197,9 +209,12 @@ def _stats_from_sorted(
     fractions = np.array([0, *PERCENTILES, 100], dtype=np.float64) / 100
     # Rows with no finite value do arithmetic on inf here; they are replaced by NaN below.
     with np.errstate(invalid="ignore", divide="ignore"):
-        read = interpolate_sorted(ordered, fractions[None, :] * last[:, None])
+        shared = (last == last[0]).all()  # every row as long: one set of positions
+        read = interpolate_sorted(
+            ordered, fractions * last[0] if shared else fractions[None, :] * last[:, None]
+        )
         mean = sums / n_finite
-        centred = zeroed - mean[:, None]
+        centred = np.subtract(zeroed, mean[:, None], out=zeroed)
         # Each zeroed non-finite entry added mean^2 to the sum of squares; take it back out.
         squares = np.einsum("ij,ij->i", centred, centred) - (n - n_finite) * mean * mean
         std = np.sqrt(np.maximum(squares, 0.0) / n_finite)

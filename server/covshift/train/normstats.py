@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -13,20 +15,79 @@ from .norms import BatchRenorm, GhostBatchNorm, batch_moments, channel_rows, has
 from .packing import Packer
 
 
-def norm_templates(block: Block, taps: dict[str, torch.Tensor], packer: Packer) -> dict[str, Json]:
-    """The layer's "bn" entry (null without running statistics) and, where it applies,
+def norm_templates(
+    blocks: Sequence[Block], layers: Sequence[dict[str, torch.Tensor]], packer: Packer
+) -> list[dict[str, Json]]:
+    """Per layer, its "bn" entry (null without running statistics) and, where it applies,
     "affine" (LayerNorm, GroupNorm, RMSNorm) or "weight_norm" (WeightNorm's per-unit g)."""
-    norm = block.norm
-    result: dict[str, Json] = {"bn": None}
-    if isinstance(norm, _BatchNorm) and has_running_stats(norm):
-        result["bn"] = _bn_template(block, norm, taps, packer)
-    elif norm is not None:
-        result["affine"] = _affine_template(norm, packer)
-    parametrizations = getattr(block.linear, "parametrizations", None)
-    if parametrizations is not None:
-        g = parametrizations.weight.original0.detach().reshape(-1)
-        result["weight_norm"] = {"g": packer.add(g)}
+    bn = _bn_templates(blocks, layers, packer)
+    result: list[dict[str, Json]] = []
+    for k, block in enumerate(blocks):
+        entry: dict[str, Json] = {"bn": bn.get(k)}
+        if k not in bn and block.norm is not None:
+            entry["affine"] = _affine_template(block.norm, packer)
+        parametrizations = getattr(block.linear, "parametrizations", None)
+        if parametrizations is not None:
+            g = parametrizations.weight.original0.detach().reshape(-1)
+            entry["weight_norm"] = {"g": packer.add(g)}
+        result.append(entry)
     return result
+
+
+def _bn_templates(
+    blocks: Sequence[Block], layers: Sequence[dict[str, torch.Tensor]], packer: Packer
+) -> dict[int, dict[str, Json]]:
+    """The "bn" entry of each layer whose normalizer keeps running statistics, by layer.
+    Layers with the same rows over as many channels are packed as one tensor."""
+    norms = {
+        k: block.norm
+        for k, block in enumerate(blocks)
+        if isinstance(block.norm, _BatchNorm) and has_running_stats(block.norm)
+    }
+    moments = channel_moments([_norm_input(blocks[k], layers[k]) for k in norms])
+    states = {
+        k: _bn_rows(blocks[k], norm, layers[k], pair)
+        for (k, norm), pair in zip(norms.items(), moments, strict=True)
+    }
+    groups: dict[tuple[tuple[str, ...], torch.Size], list[int]] = {}
+    for k, state in states.items():
+        groups.setdefault((tuple(state), state["batch_mean"].shape), []).append(k)
+    bn: dict[int, dict[str, Json]] = {}
+    for (names, _), members in groups.items():
+        # torch.stack makes a new tensor: nothing can change it before the frame resolves.
+        rows = torch.stack([row for k in members for row in states[k].values()])
+        channels = packer.add(rows, copy=False)
+        for j, k in enumerate(members):
+            bn[k] = {name: channels.row(j * len(names) + i) for i, name in enumerate(names)}
+    for k, norm in norms.items():
+        if isinstance(norm, BatchRenorm) and norm.last_limits is not None:
+            limits = packer.add(norm.last_limits)
+            bn[k]["r_max"], bn[k]["d_max"] = limits.row(0), limits.row(1)
+    return bn
+
+
+def channel_moments(inputs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each input's per-channel batch mean and unbiased variance, over N x H x W for conv
+    maps. Inputs of one shape are reduced together: a few torch calls per frame, however
+    many layers (each call on a small CPU tensor costs more than its arithmetic)."""
+    rows = [channel_rows(x) for x in inputs]
+    groups: dict[torch.Size, list[int]] = {}
+    for i, values in enumerate(rows):
+        groups.setdefault(values.shape, []).append(i)
+    found: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for (n, _), members in groups.items():
+        values = torch.stack([rows[i] for i in members])  # (layers, values, channels)
+        mean = values.mean(dim=1)
+        centred = values - mean[:, None]
+        # Written out because Tensor.var along a dim is ~4x slower on small CPU tensors.
+        var = (centred * centred).sum(dim=1) / (n - 1)
+        for i, pair in zip(members, zip(mean.unbind(), var.unbind(), strict=True), strict=True):
+            found[i] = pair
+    return [found[i] for i in range(len(rows))]
+
+
+def _norm_input(block: Block, taps: dict[str, torch.Tensor]) -> torch.Tensor:
+    return taps["linear_out"] if block.placement == "before" else taps["act_output"]
 
 
 def _affine_template(norm: nn.Module, packer: Packer) -> dict[str, Json]:
@@ -40,41 +101,34 @@ def _affine_template(norm: nn.Module, packer: Packer) -> dict[str, Json]:
     return {"gamma": rows.row(0), "beta": rows.row(1)}
 
 
-def _bn_template(
-    block: Block, norm: _BatchNorm, taps: dict[str, torch.Tensor], packer: Packer
-) -> dict[str, Json]:
-    """BN's per-channel state. batch_mean and batch_var are over the whole batch (also for
-    ghost BN), per channel over N x H x W for conv maps; batch_var is unbiased (n = N x H x W
-    values per channel): for BN the series running_var averages. Ghost BN adds
-    ghost_mean and ghost_var, the mean over its ghost batches of their means and unbiased
-    variances: the series its running statistics average."""
-    assert has_running_stats(norm)
+def _bn_rows(
+    block: Block,
+    norm: _BatchNorm,
+    taps: dict[str, torch.Tensor],
+    moments: tuple[torch.Tensor, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """BN's per-channel state, by name. batch_mean and batch_var (`moments`) are over the
+    whole batch (also for ghost BN), per channel over N x H x W for conv maps; batch_var is
+    unbiased (n = N x H x W values per channel): for BN the series running_var averages.
+    Ghost BN adds ghost_mean and ghost_var, the mean over its ghost batches of their means
+    and unbiased variances: the series its running statistics average. Batch Renorm adds
+    this batch's r and d."""
     assert norm.running_mean is not None and norm.running_var is not None
-    norm_input = taps["linear_out"] if block.placement == "before" else taps["act_output"]
-    values = channel_rows(norm_input)
-    batch_mean = values.mean(dim=0)
-    centred = values - batch_mean
-    # Written out because Tensor.var along dim 0 is ~4x slower on small CPU tensors.
-    batch_var = (centred * centred).sum(dim=0) / (values.shape[0] - 1)
-    rows = [batch_mean, batch_var, norm.running_mean, norm.running_var]
-    names = ["batch_mean", "batch_var", "running_mean", "running_var"]
+    batch_mean, batch_var = moments
+    rows = {
+        "batch_mean": batch_mean,
+        "batch_var": batch_var,
+        "running_mean": norm.running_mean,
+        "running_var": norm.running_var,
+    }
     if norm.weight is not None and norm.bias is not None:  # BN with affine off has no γ, β
-        rows += [norm.weight.detach(), norm.bias.detach()]
-        names += ["gamma", "beta"]
+        rows["gamma"], rows["beta"] = norm.weight.detach(), norm.bias.detach()
     if isinstance(norm, GhostBatchNorm):
         # Ghost BN's running statistics average the ghost batches' own moments, not the whole
         # batch's: these are exactly the values this step's update moved them towards.
-        ghost_mean, ghost_var = batch_moments(norm, norm_input)
-        rows += [ghost_mean.mean(dim=0), ghost_var.mean(dim=0)]
-        names += ["ghost_mean", "ghost_var"]
-    renorm = norm if isinstance(norm, BatchRenorm) else None
-    if renorm is not None and renorm.last_r is not None and renorm.last_d is not None:
+        ghost_mean, ghost_var = batch_moments(norm, _norm_input(block, taps))
+        rows["ghost_mean"], rows["ghost_var"] = ghost_mean.mean(dim=0), ghost_var.mean(dim=0)
+    if isinstance(norm, BatchRenorm) and norm.last_r is not None and norm.last_d is not None:
         # r and d of this batch's forward (the calibration forward sets them before step 0).
-        rows += [renorm.last_r, renorm.last_d]
-        names += ["r", "d"]
-    channels = packer.add(torch.stack(rows))
-    template: dict[str, Json] = {name: channels.row(i) for i, name in enumerate(names)}
-    if renorm is not None and renorm.last_limits is not None:
-        limits = packer.add(renorm.last_limits)
-        template["r_max"], template["d_max"] = limits.row(0), limits.row(1)
-    return template
+        rows["r"], rows["d"] = norm.last_r, norm.last_d
+    return rows

@@ -42,9 +42,10 @@ class Packer:
         # Set by producers that put plain (unpacked) numbers in the template which may be NaN.
         self.unpacked_nonfinite = False
 
-    def add(self, tensor: torch.Tensor) -> Slot:
-        # A copy, so later in-place updates (optimizer steps, BN buffers) cannot change it.
-        self._parts.append(tensor.detach().clone())
+    def add(self, tensor: torch.Tensor, copy: bool = True) -> Slot:
+        """A part of the frame. It is copied, so later in-place updates (optimizer steps, BN
+        buffers) cannot change it; copy=False for a tensor made for the frame (a stack)."""
+        self._parts.append(tensor.detach().clone() if copy else tensor.detach())
         return Slot(len(self._parts) - 1)
 
     def resolve(self, template: Json) -> Json:
@@ -133,12 +134,13 @@ def shortened(values: np.ndarray | torch.Tensor) -> np.ndarray:
     statistic computed in float64 from float32 data (a percentile, a mean) keeps more
     digits than its data had (9 against float32's ~7)."""
     wide = np.asarray(values.numpy() if isinstance(values, torch.Tensor) else values, np.float64)
-    magnitude = np.abs(wide)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        exponent = 8 - np.floor(np.log10(np.where(magnitude > 0, magnitude, 1.0)))
-        # Only where 10**exponent is an exact double (0..22) is the rounding exact.
-        usable = np.isfinite(wide) & (magnitude > 0) & (exponent >= 0) & (exponent <= 22)
-        scale = 10.0 ** np.clip(exponent, 0, 22)
+        # 10**exponent scales a value to 9 digits before the point. Only where it is an exact
+        # double (0..22) is the rounding exact: 0 (exponent inf), NaN, the infinities and
+        # the very small or large are left as they are.
+        exponent = 8.0 - np.floor(np.log10(np.abs(wide)))
+        usable = (exponent >= 0) & (exponent <= 22)
+        scale = 10.0 ** np.where(usable, exponent, 0.0)
         return np.where(usable, np.round(wide * scale) / scale, wide)
 
 

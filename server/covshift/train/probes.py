@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 
 import numpy as np
 import torch
@@ -155,6 +156,9 @@ class Probe:
         outliers flatten another's picture (the page overlays them on one display range).
         The act_output range follows each layer's activation, from `models` when given."""
         fallback = ACTIVATIONS[self.activation]() if self.activation in ACTIVATIONS else None
+        # Equal ranges share one edges tensor, so a tensor behind two taps of one range
+        # (plain's linear_out and act_input) is measured once.
+        made: dict[tuple[float, float], torch.Tensor] = {}
         for variant, layers in values.items():
             model = (models or {}).get(variant)
             blocks = model.hidden() if model is not None else []
@@ -164,7 +168,9 @@ class Probe:
                     finite = tensor[torch.isfinite(tensor)]
                     largest = float(finite.abs().max()) if finite.numel() else 1.0
                     lo, hi = self._range(tap, largest, act)
-                    self.edges[variant, layer, tap] = make_edges(lo, hi, self.bins)
+                    if (lo, hi) not in made:
+                        made[lo, hi] = make_edges(lo, hi, self.bins)
+                    self.edges[variant, layer, tap] = made[lo, hi]
         # each layer's act_input bin width, for the drift's W1
         self._widths = {
             (variant, layer): float(edges[1] - edges[0])
@@ -211,22 +217,30 @@ class Probe:
         ]
         if not rows:
             return {}
-        index = {row: i for i, row in enumerate(rows)}
         # One tensor can sit behind several taps (plain's act_input is its linear_out, BN's
-        # is norm_out): each distinct tensor is sorted once. Layers may differ in size
-        # (pooling), so rows are reduced in groups of one length.
+        # is norm_out): each distinct tensor is sorted once, and measured once over each
+        # distinct edges tensor. Layers may differ in size (pooling), so rows are reduced in
+        # groups of one length.
         unique: dict[tuple[object, ...], int] = {}
         tensors: list[torch.Tensor] = []
-        source = []
-        for v, layer, tap in rows:
+        measured: dict[tuple[int, int], int] = {}  # (tensor, id of its edges) -> stats row
+        source: list[int] = []  # stats row -> its tensor
+        edges: list[torch.Tensor] = []  # stats row -> its edges
+        index: dict[tuple[str, int, str], int] = {}  # (variant, layer, tap) -> stats row
+        for row in rows:
+            v, layer, tap = row
             tensor = values[v][layer][tap]
-            key = (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype)
-            if key not in unique:
-                unique[key] = len(tensors)
+            t = unique.setdefault(
+                (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype), len(tensors)
+            )
+            if t == len(tensors):
                 tensors.append(tensor)
-            source.append(unique[key])
-        edges = torch.stack([self.edges[v, layer, tap] for v, layer, tap in rows])
-        stats = reduce_ragged(tensors, edges, source)
+            row_edges = self.edges[row]
+            index[row] = measured.setdefault((t, id(row_edges)), len(source))
+            if index[row] == len(source):
+                source.append(t)
+                edges.append(row_edges)
+        stats = reduce_ragged(tensors, torch.stack(edges), source)
         taps = _tap_dicts(stats)
         packer.unpacked_nonfinite |= bool(stats.nonfinite.numpy().any())
 
@@ -240,16 +254,19 @@ class Probe:
             layer_keys, [index[v, layer, "act_input"] for v, layer in layer_keys], stats, packer
         )
 
+        norms = {
+            variant: norm_templates(blocks[variant], values[variant], packer) for variant in values
+        }
         result: dict[str, list[dict[str, Json]]] = {variant: [] for variant in values}
         for k, (variant, layer) in enumerate(layer_keys):
-            block = blocks[variant][layer]
             names = values[variant][layer]
+            # the tap dicts hold plain numbers: resolving the frame passes over them
             entry: dict[str, Json] = {
-                "taps": {tap: taps[index[variant, layer, tap]] for tap in names}
+                "taps": Filled((tap, taps[index[variant, layer, tap]]) for tap in names)
             }
             entry.update(activation[k])
             entry["drift"] = drift.get((variant, layer))
-            entry.update(norm_templates(block, names, packer))
+            entry.update(norms[variant][layer])
             result[variant].append(entry)
         return result
 
@@ -262,7 +279,7 @@ class Probe:
     ) -> dict[tuple[str, int], Json]:
         """Change of each layer's activation-input distribution since its previous probe.
         RowStats live on the host, so this is NumPy on views of them: no sync, few calls."""
-        full = stats.full_counts().numpy()[rows]
+        full = stats.cells.numpy()[rows]
         now = np.stack([stats.mean.numpy()[rows], stats.std.numpy()[rows]], axis=1)
         seen = [k for k, key in enumerate(layer_keys) if key in self._previous]
         result: dict[tuple[str, int], Json] = {}
@@ -325,25 +342,37 @@ def _activation_stats(
         bounds = saturation_bounds(act)
         if bounds is None:
             continue
-        low, high = bounds
         n = outputs[k].numel()
-        # v < low + margin, and v <= high - margin (everything else finite is above it)
-        limits = np.array([low + SATURATION_MARGIN, high - SATURATION_MARGIN], np.float32)
-        thresholds = np.array([limits[0], np.nextafter(limits[1], np.float32(np.inf))])
-        below_low, up_to_high = stats.count_below(output_rows[k], thresholds).tolist()
+        below_low, up_to_high = stats.count_below(
+            output_rows[k], _saturation_thresholds(*bounds)
+        ).tolist()
         finite = n - int(nonfinite[output_rows[k]])
         result[k] = {"saturated": significant((below_low + finite - up_to_high) / n)}
     return result
 
 
+@cache
+def _saturation_thresholds(low: float, high: float) -> np.ndarray:
+    """float32 thresholds below which lie the values v < low + margin and v <= high - margin
+    (everything else finite is above the latter)."""
+    limits = np.array([low + SATURATION_MARGIN, high - SATURATION_MARGIN], np.float32)
+    thresholds = np.array([limits[0], np.nextafter(limits[1], np.float32(np.inf))])
+    thresholds.flags.writeable = False  # one array for every frame
+    return thresholds
+
+
 def _tap_dicts(stats: RowStats) -> list[dict[str, Json]]:
     """Each row's statistics as a wire dict. RowStats live on the host, so no sync here."""
-    counts = stats.counts.tolist()
-    tallies = torch.stack([stats.underflow, stats.overflow, stats.nonfinite], 1).tolist()
+    cells = stats.cells.numpy()
+    counts = cells[:, 1:-1].tolist()
+    tallies = np.column_stack([cells[:, 0], cells[:, -1], stats.nonfinite.numpy()]).tolist()
     # per row: mean, std, min, max, then the percentiles
     numbers = shortened(
-        torch.cat(
-            [torch.stack([stats.mean, stats.std, stats.min, stats.max], 1), stats.percentiles], 1
+        np.column_stack(
+            [
+                column.numpy()
+                for column in (stats.mean, stats.std, stats.min, stats.max, stats.percentiles)
+            ]
         )
     ).tolist()
     return [
