@@ -39,9 +39,7 @@ def test_matches_numpy_histogram_percentiles_and_moments() -> None:
         assert int(stats.underflow[row]) == oracle["underflow"]
         assert int(stats.overflow[row]) == oracle["overflow"]
         assert int(stats.nonfinite[row]) == oracle["nonfinite"]
-        np.testing.assert_allclose(
-            stats.percentiles[row].numpy(), oracle["percentiles"], rtol=1e-12
-        )
+        np.testing.assert_allclose(stats.percentiles[row], oracle["percentiles"], rtol=1e-12)
         np.testing.assert_allclose(float(stats.mean[row]), oracle["mean"], rtol=1e-12)
         np.testing.assert_allclose(float(stats.std[row]), oracle["std"], rtol=1e-12)
         finite = values[row][torch.isfinite(values[row])]
@@ -61,7 +59,7 @@ def test_a_row_measured_under_several_edges_is_reduced_as_if_repeated() -> None:
     shared = reduce_rows(values, edges, source=[0, 1, 0])
     repeated = reduce_rows(values[[0, 1, 0]], edges)
     for field in ("counts", "underflow", "overflow", "nonfinite", "percentiles", "mean", "std"):
-        assert torch.equal(getattr(shared, field), getattr(repeated, field)), field
+        assert np.array_equal(getattr(shared, field), getattr(repeated, field)), field
 
 
 def test_every_value_is_counted_exactly_once() -> None:
@@ -94,8 +92,8 @@ def test_row_without_finite_values_gives_nan_not_garbage() -> None:
     values = torch.tensor([[float("nan"), float("inf"), float("-inf")]])
     stats = reduce_rows(values, make_edges(-1.0, 1.0, 8)[None])
     assert int(stats.nonfinite[0]) == 3 and int(stats.counts[0].sum()) == 0
-    assert torch.isnan(stats.percentiles[0]).all()
-    assert all(torch.isnan(x[0]) for x in (stats.mean, stats.std, stats.min, stats.max))
+    assert np.isnan(stats.percentiles[0]).all()
+    assert all(np.isnan(x[0]) for x in (stats.mean, stats.std, stats.min, stats.max))
 
 
 def test_wasserstein_matches_scipy_on_bin_centres() -> None:
@@ -110,12 +108,12 @@ def test_wasserstein_matches_scipy_on_bin_centres() -> None:
     centres = np.concatenate(
         [[-3.0 - width / 2], (edges[:-1].numpy() + width / 2), [3.0 + width / 2]]
     )
-    expected = wasserstein_distance(centres, centres, full_a[0].numpy(), full_b[0].numpy())
+    expected = wasserstein_distance(centres, centres, full_a[0], full_b[0])
     got = float(wasserstein1(full_a, full_b, torch.tensor([width]))[0])
     assert got == pytest.approx(expected, rel=1e-9)
     assert float(wasserstein1(full_a, full_a, torch.tensor([width]))[0]) == 0.0
     # several histograms against one, in one call: each as if compared alone
-    both = wasserstein1(np.stack([full_a.numpy(), full_b.numpy()]), full_b.numpy(), [width])
+    both = wasserstein1(np.stack([full_a, full_b]), full_b, [width])
     assert both.shape == (2, 1)
     assert both[0, 0] == got
     assert both[1, 0] == 0.0

@@ -1,7 +1,7 @@
 """Batched tensor statistics: fixed-edge histograms, percentiles, moments and 1-Wasserstein drift.
 
 Every function takes one row per measured tensor (rows x values) and returns one
-result per row, so a whole frame is reduced in a handful of torch calls.
+result per row (NumPy arrays on the host), so a whole frame is reduced in a handful of calls.
 """
 
 from __future__ import annotations
@@ -23,34 +23,34 @@ class RowStats:
 
     # (rows, bins + 2): the finite values below the first edge (underflow), those in each
     # bin (the last bin includes its right edge), those above the last edge (overflow)
-    cells: torch.Tensor
-    nonfinite: torch.Tensor  # (rows,) NaN and +-inf
-    percentiles: torch.Tensor  # (rows, len(PERCENTILES)) linear interpolation, as numpy
-    mean: torch.Tensor
-    std: torch.Tensor  # population std (ddof=0)
-    min: torch.Tensor
-    max: torch.Tensor
+    cells: np.ndarray
+    nonfinite: np.ndarray  # (rows,) NaN and +-inf
+    percentiles: np.ndarray  # (rows, len(PERCENTILES)) linear interpolation, as numpy
+    mean: np.ndarray
+    std: np.ndarray  # population std (ddof=0)
+    min: np.ndarray
+    max: np.ndarray
     # Each unique values row sorted, non-finite ones as +inf last: (unique rows, n), or one
     # array per unique row when rows differ in length (reduce_ragged).
     ordered: np.ndarray | list[np.ndarray]
     source: list[int]  # result row i describes ordered[source[i]]
 
     @property
-    def counts(self) -> torch.Tensor:
+    def counts(self) -> np.ndarray:
         """(rows, bins) values inside the edges; the last bin includes its right edge."""
         return self.cells[:, 1:-1]
 
     @property
-    def underflow(self) -> torch.Tensor:
+    def underflow(self) -> np.ndarray:
         """(rows,) finite values below the first edge."""
         return self.cells[:, 0]
 
     @property
-    def overflow(self) -> torch.Tensor:
+    def overflow(self) -> np.ndarray:
         """(rows,) finite values above the last edge."""
         return self.cells[:, -1]
 
-    def full_counts(self) -> torch.Tensor:
+    def full_counts(self) -> np.ndarray:
         """Counts with underflow and overflow as outer cells: (rows, bins + 2)."""
         return self.cells
 
@@ -115,14 +115,18 @@ def reduce_rows(
     edge_rows = edges.detach().float().cpu().numpy()
     beyond = np.nextafter(edge_rows[:, -1:], np.float32(np.inf))
     targets = np.concatenate([edge_rows[:, :-1], beyond], axis=1)
-    found = np.stack([ordered[u].searchsorted(targets[i]) for i, u in enumerate(rows)])
+    # One batched search (torch has one; NumPy would take a call per row).
+    searched = torch.from_numpy(ordered)
+    if rows != list(range(unique)):  # a tensor measured over several edges is searched twice
+        searched = searched[rows]
+    found = torch.searchsorted(searched, torch.from_numpy(targets)).numpy()
     bounds = np.concatenate([np.zeros_like(found[:, :1]), found, n_finite[rows][:, None]], 1)
     cells = bounds[:, 1:] - bounds[:, :-1]
     stats = _stats_from_sorted(ordered, wide, sums, n_finite)
     return RowStats(
-        cells=torch.from_numpy(cells),
-        nonfinite=torch.from_numpy(n - n_finite[rows]),
-        **{name: torch.from_numpy(column[rows]) for name, column in stats.items()},
+        cells=cells,
+        nonfinite=n - n_finite[rows],
+        **{name: column[rows] for name, column in stats.items()},
         ordered=ordered,
         source=rows,
     )
@@ -162,10 +166,11 @@ def reduce_ragged(
             ordered[unique] = stats.ordered[i]
         order += picked
         parts.append(stats)
-    back = torch.from_numpy(np.argsort(np.array(order)))  # group order -> row order
+    back = np.argsort(np.array(order))  # group order -> row order
 
-    def gather(name: str) -> torch.Tensor:
-        return torch.cat([getattr(part, name) for part in parts])[back]
+    def gather(name: str) -> np.ndarray:
+        gathered: np.ndarray = np.concatenate([getattr(part, name) for part in parts])[back]
+        return gathered
 
     return RowStats(
         cells=gather("cells"),

@@ -242,7 +242,7 @@ class Probe:
                 edges.append(row_edges)
         stats = reduce_ragged(tensors, torch.stack(edges), source)
         taps = _tap_dicts(stats)
-        packer.unpacked_nonfinite |= bool(stats.nonfinite.numpy().any())
+        packer.unpacked_nonfinite |= bool(stats.nonfinite.any())
 
         layer_keys = [(v, layer) for v, layer, tap in rows if tap == "act_input"]
         output_rows = [index[v, layer, "act_output"] for v, layer in layer_keys]
@@ -279,8 +279,8 @@ class Probe:
     ) -> dict[tuple[str, int], Json]:
         """Change of each layer's activation-input distribution since its previous probe.
         RowStats live on the host, so this is NumPy on views of them: no sync, few calls."""
-        full = stats.cells.numpy()[rows]
-        now = np.stack([stats.mean.numpy()[rows], stats.std.numpy()[rows]], axis=1)
+        full = stats.cells[rows]
+        now = np.stack([stats.mean[rows], stats.std[rows]], axis=1)
         seen = [k for k, key in enumerate(layer_keys) if key in self._previous]
         result: dict[tuple[str, int], Json] = {}
         if seen:
@@ -327,7 +327,7 @@ def _activation_stats(
     kin), or nothing for other activations. Counted in the sorted rows, compared in
     float32 as the tensors are."""
     result: list[dict[str, Json]] = [{} for _ in outputs]
-    nonfinite = stats.nonfinite.numpy()
+    nonfinite = stats.nonfinite
     at_most_zero = np.nextafter(np.float32(0), np.float32(1))  # below it: v <= 0
     dead_layers = [k for k, act in enumerate(acts) if is_rectifying(act)]
     if dead_layers:
@@ -363,17 +363,12 @@ def _saturation_thresholds(low: float, high: float) -> np.ndarray:
 
 def _tap_dicts(stats: RowStats) -> list[dict[str, Json]]:
     """Each row's statistics as a wire dict. RowStats live on the host, so no sync here."""
-    cells = stats.cells.numpy()
+    cells = stats.cells
     counts = cells[:, 1:-1].tolist()
-    tallies = np.column_stack([cells[:, 0], cells[:, -1], stats.nonfinite.numpy()]).tolist()
+    tallies = np.column_stack([cells[:, 0], cells[:, -1], stats.nonfinite]).tolist()
     # per row: mean, std, min, max, then the percentiles
     numbers = shortened(
-        np.column_stack(
-            [
-                column.numpy()
-                for column in (stats.mean, stats.std, stats.min, stats.max, stats.percentiles)
-            ]
-        )
+        np.column_stack([stats.mean, stats.std, stats.min, stats.max, stats.percentiles])
     ).tolist()
     return [
         Filled(
