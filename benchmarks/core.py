@@ -15,7 +15,7 @@ from covshift.config import ICS_EVERY_WHEN_ON, RunConfig
 from covshift.train.packing import Packer
 from covshift.train.probes import capture, tap_values
 from covshift.train.trainer import Trainer
-from covshift.wire import encode, message
+from covshift.wire import encode_line, message
 
 
 def bare_loop(trainer: Trainer) -> Callable[[int], None]:
@@ -155,11 +155,11 @@ def probe_vs_tensorboard(repeats: int) -> dict[str, float]:
         frame: dict[str, object] = packer.resolve(message("frame", step=0, variants=variants))
         return frame
 
-    with tempfile.TemporaryDirectory() as logdir, open(Path(logdir) / "frames.jsonl", "a") as out:
+    with tempfile.TemporaryDirectory() as logdir, open(Path(logdir) / "frames.jsonl", "ab") as out:
         writer = SummaryWriter(logdir)
 
         def probe_recorded(values: dict[str, list[dict[str, torch.Tensor]]]) -> None:
-            out.write(encode(probe(values)) + "\n")
+            out.write(encode_line(probe(values)))  # as covshift run writes its frames
             out.flush()
 
         def tensorboard(values: dict[str, list[dict[str, torch.Tensor]]]) -> None:

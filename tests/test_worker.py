@@ -14,7 +14,7 @@ import serverkit
 from covshift.config import RunConfig
 from covshift.runtime.handle import WorkerHandle
 from covshift.runtime.messages import Command, Output
-from covshift.wire import encode
+from covshift.wire import encode, encode_line
 from serverkit import SMALL
 
 _deadline = serverkit.per_test_deadline(60)
@@ -64,6 +64,21 @@ def test_encode_turns_non_finite_into_null_and_a_flag() -> None:
         "acc": 0.5,
         "nonfinite": {"/loss": "nan"},
     }
+
+
+def test_a_line_is_the_encoded_record_and_a_newline() -> None:
+    """encode_line writes what encode says, in UTF-8, ending in one newline: for a record
+    orjson writes, one with a non-finite value, and one only the standard library's encoder
+    takes (an integer past 64 bits)."""
+    for record in (
+        {"v": 1, "type": "event", "kind": "note", "text": "γ와 β"},
+        {"v": 1, "type": "frame", "loss": float("nan"), "acc": 0.5},
+        {"v": 1, "type": "ack", "id": 2**70},
+    ):
+        line = encode_line(record)
+        assert line == (encode(record) + "\n").encode("utf-8")
+        assert line.count(b"\n") == 1
+    assert json.loads(encode_line({"id": 2**70}))["id"] == 2**70
 
 
 @pytest.mark.slow

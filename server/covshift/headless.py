@@ -18,7 +18,7 @@ from covshift.train.trainer import Trainer
 from .config import RunConfig
 from .errors import ConfigError
 from .presets import PRESETS, dataset_note
-from .wire import Json, encode
+from .wire import Json, encode_line
 
 Progress = Callable[[int, int, dict[str, Json]], None]
 logger = logging.getLogger(__name__)
@@ -82,14 +82,14 @@ def run_headless(
 
     def write(records: list[dict[str, Json]]) -> None:
         for record in records:
-            frames.write(encode(record) + "\n")
+            frames.write(encode_line(record))
             summary.update(record)
 
     trainer.measure_apart()  # frames are made beside training, where a core is free for it
     try:
         started = time.perf_counter()
-        with (out / "frames.jsonl").open("w", encoding="utf-8") as frames:
-            frames.write(encode(trainer.hello()) + "\n")
+        with (out / "frames.jsonl").open("wb") as frames:
+            frames.write(encode_line(trainer.hello()))
             while not (trainer.done or trainer.all_diverged):
                 write(trainer.train_step())
                 if progress is not None:
