@@ -191,14 +191,21 @@ def probe_vs_tensorboard(repeats: int) -> dict[str, float]:
                     timings[name].append(time.perf_counter() - started)
         writer.close()
     ms = {name: statistics.median(times) * 1e3 for name, times in timings.items()}
+
+    def paired(slower: str, faster: str) -> float:
+        """The median over rounds of one round's ratio (a round times each case once)."""
+        return statistics.median(
+            a / b for a, b in zip(timings[slower], timings[faster], strict=True)
+        )
+
     return {
         "tensors": tensors,
         "probe_ms": ms["probe"],
         "tensorboard_ms": ms["tensorboard"],
-        "tensorboard_over_probe": ms["tensorboard"] / ms["probe"],
+        "tensorboard_over_probe": paired("tensorboard", "probe"),
         "probe_recorded_ms": ms["probe_recorded"],
         "tensorboard_recorded_ms": ms["tensorboard_recorded"],
-        "recorded_tensorboard_over_probe": ms["tensorboard_recorded"] / ms["probe_recorded"],
+        "recorded_tensorboard_over_probe": paired("tensorboard_recorded", "probe_recorded"),
     }
 
 
@@ -236,12 +243,13 @@ def end_to_end(rounds: int, steps: int) -> dict[str, float]:
             total = time.perf_counter() - started
         run.append(float(summary["steps_per_second"]))
         report.append(total - steps / run[-1])
-    bare_rate, run_rate = statistics.median(bare), statistics.median(run)
     return {
         "steps": float(steps),
-        "bare_steps_per_s": bare_rate,
-        "run_steps_per_s": run_rate,
-        "ratio": run_rate / bare_rate,
+        "bare_steps_per_s": statistics.median(bare),
+        "run_steps_per_s": statistics.median(run),
+        # each run against the bare loop just before it, as throughput pairs its rounds: the
+        # machine's pace drifts over a benchmark more than between two neighbours
+        "ratio": statistics.median(r / b for r, b in zip(run, bare, strict=True)),
         "report_s": statistics.median(report),
     }
 
