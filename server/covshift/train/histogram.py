@@ -214,7 +214,7 @@ def _stats_from_sorted(
     fractions = np.array([0, *PERCENTILES, 100], dtype=np.float64) / 100
     # Rows with no finite value do arithmetic on inf here; they are replaced by NaN below.
     with np.errstate(invalid="ignore", divide="ignore"):
-        shared = (last == last[0]).all()  # every row as long: one set of positions
+        shared = len(last) and (last == last[0]).all()  # one set of positions for every row
         read = interpolate_sorted(
             ordered, fractions * last[0] if shared else fractions[None, :] * last[:, None]
         )
