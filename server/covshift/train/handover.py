@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .hooks import tensor_key
+
 # Virtual size of the shared mapping: a page takes memory only once a job has written to
 # it. The default run's jobs take about 1 MB; a CNN's at a large batch, tens of MB.
 SHARED_BYTES = 256 << 20
@@ -90,7 +92,7 @@ class _Numbering(pickle.Pickler):
     def persistent_id(self, obj: object) -> int | None:
         if not isinstance(obj, torch.Tensor):
             return None
-        key = (obj.data_ptr(), obj.shape, obj.stride(), obj.dtype)
+        key = tensor_key(obj)
         number = self._numbers.get(key)
         if number is None:
             number = self._numbers[key] = len(self.tensors)

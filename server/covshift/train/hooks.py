@@ -18,6 +18,12 @@ from torch import nn
 Hook = Callable[[nn.Module, tuple[torch.Tensor, ...], Any], None]
 
 
+def tensor_key(tensor: torch.Tensor) -> tuple[object, ...]:
+    """Equal for two tensors that are views of the same values the same way: one tensor
+    captured under several taps (plain's act_input is its linear_out) is measured once."""
+    return (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype)
+
+
 @contextmanager
 def hooked(hooks: Iterable[tuple[nn.Module, Hook]]) -> Iterator[None]:
     """Register each (module, hook) for the forward passes run inside the block."""

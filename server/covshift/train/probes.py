@@ -20,7 +20,7 @@ from torch import nn
 from covshift.wire import Json
 
 from .histogram import RowStats, make_edges, nice_ceil, reduce_ragged, wasserstein1
-from .hooks import Hook, hooked
+from .hooks import Hook, hooked, tensor_key
 from .models import ACTIVATIONS, Network
 from .norms import channel_rows, normalized
 from .normstats import norm_templates
@@ -230,9 +230,7 @@ class Probe:
         for row in rows:
             v, layer, tap = row
             tensor = values[v][layer][tap]
-            t = unique.setdefault(
-                (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype), len(tensors)
-            )
+            t = unique.setdefault(tensor_key(tensor), len(tensors))
             if t == len(tensors):
                 tensors.append(tensor)
             row_edges = self.edges[row]

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from covshift.train.hooks import Hook, hooked
+from covshift.train.hooks import Hook, hooked, tensor_key
 from covshift.train.norms import normalized
 from covshift.train.probes import Captured
 
@@ -270,7 +270,7 @@ class _Rows:
         self.done: dict[tuple[object, ...], torch.Tensor] = {}
 
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
-        key = (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype)
+        key = tensor_key(tensor)
         if key not in self.done:
             if self.layer.channel_first and tensor.dim() > 2:
                 tensor = tensor.movedim(1, -1)
