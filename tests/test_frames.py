@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import torch
 from covshift.train.packing import Packer
 from covshift.wire import SCHEMA_VERSION, json_safe, message
@@ -85,3 +86,33 @@ def test_float64_parts_are_written_to_9_significant_digits() -> None:
     for got, exact in zip(written["x"], values.tolist(), strict=True):
         assert got == float(f"{exact:.9g}")  # the decimal Python itself rounds to
         assert len(repr(got).lstrip("-").replace(".", "").lstrip("0")) <= 9
+
+
+def test_host_numbers_are_written_in_shortened_and_flagged_with_the_parts() -> None:
+    """Packer.later: NumPy numbers a producer holds (a tap's mean, a drift) are shortened with
+    the frame's tensors, handed back in their shape before the template is filled, and a
+    non-finite one is flagged where it lands; the parts around them keep their values."""
+    generator = np.random.default_rng(2)
+    host = generator.standard_normal((3, 4)) * 1e3
+    host[2, 1] = math.nan
+    packer = Packer()
+    entries: list[dict[str, object]] = [{"mean": None, "rest": None} for _ in range(3)]
+
+    def fill(rows: object) -> None:
+        assert isinstance(rows, list)
+        for entry, row in zip(entries, rows, strict=True):
+            entry.update(mean=row[0], rest=row[1:])
+
+    template = message(
+        "frame",
+        before=packer.add(torch.tensor([0.5, 0.25], dtype=torch.float32)),
+        counts=packer.add(torch.tensor([4, 9])),
+        entries=entries,
+    )
+    packer.later(host, fill)
+    frame = packer.resolve(template)
+    assert frame["before"] == [0.5, 0.25] and frame["counts"] == [4, 9]
+    expected = [[None if math.isnan(v) else float(f"{v:.9g}") for v in row] for row in host]
+    assert [[e["mean"], *e["rest"]] for e in frame["entries"]] == expected
+    assert frame["nonfinite"] == {"/entries/2/rest/0": "nan"}
+    json.dumps(frame, allow_nan=False)

@@ -6,6 +6,7 @@ result per row (NumPy arrays on the host), so a whole frame is reduced in a hand
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,8 +82,35 @@ def make_edges(lo: float, hi: float, bins: int) -> torch.Tensor:
     return torch.linspace(lo, hi, bins + 1, dtype=torch.float64).to(torch.float32)
 
 
+@dataclass(frozen=True)
+class Bins:
+    """Rows of fixed histogram edges in the form a sorted row is searched with: made once
+    for a run's edges, not per frame.
+
+    Bin k holds edge[k] <= v < edge[k+1]; the last bin also holds v == edge[-1], as numpy.
+    Float32 values below the float32 just above the last edge are those <= the last edge,
+    and non-finite values sort last as +inf, so one binary search per row for
+    (-inf, every edge but the last, that float32, +inf) finds every cell's bounds.
+    """
+
+    targets: torch.Tensor  # (rows, bins + 3) float32
+
+    @classmethod
+    def from_edges(cls, edges: torch.Tensor) -> Bins:
+        """Bins of edges (rows, bins + 1)."""
+        rows = edges.detach().float().cpu().numpy()
+        inf = np.float32(np.inf)
+        ends = np.full((len(rows), 1), inf)
+        beyond = np.nextafter(rows[:, -1:], inf)
+        return cls(torch.from_numpy(np.concatenate([-ends, rows[:, :-1], beyond, ends], axis=1)))
+
+    def take(self, rows: list[int]) -> Bins:
+        """These rows' bins, in this order."""
+        return Bins(self.targets[rows])
+
+
 def reduce_rows(
-    values: torch.Tensor, edges: torch.Tensor, source: list[int] | None = None
+    values: torch.Tensor, edges: torch.Tensor | Bins, source: list[int] | None = None
 ) -> RowStats:
     """Reduce rows of `values` (unique rows, n), each result row over its own edges
     (rows, bins + 1). Result row i describes values row source[i] (default: row i), so a
@@ -92,40 +120,32 @@ def reduce_rows(
     in the sorted row, the percentiles and extremes are look-ups into it. The work is
     done in NumPy on the host: its vectorised sort is ~30x faster than torch's on the CPU.
     """
+    bins = edges if isinstance(edges, Bins) else Bins.from_edges(edges)
     unique, n = values.shape
     rows = list(range(unique)) if source is None else source
     array = values.detach().float().cpu().numpy()  # sync point on CUDA: once per frame
     # The moments are taken in float64 (each float32 value is exactly a float64).
     wide = array.astype(np.float64)
     sums = wide.sum(axis=1)
-    if np.isfinite(sums).all():  # a NaN or infinity anywhere in a row makes its sum one
-        n_finite = np.full(unique, n)
-    else:
-        # Non-finite values sort to the end of each row, so the finite ones are a prefix.
+    # A NaN or infinity anywhere makes its row's sum one (a float64 sum of float32 values
+    # cannot overflow), and the sum of the sums.
+    n_finite: np.ndarray | None = None  # None: every value is finite
+    if not math.isfinite(sums.sum()) or n == 0:
         finite = np.isfinite(array)
         n_finite = finite.sum(axis=1)
         wide[~finite] = 0.0
         sums = wide.sum(axis=1)
         array = np.where(finite, array, np.float32(np.inf))
     ordered = np.sort(array, axis=1)
-
-    # Bin k holds edge[k] <= v < edge[k+1]; the last bin also holds v == edge[-1], as numpy.
-    # Float32 values below the float32 just above the last edge are those <= the last edge,
-    # so one binary search per row finds every cell's upper boundary but the overflow's.
-    edge_rows = edges.detach().float().cpu().numpy()
-    beyond = np.nextafter(edge_rows[:, -1:], np.float32(np.inf))
-    targets = np.concatenate([edge_rows[:, :-1], beyond], axis=1)
     # One batched search (torch has one; NumPy would take a call per row).
     searched = torch.from_numpy(ordered)
     if rows != list(range(unique)):  # a tensor measured over several edges is searched twice
         searched = searched[rows]
-    found = torch.searchsorted(searched, torch.from_numpy(targets)).numpy()
-    bounds = np.concatenate([np.zeros_like(found[:, :1]), found, n_finite[rows][:, None]], 1)
-    cells = bounds[:, 1:] - bounds[:, :-1]
+    bounds = torch.searchsorted(searched, bins.targets).numpy()
     stats = _stats_from_sorted(ordered, wide, sums, n_finite)
     return RowStats(
-        cells=cells,
-        nonfinite=n - n_finite[rows],
+        cells=bounds[:, 1:] - bounds[:, :-1],
+        nonfinite=n - bounds[:, -1],  # the first +inf is past the last finite value
         **{name: column[rows] for name, column in stats.items()},
         ordered=ordered,
         source=rows,
@@ -133,16 +153,17 @@ def reduce_rows(
 
 
 def reduce_ragged(
-    values: Sequence[torch.Tensor], edges: torch.Tensor, source: list[int] | None = None
+    values: Sequence[torch.Tensor], edges: torch.Tensor | Bins, source: list[int] | None = None
 ) -> RowStats:
     """reduce_rows for unique rows that may differ in length (layers of different sizes), each
     tensor taken whole (flattened). Rows of one length are reduced together, so each unique
     tensor is still sorted once; the result rows keep the order of `source`."""
     rows = list(range(len(values))) if source is None else source
+    bins = edges if isinstance(edges, Bins) else Bins.from_edges(edges)
     flat = [value.reshape(-1) for value in values]
-    lengths = [len(row) for row in flat]
+    lengths = [row.numel() for row in flat]
     if len(set(lengths)) == 1:
-        return reduce_rows(torch.stack(flat), edges, rows)
+        return reduce_rows(torch.stack(flat), bins, rows)
     if any(row.device.type != "cpu" for row in flat):
         # One transfer for the whole frame (a sync point on CUDA), then split on the host.
         flat = list(torch.split(torch.cat([row.float() for row in flat]).cpu(), lengths))
@@ -159,7 +180,7 @@ def reduce_ragged(
             continue
         stats = reduce_rows(
             torch.stack([flat[u] for u in members]),
-            edges[picked],
+            bins.take(picked),
             [local[rows[r]] for r in picked],
         )
         for unique, i in local.items():
@@ -201,40 +222,67 @@ def interpolate_sorted(rows: np.ndarray, position: np.ndarray) -> np.ndarray:
     return result
 
 
+# The extremes and PERCENTILES, as fractions of the way along a sorted row.
+_FRACTIONS = np.array([0, *PERCENTILES, 100], dtype=np.float64) / 100
+
+
+@functools.cache
+def _read_positions(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where interpolate_sorted reads the extremes and PERCENTILES in a sorted row of n
+    values: the lower then the upper neighbours' indices, and the weight of the upper."""
+    position = _FRACTIONS * (n - 1)
+    low = np.floor(position).astype(np.intp)
+    high = np.ceil(position).astype(np.intp)
+    indices, weight = np.concatenate([low, high]), position - low
+    indices.flags.writeable = weight.flags.writeable = False
+    return indices, weight
+
+
 def _stats_from_sorted(
-    ordered: np.ndarray, zeroed: np.ndarray, sums: np.ndarray, n_finite: np.ndarray
+    ordered: np.ndarray, zeroed: np.ndarray, sums: np.ndarray, n_finite: np.ndarray | None
 ) -> dict[str, np.ndarray]:
     """Percentiles and moments of each sorted row; NaN for rows with no finite value.
-    zeroed: the rows in float64, non-finite values as 0, in any order; centred in place."""
+    zeroed: the rows in float64, non-finite values as 0, in any order; centred in place.
+    n_finite: each row's count of finite values, or None when every value is finite."""
     n = ordered.shape[1]
+    if n_finite is None:
+        # Every row full and finite: one set of positions (the extremes are the first and
+        # last), read in one look-up, and no row to mask.
+        indices, weight = _read_positions(n)
+        neighbours = ordered[:, indices].astype(np.float64)
+        low, high = neighbours[:, : len(weight)], neighbours[:, len(weight) :]
+        read = low + (high - low) * weight
+        mean = sums / n
+        centred = np.subtract(zeroed, mean[:, None], out=zeroed)
+        std = np.sqrt(np.einsum("ij,ij->i", centred, centred) / n)
+        return _columns(read, mean, std)
     has_finite = n_finite > 0
     last = np.maximum(n_finite - 1, 0)
-    # The extremes are the rows' first and last finite values: positions 0 and last,
-    # read with the percentiles.
-    fractions = np.array([0, *PERCENTILES, 100], dtype=np.float64) / 100
     # Rows with no finite value do arithmetic on inf here; they are replaced by NaN below.
     with np.errstate(invalid="ignore", divide="ignore"):
-        shared = len(last) and (last == last[0]).all()  # one set of positions for every row
-        read = interpolate_sorted(
-            ordered, fractions * last[0] if shared else fractions[None, :] * last[:, None]
-        )
+        read = interpolate_sorted(ordered, _FRACTIONS[None, :] * last[:, None])
         mean = sums / n_finite
         centred = np.subtract(zeroed, mean[:, None], out=zeroed)
         # Each zeroed non-finite entry added mean^2 to the sum of squares; take it back out.
         squares = np.einsum("ij,ij->i", centred, centred) - (n - n_finite) * mean * mean
         std = np.sqrt(np.maximum(squares, 0.0) / n_finite)
-    columns = {
-        "percentiles": read[:, 1:-1],
-        "mean": mean,
-        "std": std,
-        "min": read[:, 0],
-        "max": read[:, -1],
-    }
+    columns = _columns(read, mean, std)
     if has_finite.all():
         return columns
     return {
         name: np.where(has_finite if column.ndim == 1 else has_finite[:, None], column, np.nan)
         for name, column in columns.items()
+    }
+
+
+def _columns(read: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]:
+    """RowStats' fields from the values read at _FRACTIONS and the moments."""
+    return {
+        "percentiles": read[:, 1:-1],
+        "mean": mean,
+        "std": std,
+        "min": read[:, 0],
+        "max": read[:, -1],
     }
 
 

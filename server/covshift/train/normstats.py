@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -38,27 +40,27 @@ def _bn_templates(
     blocks: Sequence[Block], layers: Sequence[dict[str, torch.Tensor]], packer: Packer
 ) -> dict[int, dict[str, Json]]:
     """The "bn" entry of each layer whose normalizer keeps running statistics, by layer.
-    Layers with the same rows over as many channels are packed as one tensor."""
+    Layers with the same rows over as many channels are packed as one tensor; the batch
+    moments, taken on the host, are written in when the frame resolves."""
     norms = {
         k: block.norm
         for k, block in enumerate(blocks)
         if isinstance(block.norm, _BatchNorm) and has_running_stats(block.norm)
     }
     moments = channel_moments([_norm_input(blocks[k], layers[k]) for k in norms])
-    states = {
-        k: _bn_rows(blocks[k], norm, layers[k], pair)
-        for (k, norm), pair in zip(norms.items(), moments, strict=True)
-    }
+    states = {k: _bn_rows(blocks[k], norm, layers[k]) for k, norm in norms.items()}
     groups: dict[tuple[tuple[str, ...], torch.Size], list[int]] = {}
     for k, state in states.items():
-        groups.setdefault((tuple(state), state["batch_mean"].shape), []).append(k)
-    bn: dict[int, dict[str, Json]] = {}
+        groups.setdefault((tuple(state), state["running_mean"].shape), []).append(k)
+    bn: dict[int, dict[str, Json]] = {k: {"batch_mean": None, "batch_var": None} for k in norms}
     for (names, _), members in groups.items():
         # torch.stack makes a new tensor: nothing can change it before the frame resolves.
         rows = torch.stack([row for k in members for row in states[k].values()])
         channels = packer.add(rows, copy=False)
         for j, k in enumerate(members):
-            bn[k] = {name: channels.row(j * len(names) + i) for i, name in enumerate(names)}
+            bn[k].update((name, channels.row(j * len(names) + i)) for i, name in enumerate(names))
+    for k, pair in zip(norms, moments, strict=True):
+        packer.later(pair, partial(_write_moments, bn[k]))
     for k, norm in norms.items():
         if isinstance(norm, BatchRenorm) and norm.last_limits is not None:
             limits = packer.add(norm.last_limits)
@@ -66,23 +68,30 @@ def _bn_templates(
     return bn
 
 
-def channel_moments(inputs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _write_moments(entry: dict[str, Json], pair: Json) -> None:
+    assert isinstance(pair, list)
+    entry["batch_mean"], entry["batch_var"] = pair
+
+
+def channel_moments(inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
     """Each input's per-channel batch mean and unbiased variance, over N x H x W for conv
-    maps. Inputs of one shape are reduced together: a few torch calls per frame, however
-    many layers (each call on a small CPU tensor costs more than its arithmetic)."""
+    maps, as one (2, channels) float64 array on the host. Inputs of one shape are reduced
+    together: a few calls per frame however many layers, in NumPy, which costs far less per
+    call than torch on tensors this small (and float64 costs nothing here)."""
     rows = [channel_rows(x) for x in inputs]
     groups: dict[torch.Size, list[int]] = {}
-    for i, values in enumerate(rows):
-        groups.setdefault(values.shape, []).append(i)
-    found: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for i, layer in enumerate(rows):
+        groups.setdefault(layer.shape, []).append(i)
+    found: dict[int, np.ndarray] = {}
     for (n, _), members in groups.items():
-        values = torch.stack([rows[i] for i in members])  # (layers, values, channels)
-        mean = values.mean(dim=1)
-        centred = values - mean[:, None]
-        # Written out because Tensor.var along a dim is ~4x slower on small CPU tensors.
-        var = (centred * centred).sum(dim=1) / (n - 1)
-        for i, pair in zip(members, zip(mean.unbind(), var.unbind(), strict=True), strict=True):
-            found[i] = pair
+        # (layers, values, channels); one transfer per shape on an accelerator
+        stacked = torch.stack([rows[i] for i in members]).detach().cpu().numpy()
+        values = stacked.astype(np.float64)
+        mean = values.mean(axis=1)
+        centred = np.subtract(values, mean[:, None], out=values)
+        var = np.einsum("lvc,lvc->lc", centred, centred) / (n - 1)
+        pairs = np.stack([mean, var], axis=1)  # (layers, 2, channels)
+        found.update(zip(members, pairs, strict=True))
     return [found[i] for i in range(len(rows))]
 
 
@@ -102,25 +111,16 @@ def _affine_template(norm: nn.Module, packer: Packer) -> dict[str, Json]:
 
 
 def _bn_rows(
-    block: Block,
-    norm: _BatchNorm,
-    taps: dict[str, torch.Tensor],
-    moments: tuple[torch.Tensor, torch.Tensor],
+    block: Block, norm: _BatchNorm, taps: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """BN's per-channel state, by name. batch_mean and batch_var (`moments`) are over the
-    whole batch (also for ghost BN), per channel over N x H x W for conv maps; batch_var is
-    unbiased (n = N x H x W values per channel): for BN the series running_var averages.
+    """BN's per-channel state, by name, but the batch moments (channel_moments: over the whole
+    batch, also for ghost BN, per channel over N x H x W for conv maps; batch_var unbiased,
+    n = N x H x W values per channel, the series BN's running_var averages).
     Ghost BN adds ghost_mean and ghost_var, the mean over its ghost batches of their means
     and unbiased variances: the series its running statistics average. Batch Renorm adds
     this batch's r and d."""
     assert norm.running_mean is not None and norm.running_var is not None
-    batch_mean, batch_var = moments
-    rows = {
-        "batch_mean": batch_mean,
-        "batch_var": batch_var,
-        "running_mean": norm.running_mean,
-        "running_var": norm.running_var,
-    }
+    rows = {"running_mean": norm.running_mean, "running_var": norm.running_var}
     if norm.weight is not None and norm.bias is not None:  # BN with affine off has no γ, β
         rows["gamma"], rows["beta"] = norm.weight.detach(), norm.bias.detach()
     if isinstance(norm, GhostBatchNorm):

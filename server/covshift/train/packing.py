@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate, pairwise
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,8 @@ class Packer:
 
     def __init__(self) -> None:
         self._parts: list[torch.Tensor] = []
+        # host numbers and who writes them into the template once they are shortened
+        self._later: list[tuple[np.ndarray, Callable[[Json], None]]] = []
         # Set by producers that put plain (unpacked) numbers in the template which may be NaN.
         self.unpacked_nonfinite = False
 
@@ -48,33 +52,46 @@ class Packer:
         self._parts.append(tensor.detach().clone() if copy else tensor.detach())
         return Slot(len(self._parts) - 1)
 
+    def later(self, numbers: np.ndarray, fill: Callable[[Json], None]) -> None:
+        """Floating numbers already on the host, shortened with the frame's tensors and handed
+        to `fill` as (nested) lists when the frame resolves, before its template is filled:
+        a producer building plain dicts (Filled) writes them in there, and its numbers cost
+        no conversion of their own. Non-finite ones are flagged as a part's are."""
+        self._later.append((numbers, fill))
+
     def resolve(self, template: Json) -> Json:
         """Replace every Slot in template by its values; non-finite floats become None and are
         listed under the top-level "nonfinite" key as JSON-pointer -> "nan" | "inf" | "-inf"."""
-        if not self._parts:
+        if not self._parts and not self._later:
             filled = _fill(template, [])
             return _checked(json_safe(filled) if self.unpacked_nonfinite else filled)
-        # Floating parts first (shortened in one go), then the integers, all as float64.
+        # Floating parts first, then the host numbers (all shortened in one go), then the
+        # integer parts, all as one float64 array: NumPy has far less overhead per call than
+        # torch on a few thousand numbers.
         packed = self._parts
         order = sorted(range(len(packed)), key=lambda i: not packed[i].is_floating_point())
-        n_short = sum(1 for part in self._parts if part.is_floating_point())
-        pieces = _on_host([self._parts[i].reshape(-1) for i in order])
-        # One float64 array for the lot (NumPy: far less overhead per call than torch on
-        # a few thousand numbers); the floating parts shortened in one go.
-        flat = np.concatenate([piece.numpy().astype(np.float64) for piece in pieces])
-        floating = sum(piece.numel() for piece in pieces[:n_short])
+        n_short = sum(1 for part in packed if part.is_floating_point())
+        pieces = [piece.numpy() for piece in _on_host([packed[i].reshape(-1) for i in order])]
+        later = [numbers for numbers, _ in self._later]
+        segments = [*pieces[:n_short], *later, *pieces[n_short:]]
+        flat = np.concatenate([segment.reshape(-1) for segment in segments], dtype=np.float64)
+        bounds = list(accumulate((segment.size for segment in segments), initial=0))
+        floating = bounds[n_short + len(later)]
         flat[:floating] = shortened(flat[:floating])
         bad = not bool(np.isfinite(flat).all())
         numbers = flat.tolist()  # one conversion; each part is a slice of it
+        chunks = [numbers[begin:end] for begin, end in pairwise(bounds)]
         parts: list[Json] = [None] * len(order)
-        offset = 0
-        for i, piece in zip(order, pieces, strict=True):
-            chunk = numbers[offset : offset + piece.numel()]
-            offset += piece.numel()
-            original = self._parts[i]
-            if not original.is_floating_point():
-                chunk = [int(value) for value in chunk]
-            parts[i] = _nest(chunk, tuple(original.shape))
+        for k, i in enumerate(order):
+            if k < n_short:
+                parts[i] = _nest(chunks[k], tuple(packed[i].shape))
+            else:
+                integers = [int(value) for value in chunks[k + len(later)]]
+                parts[i] = _nest(integers, tuple(packed[i].shape))
+        for (host, fill), chunk in zip(
+            self._later, chunks[n_short : n_short + len(later)], strict=True
+        ):
+            fill(_nest(chunk, host.shape))
         filled = _fill(template, parts)
         if (bad or self.unpacked_nonfinite) and isinstance(filled, dict):
             return _checked(json_safe(filled))

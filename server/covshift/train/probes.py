@@ -19,12 +19,12 @@ from torch import nn
 
 from covshift.wire import Json
 
-from .histogram import RowStats, make_edges, nice_ceil, reduce_ragged, wasserstein1
+from .histogram import Bins, RowStats, make_edges, nice_ceil, reduce_ragged, wasserstein1
 from .hooks import Hook, hooked, tensor_key
 from .models import ACTIVATIONS, Network
 from .norms import channel_rows, normalized
 from .normstats import norm_templates
-from .packing import Filled, Packer, shortened, significant
+from .packing import Filled, Packer, significant
 
 # What a layer exposes, in forward order. x̂ is derived from the norm's input at reduction.
 TAPS = ("linear_out", "norm_xhat", "norm_out", "act_input", "act_output")
@@ -139,6 +139,8 @@ class Probe:
         # (variant, layer, tap) -> its fixed bin edges; (variant, layer) -> act_input's width
         self.edges: dict[tuple[str, int, str], torch.Tensor] = {}
         self._widths: dict[tuple[str, int], float] = {}
+        # the ids of a frame's stats rows' edges -> those rows as Bins (made once, not per frame)
+        self._bins: dict[tuple[int, ...], Bins] = {}
         # (variant, layer) -> act_input (full counts, [mean, std]) at the previous probe
         self._previous: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         # (variant, layer) -> act_input full counts at its first probe (step 0 unless skipped)
@@ -171,6 +173,7 @@ class Probe:
                     if (lo, hi) not in made:
                         made[lo, hi] = make_edges(lo, hi, self.bins)
                     self.edges[variant, layer, tap] = made[lo, hi]
+        self._bins.clear()  # keyed on ids of edges this replaced
         # each layer's act_input bin width, for the drift's W1
         self._widths = {
             (variant, layer): float(edges[1] - edges[0])
@@ -238,9 +241,12 @@ class Probe:
             if index[row] == len(source):
                 source.append(t)
                 edges.append(row_edges)
-        stats = reduce_ragged(tensors, torch.stack(edges), source)
-        taps = _tap_dicts(stats)
-        packer.unpacked_nonfinite |= bool(stats.nonfinite.any())
+        key = tuple(map(id, edges))
+        bins = self._bins.get(key)
+        if bins is None:
+            bins = self._bins[key] = Bins.from_edges(torch.stack(edges))
+        stats = reduce_ragged(tensors, bins, source)
+        taps = _tap_dicts(stats, packer)
 
         layer_keys = [(v, layer) for v, layer, tap in rows if tap == "act_input"]
         output_rows = [index[v, layer, "act_output"] for v, layer in layer_keys]
@@ -298,14 +304,16 @@ class Probe:
                 widths,
             )
             change = np.abs(now[seen] - np.stack([self._previous[key][1] for key in keys]))
-            numbers = np.column_stack([w1[0], change, w1[1], w1[2]])
-            packer.unpacked_nonfinite |= not bool(np.isfinite(numbers).all())
-            for key, (w1_now, dmean, dstd, w1_start, w1_window) in zip(
-                keys, shortened(numbers).tolist(), strict=True
-            ):
-                result[key] = Filled(
-                    w1=w1_now, dmean=dmean, dstd=dstd, w1_start=w1_start, w1_window=w1_window
-                )
+            names = ("w1", "dmean", "dstd", "w1_start", "w1_window")
+            drifts = [Filled.fromkeys(names) for _ in keys]
+            result.update(zip(keys, drifts, strict=True))
+
+            def fill(numbers: Json) -> None:  # when the frame resolves
+                assert isinstance(numbers, list)
+                for drift, row in zip(drifts, numbers, strict=True):
+                    drift.update(zip(names, row, strict=True))
+
+            packer.later(np.column_stack([w1[0], change, w1[1], w1[2]]), fill)
         for k, key in enumerate(layer_keys):
             self._previous[key] = (full[k], now[k])
             self._first.setdefault(key, full[k])
@@ -359,26 +367,35 @@ def _saturation_thresholds(low: float, high: float) -> np.ndarray:
     return thresholds
 
 
-def _tap_dicts(stats: RowStats) -> list[dict[str, Json]]:
-    """Each row's statistics as a wire dict. RowStats live on the host, so no sync here."""
+def _tap_dicts(stats: RowStats, packer: Packer) -> list[dict[str, Json]]:
+    """Each row's statistics as a wire dict. RowStats live on the host, so no sync here;
+    the floating statistics are written in when the frame resolves (shortened with the
+    frame's other numbers, in one go)."""
     cells = stats.cells
     counts = cells[:, 1:-1].tolist()
     tallies = np.column_stack([cells[:, 0], cells[:, -1], stats.nonfinite]).tolist()
-    # per row: mean, std, min, max, then the percentiles
-    numbers = shortened(
-        np.column_stack([stats.mean, stats.std, stats.min, stats.max, stats.percentiles])
-    ).tolist()
-    return [
+    taps: list[dict[str, Json]] = [
         Filled(
             counts=counts[i],
             underflow=tallies[i][0],
             overflow=tallies[i][1],
             nonfinite=tallies[i][2],
-            percentiles=numbers[i][4:],
-            mean=numbers[i][0],
-            std=numbers[i][1],
-            min=numbers[i][2],
-            max=numbers[i][3],
+            percentiles=None,
+            mean=None,
+            std=None,
+            min=None,
+            max=None,
         )
         for i in range(len(counts))
     ]
+
+    def fill(numbers: Json) -> None:
+        assert isinstance(numbers, list)
+        for tap, (mean, std, low, high, *percentiles) in zip(taps, numbers, strict=True):
+            tap.update(percentiles=percentiles, mean=mean, std=std, min=low, max=high)
+
+    # per row: mean, std, min, max, then the percentiles
+    packer.later(
+        np.column_stack([stats.mean, stats.std, stats.min, stats.max, stats.percentiles]), fill
+    )
+    return taps
