@@ -89,7 +89,9 @@ def channel_moments(inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
         values = stacked.astype(np.float64)
         mean = values.mean(axis=1)
         centred = np.subtract(values, mean[:, None], out=values)
-        var = np.einsum("lvc,lvc->lc", centred, centred) / (n - 1)
+        # Squared in place and summed: np.einsum would hand this to BLAS, whose threads
+        # then spin on the core the training process runs on.
+        var = np.square(centred, out=centred).sum(axis=1) / (n - 1)
         pairs = np.stack([mean, var], axis=1)  # (layers, 2, channels)
         found.update(zip(members, pairs, strict=True))
     return [found[i] for i in range(len(rows))]
