@@ -10,6 +10,7 @@ import pytest
 import torch
 from covshift.config import RunConfig
 from covshift.train.models import build_variants
+from covshift.train.normstats import channel_moments
 from covshift.train.probes import capture, tap_values
 from covshift.train.trainer import Trainer
 from scipy.stats import wasserstein_distance
@@ -191,3 +192,23 @@ def test_saturated_and_dead_fractions_match_a_direct_count(activation: str) -> N
             else:
                 hit = (out < low + 0.01) | (out > high - 0.01)
                 assert got["saturated"] == pytest.approx(int(hit.sum()) / out.numel(), rel=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_channel_moments_are_numpys_float64_mean_and_unbiased_variance(
+    dtype: torch.dtype,
+) -> None:
+    """BN's batch moments per channel: over the batch for a (N, C) input, over N x H x W for
+    a conv map; inputs of one shape reduced together, others apart, each in its place; a
+    precision NumPy has no type for (bfloat16) taken as its float values."""
+    generator = torch.Generator().manual_seed(5)
+    dense = [torch.randn(40, 7, generator=generator) * 3 + 1 for _ in range(2)]
+    conv = torch.randn(6, 3, 4, 5, generator=generator) - 2
+    inputs = [dense[0].to(dtype), conv.to(dtype), dense[1].to(dtype)]
+    found = channel_moments(inputs)
+    for x, pair in zip(inputs, found, strict=True):
+        values = x.double().numpy()
+        axes = (0,) if values.ndim == 2 else (0, 2, 3)
+        assert pair.shape == (2, values.shape[1]) and pair.dtype == np.float64
+        np.testing.assert_allclose(pair[0], values.mean(axis=axes), rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(pair[1], values.var(axis=axes, ddof=1), rtol=1e-12)

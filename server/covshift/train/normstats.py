@@ -84,9 +84,9 @@ def channel_moments(inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
         groups.setdefault(layer.shape, []).append(i)
     found: dict[int, np.ndarray] = {}
     for (n, _), members in groups.items():
-        # (layers, values, channels); one transfer per shape on an accelerator
-        stacked = torch.stack([rows[i] for i in members]).detach().cpu().numpy()
-        values = stacked.astype(np.float64)
+        # (layers, values, channels) in float64, a fresh array; one transfer per shape on an
+        # accelerator
+        values = torch.stack([rows[i] for i in members]).detach().cpu().double().numpy()
         mean = values.mean(axis=1)
         centred = np.subtract(values, mean[:, None], out=values)
         # Squared in place and summed: np.einsum would hand this to BLAS, whose threads
