@@ -115,12 +115,12 @@ def _affine_template(norm: nn.Module, packer: Packer) -> dict[str, Json]:
 def _bn_rows(
     block: Block, norm: _BatchNorm, taps: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """BN's per-channel state, by name, but the batch moments (channel_moments: over the whole
-    batch, also for ghost BN, per channel over N x H x W for conv maps; batch_var unbiased,
-    n = N x H x W values per channel, the series BN's running_var averages).
-    Ghost BN adds ghost_mean and ghost_var, the mean over its ghost batches of their means
-    and unbiased variances: the series its running statistics average. Batch Renorm adds
-    this batch's r and d."""
+    """BN's per-channel state by name, all but the batch moments. Those (channel_moments) are
+    over the whole batch, also for ghost BN, per channel over N x H x W for conv maps;
+    batch_var is unbiased (n = N x H x W values per channel): for BN the series running_var
+    averages. Ghost BN adds ghost_mean and ghost_var, the mean over its ghost batches of
+    their means and unbiased variances: the series its running statistics average. Batch
+    Renorm adds this batch's r and d."""
     assert norm.running_mean is not None and norm.running_var is not None
     rows = {"running_mean": norm.running_mean, "running_var": norm.running_var}
     if norm.weight is not None and norm.bias is not None:  # BN with affine off has no γ, β

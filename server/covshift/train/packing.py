@@ -162,7 +162,8 @@ def shortened(values: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 class Filled(dict[str, Any]):
-    """A dict already holding plain values: resolving a template leaves it as it is."""
+    """A dict holding plain values (some written in by a Packer.later fill as the frame
+    resolves, before its template is filled): resolving a template leaves it as it is."""
 
 
 def _fill(template: Json, parts: list[Json]) -> Json:
