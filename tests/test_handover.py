@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 from covshift.train.handover import SharedTensors, pack, unpack
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ def _job() -> _Job:
         taps=[{"linear_out": out, "act_input": out, "act_output": out.sigmoid()}],
         state={
             "weight": torch.randn(100, 64, generator=generator).t(),  # not contiguous
+            "bias": nn.Parameter(torch.randn(10_000, generator=generator)),  # as a model holds it
             "num_batches_tracked": torch.tensor(7),  # int64, no dimensions
             "generator": generator.get_state(),  # uint8
             "empty": torch.empty(0, 3),
@@ -71,6 +73,22 @@ def test_a_job_arrives_as_it_was_packed(size: int) -> None:
 
 def test_the_pickle_carries_the_values_only_when_they_do_not_fit() -> None:
     job = _job()
-    values = sum(t.numel() * t.element_size() for t in job.taps[0].values())
+    tensors = [*job.taps[0].values(), job.state["bias"]]
+    values = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
     assert len(pack(job, SharedTensors(64 << 20))) < values / 4
     assert len(pack(job, SharedTensors(4096))) > values / 2
+
+
+class _Tagged(torch.Tensor):
+    """A tensor subclass the handover does not number."""
+
+
+def test_a_tensor_of_another_subclass_travels_by_value_in_the_pickle() -> None:
+    tagged = torch.arange(10_000.0).as_subclass(_Tagged)
+    shared = SharedTensors(64 << 20)
+    payload = pack({"tagged": tagged, "plain": torch.ones(3)}, shared)
+    assert len(payload) > tagged.numel() * tagged.element_size()
+    got = unpack(payload, shared)
+    assert type(got["tagged"]) is _Tagged
+    assert torch.equal(got["tagged"], tagged)
+    assert torch.equal(got["plain"], torch.ones(3))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from covshift.config import RunConfig
@@ -310,3 +311,22 @@ def test_each_variant_gets_its_own_bins_so_one_variants_outliers_flatten_no_othe
     tap = frame["variants"]["plain"]["layers"][1]["taps"]["act_input"]
     assert tap["underflow"] == tap["overflow"] == 0
     assert sum(1 for c in tap["counts"] if c > 0) > 10
+
+
+def test_a_frames_gradient_norms_are_each_hidden_layers_weight_gradient_norm(
+    small_config: RunConfig,
+) -> None:
+    """Against NumPy's float64 norm of the gradients the step left (WeightNorm: g and v
+    together), read after the step, since the next step's zero_grad clears them."""
+    config = small_config.model_copy(update={"variants": ["plain", "bn", "wn"]})
+    trainer = Trainer(config)
+    (frame,) = [m for m in trainer.train_step() if m["type"] == "frame"]
+    for variant, model in trainer.models.items():
+        expected = []
+        for block in model.hidden():
+            grads = [p.grad for name, p in block.linear.named_parameters() if name != "bias"]
+            flat = np.concatenate([g.double().numpy().ravel() for g in grads])
+            expected.append(np.linalg.norm(flat))
+        got = [layer["grad_norm"] for layer in frame["variants"][variant]["layers"]]
+        assert len(grads) == (2 if variant == "wn" else 1)
+        assert got == pytest.approx(expected, rel=1e-6)

@@ -24,11 +24,18 @@ Metrics = dict[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class Pass:
-    """One variant's training forward and backward: captured taps (when probed), loss, accuracy."""
+    """One variant's training forward and backward: captured taps (when probed), loss, and
+    (when probed) the logits and the batch's labels, which the frame scores: measured
+    apart, that is the measuring process's work, not training's."""
 
     layers: Captured | None
     loss: torch.Tensor
-    accuracy: torch.Tensor | None
+    logits: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+
+    def accuracy(self) -> torch.Tensor:
+        assert self.logits is not None and self.labels is not None  # kept on probed steps
+        return (self.logits.argmax(1) == self.labels).float().mean()
 
 
 @dataclass(frozen=True)
@@ -82,9 +89,7 @@ def build_frame(
             for i, layer in enumerate(layers[variant]):
                 layer["grad_norm"] = norms.row(i)
             entry["loss"] = packer.add(passes[variant].loss)
-            accuracy = passes[variant].accuracy
-            assert accuracy is not None  # computed on every probed step
-            entry["acc"] = packer.add(accuracy)
+            entry["acc"] = packer.add(passes[variant].accuracy())
             entry["layers"] = layers[variant]
         if variant in tests:
             entry["test"] = {name: packer.add(value) for name, value in tests[variant].items()}
@@ -110,10 +115,10 @@ def grad_norms(model: Network) -> torch.Tensor:
     return torch.stack([_grad_norm(layer_weights(b.linear)) for b in model.hidden()])
 
 
-def first_nonfinite(step: int, losses: torch.Tensor) -> int | None:
-    """The first step whose loss was non-finite, of the losses of the steps up to `step`
-    (one per step, the last at `step`); None when every one was finite."""
-    flags = (~torch.isfinite(losses)).tolist()
+def first_nonfinite(step: int, flags: list[bool]) -> int | None:
+    """The first step whose loss was non-finite, of the steps up to `step`, given for each
+    (one per step, the last at `step`) whether its loss was non-finite; None when every
+    one was finite."""
     if not any(flags):
         return None
     return step - len(flags) + 1 + flags.index(True)
@@ -121,5 +126,10 @@ def first_nonfinite(step: int, losses: torch.Tensor) -> int | None:
 
 def _grad_norm(parameters: list[torch.nn.Parameter]) -> torch.Tensor:
     """L2 norm of the gradients of these parameters together (WeightNorm: g and v)."""
-    grads = [p.grad.reshape(-1) for p in parameters if p.grad is not None]
-    return torch.linalg.vector_norm(torch.cat(grads)) if grads else torch.tensor(float("nan"))
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.tensor(float("nan"))
+    # one weight: its norm, without a flattened copy
+    values = grads[0] if len(grads) == 1 else torch.cat([g.reshape(-1) for g in grads])
+    norm: torch.Tensor = torch.linalg.vector_norm(values)
+    return norm

@@ -7,16 +7,24 @@ reader for each buffer-full. Here the pickler only numbers the tensors; one torc
 per dtype then copies them into a shared anonymous mapping made before the fork, and
 the measuring process finds each by its offset there. A job too large for the mapping
 carries its tensors' bytes in the pickle instead.
+
+The pickler numbers a tensor through its own dispatch table (copyreg's way of pickling
+one type differently), which it consults for tensors only. A persistent_id would be a
+Python call for each of the job's ~230 objects, most of them dicts, strings and numbers.
 """
 
 from __future__ import annotations
 
+import copyreg
 import io
+import math
 import mmap
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from .hooks import tensor_key
 
@@ -25,8 +33,9 @@ from .hooks import tensor_key
 SHARED_BYTES = 256 << 20
 _ALIGN = 64  # each dtype's run of values starts on a cache line
 
-# (dtype, shape, the byte where its values start)
-_Place = tuple[torch.dtype, torch.Size, int]
+# (dtype, shape, the byte where its values start); the shape a plain tuple, which pickles
+# without a call (a torch.Size pickles through its own reduction, a Python call each)
+_Place = tuple[torch.dtype, tuple[int, ...], int]
 
 
 class SharedTensors:
@@ -49,13 +58,13 @@ def pack(job: object, shared: SharedTensors) -> bytes:
     by_dtype: dict[torch.dtype, list[int]] = {}
     for number, tensor in enumerate(tensors):
         by_dtype.setdefault(tensor.dtype, []).append(number)
-    places: list[_Place] = [(torch.uint8, torch.Size(), 0)] * len(tensors)
+    places: list[_Place] = [(torch.uint8, (), 0)] * len(tensors)
     runs = []  # (dtype, first byte, last byte + 1, numbers)
     end = 0
     for dtype, numbers in by_dtype.items():
         start = end = -(-end // _ALIGN) * _ALIGN
         for number in numbers:
-            places[number] = (dtype, tensors[number].shape, end)
+            places[number] = (dtype, tuple(tensors[number].shape), end)
             end += tensors[number].numel() * dtype.itemsize
         runs.append((dtype, start, end, numbers))
     fits = end <= shared.size
@@ -73,31 +82,38 @@ def unpack(payload: bytes, shared: SharedTensors) -> Any:
     skeleton, places, carried = pickle.loads(payload)
     space = shared.bytes if carried is None else torch.frombuffer(carried, dtype=torch.uint8)
     tensors = [
-        space[start : start + shape.numel() * dtype.itemsize].view(dtype).view(shape).clone()
+        space[start : start + math.prod(shape) * dtype.itemsize].view(dtype).view(shape).clone()
         for dtype, shape, start in places
     ]
     return _Unnumbering(io.BytesIO(skeleton), tensors).load()
 
 
+def _numbered(number: int) -> torch.Tensor:
+    """Stands in a pickle for the tensor handed over as `number`; the pickle names it and
+    _Unnumbering puts its own list's look-up in its place."""
+    raise pickle.UnpicklingError("a numbered tensor is read by handover.unpack only")
+
+
 class _Numbering(pickle.Pickler):
-    """Pickles each tensor as its number in `tensors`. Tensors over the same memory
-    (plain's act_input is its linear_out) get one number, so the measuring still sorts
-    them once."""
+    """Pickles each tensor (or parameter) as its number in `tensors`. Tensors over the
+    same memory (plain's act_input is its linear_out) get one number, so the measuring
+    still sorts them once. A tensor of another subclass is pickled by value, as pickle
+    would."""
 
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.tensors: list[torch.Tensor] = []
-        self._numbers: dict[tuple[object, ...], int] = {}
+        tensors, numbers = self.tensors, dict[tuple[object, ...], int]()
 
-    def persistent_id(self, obj: object) -> int | None:
-        if not isinstance(obj, torch.Tensor):
-            return None
-        key = tensor_key(obj)
-        number = self._numbers.get(key)
-        if number is None:
-            number = self._numbers[key] = len(self.tensors)
-            self.tensors.append(obj.detach())
-        return number
+        def number(tensor: torch.Tensor) -> tuple[Callable[[int], torch.Tensor], tuple[int]]:
+            key = tensor_key(tensor)
+            found = numbers.get(key)
+            if found is None:
+                found = numbers[key] = len(tensors)
+                tensors.append(tensor.detach())
+            return _numbered, (found,)
+
+        self.dispatch_table = copyreg.dispatch_table | {torch.Tensor: number, nn.Parameter: number}
 
 
 class _Unnumbering(pickle.Unpickler):
@@ -105,6 +121,7 @@ class _Unnumbering(pickle.Unpickler):
         super().__init__(file)
         self._tensors = tensors
 
-    def persistent_load(self, pid: Any) -> torch.Tensor:
-        tensor: torch.Tensor = self._tensors[pid]
-        return tensor
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name == _numbered.__name__:
+            return self._tensors.__getitem__
+        return super().find_class(module, name)

@@ -69,14 +69,15 @@ class FrameJob:
     after: dict[str, ModelState] = dataclasses.field(default_factory=dict)
 
 
-def model_state(model: nn.Module) -> ModelState:
+def model_state(model: nn.Module, copied: bool = True) -> ModelState:
     """What a frame reads of the model and a step or a control changes: parameters,
     buffers, BN's momentum, Batch Renorm's last r, d and limits, and every noise
-    generator's state. Buffers are copied (a forward moves them); parameters are not
-    (only the update moves them, after the job is handed over), so a job's states before
-    and after the forward share them."""
+    generator's state. Buffers are copied (a forward moves them), unless `copied` is
+    False: a state handed over before the next forward (the handover copies it).
+    Parameters are not (only the update moves them, after the job is handed over), so a
+    job's states before and after the forward share them."""
     state: ModelState = {name: p.detach() for name, p in model.named_parameters()}
-    state |= {name: buffer.clone() for name, buffer in model.named_buffers()}
+    state |= {name: buffer.clone() if copied else buffer for name, buffer in model.named_buffers()}
     for name, module in model.named_modules():
         if isinstance(module, _BatchNorm):  # a control changes it during a run
             state[f"{name}.momentum"] = module.momentum

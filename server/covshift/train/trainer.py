@@ -253,7 +253,10 @@ class Trainer:
                 tests=tests,
                 before=before,
                 cumulative=cumulative,
-                after={v: model_state(self.models[v]) for v in active} if self._apart else {},
+                # handed over (copied) in _measure below, before the next forward
+                after={v: model_state(self.models[v], copied=False) for v in active}
+                if self._apart
+                else {},
             )
         self._outbox += [*self._pending, *scheduled]
         self._pending = []
@@ -360,8 +363,9 @@ class Trainer:
         loss.backward()
         loss = loss.detach()
         self._recent_losses[variant].append(loss)
-        accuracy = (logits.argmax(1) == y).float().mean() if probed else None
-        return Pass(layers, loss, accuracy)
+        if not probed:
+            return Pass(layers, loss)
+        return Pass(layers, loss, logits.detach(), y)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next mini-batch (x, y) in this run's seeded order; every variant trains on it."""
@@ -401,10 +405,20 @@ class Trainer:
     def _diverging(self, active: list[str]) -> dict[str, int]:
         """The variants whose loss went non-finite since the last frame, at the first such
         step; the losses kept since then start over."""
-        result = {}
+        kept = {v: self._recent_losses[v] for v in active}
         for variant in active:
-            first = first_nonfinite(self.step, torch.stack(self._recent_losses[variant]))
             self._recent_losses[variant] = []
+        losses = [loss for variant_losses in kept.values() for loss in variant_losses]
+        if not losses:
+            return {}
+        # every variant's losses looked at in one call, then each variant's apart
+        flags = (~torch.isfinite(torch.stack(losses))).tolist()
+        if not any(flags):
+            return {}
+        result, start = {}, 0
+        for variant, variant_losses in kept.items():
+            first = first_nonfinite(self.step, flags[start : start + len(variant_losses)])
+            start += len(variant_losses)
             if first is not None:
                 result[variant] = first
         return result
