@@ -18,6 +18,7 @@ side can block the other on a full pipe.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import multiprocessing
 import os
 import pickle
@@ -174,7 +175,15 @@ class MeasuringApart:
         self._process = context.Process(
             target=_serve, args=(maker, self._shared, theirs, self._connection), daemon=True
         )
-        self._process.start()
+        # As Python's gc documentation advises before a fork without exec: the objects the
+        # process starts with (the models, the data, all of torch's) are frozen for its
+        # collector, whose passes would otherwise write to every page they sit on and so
+        # copy the page from the trainer's. The trainer's own collector keeps them.
+        gc.freeze()
+        try:
+            self._process.start()
+        finally:
+            gc.unfreeze()
         theirs.close()
         self._in_flight = False
         # Asked every step whether the frame is back: one poll(2) on the pipe, a few µs
