@@ -103,7 +103,8 @@ class _Numbering(pickle.Pickler):
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.tensors: list[torch.Tensor] = []
-        tensors, numbers = self.tensors, dict[tuple[object, ...], int]()
+        tensors = self.tensors
+        numbers: dict[tuple[object, ...], int] = {}
 
         def number(tensor: torch.Tensor) -> tuple[Callable[[int], torch.Tensor], tuple[int]]:
             key = tensor_key(tensor)
