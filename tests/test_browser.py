@@ -522,6 +522,42 @@ def test_the_runs_list_updates_in_place_so_focus_stays(dashboard: Page) -> None:
     assert dashboard.js("() => document.activeElement.dataset.marked") == "yes"
 
 
+def test_live_panels_write_to_the_page_only_what_changed(dashboard: Page) -> None:
+    """The status bar and the controls update twice a second. Text and flags that did not
+    change are not written again (the browser lays out and repaints the page after every
+    write, even of the same value), and a number that changed is changed in its text node
+    rather than replaced by a new one."""
+    dashboard.wait_frames()
+    # Settled: connected, the run running and its controls open.
+    dashboard.wait_js(
+        "() => document.querySelector('#conn').dataset.state === 'open'"
+        " && !document.querySelector('#control-lr').disabled"
+        " && document.querySelector('#live-controls .no-run').hidden"
+    )
+    dashboard.js(
+        """() => {
+      window.__writes = { added: 0, attributes: [], text: 0 };
+      const seen = new MutationObserver((records) => {
+        for (const r of records) {
+          if (r.type === "childList") window.__writes.added += r.addedNodes.length;
+          if (r.type === "attributes") window.__writes.attributes.push(
+            `${r.target.tagName}.${r.target.className} ${r.attributeName}`);
+          if (r.type === "characterData") window.__writes.text += 1;
+        }
+      });
+      for (const selector of [".topbar", "#live-controls"]) {
+        seen.observe(document.querySelector(selector),
+          { subtree: true, childList: true, attributes: true, characterData: true });
+      }
+    }"""
+    )
+    dashboard.page.wait_for_timeout(3000)  # six updates of the status bar and the controls
+    writes = dashboard.js("() => window.__writes")
+    assert writes["text"] > 0, "the step counter moved on in place"
+    assert writes["added"] == 0, "no text or element was replaced"
+    assert writes["attributes"] == [], f"attributes written again: {writes['attributes']}"
+
+
 def test_a_bn_channel_past_the_width_is_refused_in_place(dashboard: Page) -> None:
     sent: list[str] = []
     dashboard.page.on("websocket", lambda ws: ws.on("framesent", lambda m: sent.append(m)))

@@ -3,7 +3,7 @@
 import { boundOf, boundsText, formatNumber, fromSlider, skippedAt, SLIDER_STEPS, toSlider, validate } from "./bounds.js";
 import { t } from "./i18n.js";
 import { variantName } from "./charts/plot.js";
-import { el } from "./dom.js";
+import { el, setProperty, setText } from "./dom.js";
 import { ACTIVE_STATES, batchStatVariants } from "./state.js";
 
 // After a person touches a control, the stream does not overwrite it for this long.
@@ -22,8 +22,8 @@ function nowText(field, value) {
 
 /** A message line under a control: pending, ok (fades) or error. */
 function say(node, text, kind) {
-  node.className = kind ? `msg ${kind}` : "msg";
-  node.textContent = text;
+  setProperty(node, "className", kind ? `msg ${kind}` : "msg");
+  setText(node, text);
 }
 
 /**
@@ -153,11 +153,11 @@ class NumberControl {
   /** Show the run's value (unless a person is editing) and the bounds. */
   show(value, { disabled, note = null }) {
     const log = boundOf(this.field).log ? ` · ${t("controls.logScale")}` : "";
-    this.bounds.textContent = note ?? `${t("controls.allowed", { bounds: boundsText(this.field) })}${log}`;
-    this.entry.disabled = disabled || (this.field === "bn_momentum" && value === null);
-    if (this.range) this.range.disabled = disabled;
+    setText(this.bounds, note ?? `${t("controls.allowed", { bounds: boundsText(this.field) })}${log}`);
+    setProperty(this.entry, "disabled", disabled || (this.field === "bn_momentum" && value === null));
+    if (this.range) setProperty(this.range, "disabled", disabled);
     if (value !== undefined) this.current = value;
-    if (!this.pending) this.nowValue.textContent = nowText(this.field, value);
+    if (!this.pending) setText(this.nowValue, nowText(this.field, value));
     const editing = document.activeElement === this.entry || performance.now() < this.heldUntil;
     if (!editing && value !== undefined && this.shown !== value) {
       this.entry.value = value === null ? "" : formatValue(this.field, value);
@@ -197,7 +197,7 @@ function createRunButtons(root, { send, stop, restart }) {
 
   function showPaused(value) {
     paused = value;
-    pause.textContent = t(paused ? "controls.resume" : "controls.pause");
+    setText(pause, t(paused ? "controls.resume" : "controls.pause"));
     pause.classList.toggle("is-paused", paused);
   }
 
@@ -235,10 +235,10 @@ function createRunButtons(root, { send, stop, restart }) {
   return {
     update(runState, active, restartable) {
       if (!sending) showPaused(runState === "paused");
-      pause.disabled = !active;
-      step.disabled = !active || !paused;
-      stopButton.disabled = !active;
-      restartButton.hidden = !restartable;
+      setProperty(pause, "disabled", !active);
+      setProperty(step, "disabled", !active || !paused);
+      setProperty(stopButton, "disabled", !active);
+      setProperty(restartButton, "hidden", !restartable);
     },
   };
 }
@@ -265,8 +265,8 @@ export function createLiveControls(root, { send, stop, restart }) {
   batch.box.append(batchNote);
   function updateBatchNote() {
     const skipped = skippedAt(Number(batch.entry.value), context.variants);
-    batchNote.hidden = skipped.length === 0;
-    if (skipped.length) batchNote.textContent = t("controls.batchOne", { variants: skipped.map(variantName).join(", ") });
+    setProperty(batchNote, "hidden", skipped.length === 0);
+    if (skipped.length) setText(batchNote, t("controls.batchOne", { variants: skipped.map(variantName).join(", ") }));
   }
   batch.entry.addEventListener("input", updateBatchNote);
   batch.range.addEventListener("input", updateBatchNote);
@@ -298,18 +298,18 @@ export function createLiveControls(root, { send, stop, restart }) {
     lrOpen = running && (!watched || (state.hello?.config?.controls ?? []).includes("lr"));
     const hasRun = state.hello !== null;
     context = { nTrain: state.hello?.dataset?.n_train ?? null, variants: state.variants };
-    noRun.hidden = hasRun && active;
+    setProperty(noRun, "hidden", hasRun && active);
     // Before the run's first message the page is loading it, not without one.
-    noRun.textContent = watched
+    setText(noRun, watched
       ? t(lrOpen ? "controls.watchedLr" : "controls.watched")
       : hasRun && runState !== null
         ? t("controls.ended", { state: t(`runstate.${runState}`) })
-        : t("controls.loading");
+        : t("controls.loading"));
     const hasBn = batchStatVariants(state).length > 0;
     lr.show(state.settings.lr, { disabled: !lrOpen });
     batch.show(state.settings.batch_size, { disabled: !active });
     momentum.show(state.settings.bn_momentum, { disabled: !active || !hasBn, note: hasBn || !hasRun ? null : t("controls.noBn") });
-    cumulative.disabled = !active || !hasBn;
+    setProperty(cumulative, "disabled", !active || !hasBn);
     // While a change is on its way the box shows what the person chose, not the old setting.
     if (!momentum.pending) cumulative.checked = state.settings.bn_momentum === null;
     // A run of the server's own can start over with today's settings (a sweep or a watched

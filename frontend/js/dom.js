@@ -1,4 +1,4 @@
-/** Building DOM nodes: the one helper the page's panels share. */
+/** Building DOM nodes and writing to them: the helpers the page's panels share. */
 
 /** A new element with a class and attributes; `i18n` sets the translation key. */
 export function el(tag, className, attrs = {}) {
@@ -9,6 +9,27 @@ export function el(tag, className, attrs = {}) {
     else node.setAttribute(name, value);
   }
   return node;
+}
+
+/**
+ * Show `text` in an element, writing to the page only when it changed: every write makes
+ * the browser recompute style and layout and repaint (even of the same text), and live
+ * panels are updated several times a second. A lone text node is changed in place rather
+ * than replaced, which leaves nothing for the garbage collector.
+ */
+export function setText(node, text) {
+  const only = node.firstChild;
+  if (only && only === node.lastChild && only.nodeType === 3 /* a text node */) {
+    if (only.data !== text) only.data = text;
+  } else if (node.textContent !== text) {
+    node.textContent = text;
+  }
+}
+
+/** Set a property that reflects an attribute (hidden, disabled, title, className) only when
+ * it changes, for the same reason as setText. */
+export function setProperty(node, name, value) {
+  if (node[name] !== value) node[name] = value;
 }
 
 /** The page's one hover box (position: fixed), made on first use. */

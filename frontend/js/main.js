@@ -67,7 +67,7 @@ const statusBar = scheduler.add(
   ),
 );
 const controls = createLiveControls($("live-controls"), { send: sendControl, stop: stopViewedRun, restart: restartViewedRun });
-scheduler.add({ name: "controls", intervalMs: 150, update: (s) => controls.update(s) });
+scheduler.add({ name: "controls", intervalMs: 450, update: (s) => controls.update(s) }); // as the status bar
 const runsList = createRunsList($("runs"), { onSelect: (id) => selectRun(id) });
 const setup = createSetupForm($("new-run"), {
   getCurrentConfig: () => session.state.hello?.config ?? null,

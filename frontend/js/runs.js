@@ -5,6 +5,7 @@ import { formatNumber } from "./bounds.js";
 import { getLang, t } from "./i18n.js";
 import { variantName } from "./charts/plot.js";
 import { ACTIVE_STATES } from "./state.js";
+import { setProperty, setText } from "./dom.js";
 
 
 /**
@@ -84,23 +85,19 @@ export function createRunsList(root, { onSelect }) {
     return found;
   }
 
-  function set(node, property, value) {
-    if (node[property] !== value) node[property] = value;
-  }
-
   function render(runs, currentId) {
     const newestFirst = [...runs].reverse();
     const ids = newestFirst.map((run) => run.id).join(" ");
     for (const run of newestFirst) {
       const { button, badge, summary, meta } = row(run);
-      set(button, "className", `run${run.id === currentId ? " current" : ""}`);
+      setProperty(button, "className", `run${run.id === currentId ? " current" : ""}`);
       if (badge.dataset.state !== run.state) badge.dataset.state = run.state;
-      set(badge, "textContent", t(`runstate.${run.state}`));
-      set(summary, "textContent", runSummary(run.config));
+      setText(badge, t(`runstate.${run.state}`));
+      setText(summary, runSummary(run.config));
       const bits = [runSettings(run), `${t("status.step")} ${Number(run.step ?? 0).toLocaleString("en-US")}`];
       if (run.demo) bits.unshift(t("runs.demo"));
       if (run.id === currentId) bits.push(t("runs.viewing"));
-      set(meta, "textContent", bits.join(" · "));
+      setText(meta, bits.join(" · "));
     }
     if (ids !== order) {
       // The set of runs changed (one started, or a restart forgot one): lay the rows out again.

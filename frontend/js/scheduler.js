@@ -176,7 +176,7 @@ export function createScheduler({
     for (let k = 0; k < n; k += 1) {
       const entry = entries[(first + k) % n];
       if (!entry.dirty || !entry.visible) continue;
-      // A widget may ask for its own pace (the status bar: cheap, and read constantly).
+      // A widget may ask for its own pace (the status bar and the controls: cheap, twice a second).
       const due = entry.lastRender + (entry.widget.intervalMs ?? gap);
       const t = now();
       if (t < due) {

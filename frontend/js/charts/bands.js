@@ -10,6 +10,7 @@ import { g3 } from "./figure.js";
 import { padded } from "./ticks.js";
 import { setLegend } from "./card.js";
 import { eventColor, variantColor, variantName, withAlpha } from "./plot.js";
+import { setText } from "../dom.js";
 
 const HEIGHT = 230;
 const TYPICAL = "#1d2430";
@@ -74,7 +75,7 @@ export function createBandsChart(card, { layer, view, cursor, runKey }) {
           return { label: { text: variantName(p.variant), color }, series: variantSeries(shown.x, p, color), lines };
         }),
       });
-      card.stats.textContent = t(`tap.${tap}`);
+      setText(card.stats, t(`tap.${tap}`));
       setLegend(card, [
         { label: "15–85%", color: "#777", width: 0, fill: "rgba(90,90,90,0.4)" },
         { label: "1–99%", color: "#777", width: 0, fill: "rgba(90,90,90,0.15)" },

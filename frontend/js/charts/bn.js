@@ -7,6 +7,7 @@ import { panelDomains } from "./figure.js";
 import { setLegend } from "./card.js";
 import { followHover } from "./cursor.js";
 import { baseLayout, eventShapes, placeCursor, react, stepAxis, subplotLabel, valueAxis, variantColor, variantName, withAlpha } from "./plot.js";
+import { setText } from "../dom.js";
 
 const PANELS = [
   { xaxis: "x", yaxis: "y", title: "axis.mean", fields: ["batch_mean", "running_mean"] },
@@ -65,7 +66,7 @@ export function createBnChart(card, { layer, view, cursor, runKey }) {
         }
       });
       react(card.plot, traces, layout, `covshift-layer${layer + 1}-bn-channel${channel + 1}`);
-      card.stats.textContent = variant ? `${variantName(variant)} · ${t("bn.channelOf", { channel: channel + 1, width })}` : t("controls.noBn");
+      setText(card.stats, variant ? `${variantName(variant)} · ${t("bn.channelOf", { channel: channel + 1, width })}` : t("controls.noBn"));
       setLegend(card, [
         { label: t("legend.batch"), color: withAlpha(color, 0.4), width: 1 },
         { label: t("legend.running"), color: RUNNING, width: 2 },

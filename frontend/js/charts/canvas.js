@@ -2,7 +2,7 @@
  * drag to zoom and a PNG download. The live charts of the first screen are these, as the
  * heatmaps are canvases: a Plotly redraw of each was a long task on a slow machine. */
 
-import { el, showTooltip, tooltip } from "../dom.js";
+import { el, setProperty, showTooltip, tooltip } from "../dom.js";
 import { axisNames, figureLayout, hoverAt, MARGIN, paintFigure, pointAt } from "./figure.js";
 import { cursorPlaces, drawCursor } from "./plot.js";
 
@@ -57,8 +57,9 @@ export function createCanvasChart(card, { height, cursor = null }) {
     const view = shown();
     const ticks = paintFigure(ctx, width, view);
     drawnWidth = width;
-    unzoom.hidden = zoom === null;
-    canvas.setAttribute("aria-label", card.root.querySelector("h3")?.textContent ?? "");
+    setProperty(unzoom, "hidden", zoom === null);
+    const label = card.root.querySelector("h3")?.textContent ?? "";
+    if (canvas.getAttribute("aria-label") !== label) canvas.setAttribute("aria-label", label);
     if (cursor?.step !== null && cursor?.step !== undefined) showCursor(cursor.step);
     // What the chart shows, for a reader of the page (the tests): panels, points, marks,
     // the ranges and where the tick labels went.

@@ -6,6 +6,7 @@ import { t } from "../i18n.js";
 import { columnsOf } from "../state.js";
 import { unitDrift } from "../series.js";
 import { variantName } from "./plot.js";
+import { setText } from "../dom.js";
 
 // The recent stretch the claim is judged on (frames, so about RECENT_FRAMES × probe_every steps).
 export const RECENT_FRAMES = 40;
@@ -46,7 +47,7 @@ export function createClaim(element, { layer }) {
     element,
     update(state) {
       const text = claimText(state, layer);
-      if (element.textContent !== text) element.textContent = text;
+      setText(element, text);
     },
   };
 }

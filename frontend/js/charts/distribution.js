@@ -8,6 +8,7 @@ import { g3 } from "./figure.js";
 import { padded } from "./ticks.js";
 import { setLegend } from "./card.js";
 import { variantColor, variantName, withAlpha } from "./plot.js";
+import { setText } from "../dom.js";
 
 const percent = (share) => `${(100 * share).toFixed(share > 0 && share < 0.01 ? 1 : 0)}%`;
 
@@ -64,7 +65,7 @@ export function createDistributionChart(card, { layer, view, runKey }) {
         if (outside > 0) parts.push(`${t("stat.outside")} ${percent(outside)}`);
         if (parts.length) notes.push(`${variantName(variant)}: ${parts.join(", ")}`);
       });
-      card.stats.textContent = column ? `${t("status.step")} ${column.step}${notes.length ? " · " + notes.join(" · ") : ""}` : "";
+      setText(card.stats, column ? `${t("status.step")} ${column.step}${notes.length ? " · " + notes.join(" · ") : ""}` : "");
       const top = extent(series.map((s) => s.y))?.[1] ?? 0;
       const title = t(`tap.${tap}`);
       chart.draw({

@@ -4,6 +4,7 @@ import { getDoctor } from "../api.js";
 import { getLang, t } from "../i18n.js";
 import { ACTIVE_STATES } from "../state.js";
 import { variantName } from "./plot.js";
+import { setText } from "../dom.js";
 
 // The checks read the last few probed frames (docs/doctor.md), which change over hundreds of
 // steps: asking every 10 s keeps the card current at one read of the run's file per tab.
@@ -140,7 +141,7 @@ export function createLayerBadge() {
 
 function renderView(card, badges, view) {
   card.body.dataset.status = view.status;
-  card.stats.textContent = view.status === "found" ? view.line : "";
+  setText(card.stats, view.status === "found" ? view.line : "");
   // With findings the summary stands in the card's head; otherwise the line says it all.
   const parts = view.status === "found" ? [] : [node("p", "doctor-line", view.line)];
   if (view.note) parts.push(node("p", "doctor-lang-note", view.note));

@@ -7,7 +7,7 @@ import { t } from "../i18n.js";
 import { columnsIn, edgesOf } from "../state.js";
 import { columnPosition, markedEvents, occupiedBins, tapOf } from "../series.js";
 import { eventColor, eventText, variantColor, variantName } from "./plot.js";
-import { el, showTooltip, tooltip } from "../dom.js";
+import { el, setText, showTooltip, tooltip } from "../dom.js";
 
 // Viridis, sampled: dark = none of the batch in that bin, yellow = the column's fullest bin.
 const VIRIDIS = [
@@ -186,7 +186,7 @@ export function createHeatmap(card, { layer, view, cursor }) {
       columns = [];
     },
     update(state) {
-      axes.textContent = t("heatmap.axes", { tap: t(`tap.${view.tap}`) });
+      setText(axes, t("heatmap.axes", { tap: t(`tap.${view.tap}`) }));
       lastState = state;
       columns = columnsIn(state, view);
       const tap = view.tap;
@@ -205,7 +205,7 @@ export function createHeatmap(card, { layer, view, cursor }) {
         const [lo, hi] = crop ?? [0, -1];
         const rows = hi - lo + 3;
         const has = (state.hello?.variants?.[variant]?.taps ?? []).includes(tap);
-        p.label.textContent = has ? variantName(variant) : t("tap.missing", { variant: variantName(variant), tap: t(`tap.${tap}`) });
+        setText(p.label, has ? variantName(variant) : t("tap.missing", { variant: variantName(variant), tap: t(`tap.${tap}`) }));
         p.root.classList.toggle("missing", !has);
         const width = Math.max(1, columns.length);
         if (p.canvas.width !== width) p.canvas.width = width;
@@ -220,15 +220,15 @@ export function createHeatmap(card, { layer, view, cursor }) {
         const top = crop ? edges[hi + 1] : null;
         const bottom = crop ? edges[lo] : null;
         // Two significant digits: an end of the shown bins (15.625) reads as 16.
-        p.yTop.textContent = crop ? formatNumber(roundSignificant(top, 2)) : "";
-        p.yBottom.textContent = crop ? formatNumber(roundSignificant(bottom, 2)) : "";
+        setText(p.yTop, crop ? formatNumber(roundSignificant(top, 2)) : "");
+        setText(p.yBottom, crop ? formatNumber(roundSignificant(bottom, 2)) : "");
         p.yTop.style.top = `${100 / rows}%`;
         p.yBottom.style.top = `${100 - 100 / rows}%`;
         const hasZero = crop && bottom < 0 && top > 0;
-        p.yZero.textContent = hasZero ? "0" : "";
+        setText(p.yZero, hasZero ? "0" : "");
         p.yZero.style.top = hasZero ? `${(100 * (1 + ((top - 0) / (top - bottom)) * (hi - lo + 1))) / rows}%` : "";
-        p.xLeft.textContent = columns.length ? String(columns[0].step) : t("heatmap.waiting");
-        p.xRight.textContent = columns.length > 1 ? String(columns[columns.length - 1].step) : "";
+        setText(p.xLeft, columns.length ? String(columns[0].step) : t("heatmap.waiting"));
+        setText(p.xRight, columns.length > 1 ? String(columns[columns.length - 1].step) : "");
         drawMarkers(p, state.events);
       });
       for (const [variant, p] of panels) {
@@ -237,7 +237,7 @@ export function createHeatmap(card, { layer, view, cursor }) {
           panels.delete(variant);
         }
       }
-      card.stats.textContent = t(`tap.${tap}`);
+      setText(card.stats, t(`tap.${tap}`));
     },
     showCursor(step) {
       const n = columns.length;
