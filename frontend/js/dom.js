@@ -26,8 +26,8 @@ export function setText(node, text) {
   }
 }
 
-/** Set a property that reflects an attribute (hidden, disabled, title, className) only when
- * it changes, for the same reason as setText. */
+/** Set a property that reflects an attribute (hidden, disabled, title, className, ariaLabel,
+ * an entry of dataset) only when it changes, for the same reason as setText. */
 export function setProperty(node, name, value) {
   if (node[name] !== value) node[name] = value;
 }

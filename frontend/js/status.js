@@ -93,11 +93,11 @@ export function createStatusBar({ connection, runState, step, epoch, sps, fps, b
     intervalMs: 450,
     update(state) {
       const conn = live.connection?.state ?? "idle";
-      if (connection.dataset.state !== conn) connection.dataset.state = conn;
+      setProperty(connection.dataset, "state", conn);
       setText(connection.querySelector(".conn-text"), t(`conn.${conn}`, { seconds: ((live.connection?.delayMs ?? 0) / 1000).toFixed(1) }));
       const stateName = state.runState ?? live.runInfo?.state ?? null;
       setText(runState, stateName ? t(`runstate.${stateName}`) : "—");
-      if (runState.dataset.state !== (stateName ?? "")) runState.dataset.state = stateName ?? "";
+      setProperty(runState.dataset, "state", stateName ?? "");
       // The newest of: the frames, the run info a control's answer carried, the poll.
       const steps = Math.max(state.step ?? -1, state.run?.step ?? -1, live.runInfo?.step ?? -1);
       setText(step, steps >= 0 ? steps.toLocaleString("en-US") : "—");

@@ -58,8 +58,7 @@ export function createCanvasChart(card, { height, cursor = null }) {
     const ticks = paintFigure(ctx, width, view);
     drawnWidth = width;
     setProperty(unzoom, "hidden", zoom === null);
-    const label = card.root.querySelector("h3")?.textContent ?? "";
-    if (canvas.getAttribute("aria-label") !== label) canvas.setAttribute("aria-label", label);
+    setProperty(canvas, "ariaLabel", card.root.querySelector("h3")?.textContent ?? "");
     if (cursor?.step !== null && cursor?.step !== undefined) showCursor(cursor.step);
     // What the chart shows, for a reader of the page (the tests): panels, points, marks,
     // the ranges and where the tick labels went.
