@@ -139,6 +139,63 @@ def test_page_loads_without_console_errors_and_charts_fill(dashboard: Page) -> N
     assert dashboard.errors == []
 
 
+FIRST_SCREEN_FILLED = """() => {
+  const filled = (p) => p.figure?.points > 5;
+  const shown = [...document.querySelectorAll('#lesson .plot, #overview .plot')];
+  return shown.length === 4 && shown.every(filled);
+}"""
+BN_DRAWN = """() => document.querySelector('#layer-1 .bn .plot').data
+  ?.some((trace) => trace.x.length > 5)"""
+
+
+def test_plotly_js_loads_when_a_chart_first_needs_it(chromium: Any, server: ThreadedServer) -> None:
+    """plotly.js (1.2 MB, ~0.3 s to start) is not part of the first screen, whose charts are
+    canvases: it loads when a Plotly chart first draws, and that chart draws once it came."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    held: list[Any] = []
+    context.route("**/vendor/plotly-basic.min.js", lambda route: held.append(route))
+    page = Page(context.new_page(), server)
+    try:
+        page.page.goto(demo_url(server))
+        page.wait_js(FIRST_SCREEN_FILLED)
+        page.page.wait_for_timeout(1000)  # two redraw turns more
+        assert held == [] and page.js("() => typeof window.Plotly") == "undefined"
+        page.page.locator("#layer-1 .bn").scroll_into_view_if_needed()
+        for _ in range(100):  # the request comes while Playwright waits
+            if held:
+                break
+            page.page.wait_for_timeout(100)
+        assert len(held) == 1, "scrolled to, the BN chart asked for plotly.js"
+        page.page.wait_for_timeout(1000)  # two redraw turns: the BN chart asked again
+        assert page.js("() => document.querySelector('#layer-1 .bn .plot').data") is None
+        held[0].continue_()
+        page.wait_js(BN_DRAWN)
+        assert len(held) == 1, "asked for once"
+        assert page.errors == []
+    finally:
+        context.close()
+
+
+def test_a_missing_plotly_js_is_said_and_the_first_screen_still_draws(
+    chromium: Any, server: ThreadedServer
+) -> None:
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    context.route("**/vendor/plotly-basic.min.js", lambda route: route.fulfill(status=404))
+    page = Page(context.new_page(), server)
+    try:
+        page.page.goto(demo_url(server))
+        page.wait_js(FIRST_SCREEN_FILLED)
+        page.page.locator("#layer-1 .bn").scroll_into_view_if_needed()
+        said = lambda: any("plotly.js did not load" in error for error in page.errors)  # noqa: E731
+        for _ in range(150):  # the console's messages come while Playwright waits
+            if said():
+                break
+            page.page.wait_for_timeout(100)
+        assert said(), page.errors
+    finally:
+        context.close()
+
+
 def test_the_first_requests_come_from_the_preloads_each_once(dashboard: Page) -> None:
     # index.html preloads every module and the first API answers: none may be fetched twice
     # (a preload the page does not use is a second request, and Chromium warns about it).

@@ -217,8 +217,12 @@ export function columnPosition(columns, step) {
 export function extent(arrays) {
   let lo = Infinity;
   let hi = -Infinity;
-  for (const values of arrays) {
-    for (const v of values) {
+  // Index loops: this walks every point of a chart on each redraw, and an iterator's
+  // result objects would be garbage the page then has to collect.
+  for (let a = 0; a < arrays.length; a += 1) {
+    const values = arrays[a];
+    for (let i = 0; i < values.length; i += 1) {
+      const v = values[i];
       if (v === null || !Number.isFinite(v)) continue;
       if (v < lo) lo = v;
       if (v > hi) hi = v;

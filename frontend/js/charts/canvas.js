@@ -38,6 +38,11 @@ export function createCanvasChart(card, { height, cursor = null }) {
   let zoom = null; // [lo, hi] of x a person zoomed in on
   let drag = null; // {panel, x, px} where a drag began
   let drawnWidth = 0;
+  // The plot's width as the last resize observation found it (null until the first): a
+  // redraw reads this rather than the layout, which a frame's earlier writes left stale, so
+  // reading it would make the browser lay the page out again in the middle of the script.
+  let plotWidth = null;
+  const widthNow = () => plotWidth ?? card.plot.clientWidth;
 
   /** The figure as shown: zoomed in where a person dragged. */
   function shown() {
@@ -46,7 +51,7 @@ export function createCanvasChart(card, { height, cursor = null }) {
 
   function render() {
     if (!figure) return;
-    const width = Math.max(1, card.plot.clientWidth);
+    const width = Math.max(1, widthNow());
     const scale = globalThis.devicePixelRatio || 1;
     const [w, h] = [Math.round(width * scale), Math.round(height * scale)];
     if (canvas.width !== w) canvas.width = w;
@@ -78,7 +83,7 @@ export function createCanvasChart(card, { height, cursor = null }) {
 
   function showCursor(step) {
     if (!figure?.x.steps) return;
-    drawCursor(card.overlay, cursorPlaces(figureLayout(shown()), card.plot.clientWidth, step, axisNames(figure)));
+    drawCursor(card.overlay, cursorPlaces(figureLayout(shown()), widthNow(), step, axisNames(figure)));
   }
 
   function leave() {
@@ -136,7 +141,7 @@ export function createCanvasChart(card, { height, cursor = null }) {
   unzoom.addEventListener("click", zoomOut);
   download.addEventListener("click", () => {
     if (!figure) return;
-    const width = card.plot.clientWidth;
+    const width = widthNow();
     const image = document.createElement("canvas");
     image.width = width * 2;
     image.height = height * 2;
@@ -150,10 +155,12 @@ export function createCanvasChart(card, { height, cursor = null }) {
     link.href = image.toDataURL("image/png");
     link.click();
   });
-  // A wider or narrower card redraws at once: the canvas is drawn for one width.
+  // A wider or narrower card redraws at once: the canvas is drawn for one width. The
+  // observer runs after layout, so reading the width here costs no layout of its own.
   if (typeof ResizeObserver === "function") {
     new ResizeObserver(() => {
-      if (card.plot.clientWidth !== drawnWidth) render();
+      plotWidth = card.plot.clientWidth;
+      if (plotWidth !== drawnWidth) render();
     }).observe(card.plot);
   }
 

@@ -144,15 +144,48 @@ export const PLOT_CONFIG = {
   toImageButtonOptions: { format: "png", scale: 2 },
 };
 
+// plotly.js (1.2 MB, ~0.3 s to start on a slow machine) loads when a chart first needs it:
+// the first screen's charts are canvases, so a new tab shows the lesson without waiting for
+// it. A chart asked to draw before it has come draws its newest figure once it has.
+const PLOTLY_URL = "/vendor/plotly-basic.min.js";
+const waiting = new Map(); // element -> [traces, layout, config], the newest asked for
+let loading = null; // plotly.js's script, once asked for
+let failed = null; // why it did not load
+
+function loadPlotly() {
+  loading ??= new Promise((resolve, reject) => {
+    const script = Object.assign(document.createElement("script"), { src: PLOTLY_URL });
+    script.addEventListener("load", resolve);
+    script.addEventListener("error", () => reject(new Error(`plotly.js did not load (GET ${PLOTLY_URL}): charts cannot draw`)));
+    document.head.append(script);
+  });
+  return loading;
+}
+
+function drawWaiting() {
+  for (const [element, args] of waiting) globalThis.Plotly.react(element, ...args);
+  waiting.clear();
+}
+
 /** Draw or update a chart with new arrays (Plotly.react diffs; uirevision keeps the user's zoom). */
 export function react(element, traces, layout, filename) {
-  if (!globalThis.Plotly) throw new Error("plotly.js did not load (GET /vendor/plotly-basic.min.js): charts cannot draw");
   const config = { ...PLOT_CONFIG, toImageButtonOptions: { ...PLOT_CONFIG.toImageButtonOptions, filename } };
-  return globalThis.Plotly.react(element, traces, layout, config);
+  if (globalThis.Plotly) return globalThis.Plotly.react(element, traces, layout, config);
+  if (failed) throw failed;
+  if (waiting.size === 0) {
+    loadPlotly().then(drawWaiting, (error) => {
+      failed = error;
+      waiting.clear();
+      console.error(error);
+    });
+  }
+  waiting.set(element, [traces, layout, config]);
+  return null;
 }
 
 /** Empty the chart (a new run): Plotly forgets its zoom and traces. */
 export function purge(element) {
+  waiting.delete(element);
   if (globalThis.Plotly && element.data) globalThis.Plotly.purge(element);
 }
 
