@@ -31,6 +31,7 @@ TARGETS = {
     ("server", "latency_p95_ms_1_clients"): ("<=", 50.0),
     ("server", "latency_p95_ms_50_clients"): ("<=", 100.0),
     ("server", "watched_50_over_headless"): (">=", 0.85),
+    ("server", "run_start_s_ready_worker"): ("<=", 0.5),
     ("soak", "rss_growth"): ("<=", 0.10),
     ("soak", "queue_growth"): ("<=", 0.10),
     ("soak", "fast_client_disconnects"): ("<=", 0.0),

@@ -30,7 +30,7 @@ CATCH_UP_LIMIT_S = 60.0
 FRAME_PREFIX = '{"v":2,"type":"frame","step":'
 
 
-def _serve(port: int, stamps: str | None, logdir: str) -> None:
+def _serve(port: int, stamps: str | None, logdir: str, ready_worker: bool) -> None:
     """Server process: the real app, with the worker's send time of each frame recorded
     (when `stamps` names a file)."""
     import uvicorn
@@ -39,7 +39,13 @@ def _serve(port: int, stamps: str | None, logdir: str) -> None:
 
     if stamps is not None:
         _record_send_times(stamps)
-    settings = Settings(logdir=Path(logdir), demo_run=False, open_browser=False, port=port)
+    settings = Settings(
+        logdir=Path(logdir),
+        demo_run=False,
+        open_browser=False,
+        port=port,
+        ready_worker=ready_worker,
+    )
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     )
@@ -71,11 +77,17 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def server_process(scratch: str, stamps: str | None = None) -> Iterator[tuple[str, int]]:
+def server_process(
+    scratch: str, stamps: str | None = None, ready_worker: bool = False
+) -> Iterator[tuple[str, int]]:
     """The server in its own process (as `covshift serve` would run it), its run store in
-    scratch; yields its base URL and process id once /healthz answers."""
+    scratch; yields its base URL and process id once /healthz answers. Without a worker
+    loaded ahead unless asked: its loading, 5 s after a run starts, would fall in the
+    measurements."""
     port = _free_port()
-    server = mp.get_context("spawn").Process(target=_serve, args=(port, stamps, scratch))
+    server = mp.get_context("spawn").Process(
+        target=_serve, args=(port, stamps, scratch, ready_worker)
+    )
     server.start()
     base = f"http://127.0.0.1:{port}"
     try:
@@ -202,6 +214,41 @@ async def _measure(
     return results
 
 
+async def _run_start_s(base: str, pid: int) -> float:
+    """Seconds from creating a run to its first frame on a websocket, once the server's
+    worker processes have loaded (none, or the one loaded ahead)."""
+    await _settle(pid)
+    async with httpx.AsyncClient(timeout=30) as http:
+        started = time.monotonic()
+        run_id = (await http.post(f"{base}/api/runs", json=RUN)).json()["id"]
+        url = base.replace("http", "ws", 1) + f"/ws/runs/{run_id}{PAGE_VIEW}"
+        async with websockets.connect(url, max_size=None, compression=None) as ws:
+            while not str(await ws.recv()).startswith(FRAME_PREFIX):
+                pass
+        seconds = time.monotonic() - started
+        await http.delete(f"{base}/api/runs/{run_id}")
+    return seconds
+
+
+async def _settle(pid: int, limit_s: float = 30.0) -> None:
+    """Wait until the server and its children have used no CPU for half a second."""
+    end = time.monotonic() + limit_s
+    before = _tree_cpu_seconds(pid)
+    while time.monotonic() < end:
+        await asyncio.sleep(0.5)
+        now = _tree_cpu_seconds(pid)
+        if now - before < 0.05:
+            return
+        before = now
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its children (whichever of its threads started them)."""
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    children = [int(c) for task in tasks for c in (task / "children").read_text().split()]
+    return _cpu_seconds(pid) + sum(_cpu_seconds(child) for child in children)
+
+
 def _headless_steps_per_s(seconds: float) -> float:
     """The same run config trained with no server at all, one torch thread like the worker."""
     import torch
@@ -235,6 +282,13 @@ def run_server_benchmark(quick: bool) -> dict[str, float]:
         lines = Path(stamps).read_text().split()
         sent = {int(step): float(at) for step, at in zip(lines[::2], lines[1::2], strict=True)}
     figures: dict[str, float] = {k: v for k, v in measured.items() if not k.startswith("_")}
+    # A new run's wait, with a worker process started for it and with one loaded ahead.
+    for ready, name in ((False, "run_start_s_new_worker"), (True, "run_start_s_ready_worker")):
+        with (
+            tempfile.TemporaryDirectory() as scratch,
+            server_process(scratch, ready_worker=ready) as (base, pid),
+        ):
+            figures[name] = asyncio.run(_run_start_s(base, pid))
     for name, arrivals in measured["_arrivals"].items():
         latencies = sorted(at - sent[step] for step, at, _ in arrivals if step in sent)
         figures[f"latency_p50_ms_{name}"] = statistics.median(latencies) * 1e3

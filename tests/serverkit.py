@@ -44,6 +44,9 @@ def settings(logdir: Path, **overrides: Any) -> Settings:
         "demo_run": False,
         "open_browser": False,
         "allowed_hosts": ["testserver"],
+        # A worker loaded ahead for every test server would load PyTorch each time (~2 s of
+        # a core): test_ready_worker.py turns it on.
+        "ready_worker": False,
         **overrides,
     }
     return Settings(**values)

@@ -97,7 +97,7 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]
 COMMAND_TIMEOUT_S = 1.0
 # Room for an MNIST run by the estimate (which takes MNIST's 70,000 images), not for 30 times
 # as many images.
-MEMORY_LIMIT_MB = 1500
+MEMORY_LIMIT_MB = 1700
 
 
 def _large_idx_dataset(folder: Path) -> Path:

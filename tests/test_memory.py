@@ -12,6 +12,7 @@ import serverkit
 from covshift.config import DATASET_SHAPES, DatasetName, RunConfig
 from covshift.errors import ConfigError
 from covshift.runtime.handle import WorkerHandle
+from covshift.runtime.messages import Job
 from covshift.train.data import load_dataset
 from covshift.variants import VARIANTS
 
@@ -66,9 +67,13 @@ def test_a_config_one_mb_over_the_limit_is_refused_naming_the_limit_and_the_esti
 
 
 def _peak_mb(overrides: dict[str, Any], frames: int = 3) -> int:
-    """A real worker's peak resident memory (VmHWM, MiB) over its first probed steps."""
+    """A real worker's peak resident memory (VmHWM, MiB) over its first probed steps; one
+    loaded ahead (scikit-learn included) before it is given the run, as a ready worker is."""
     config = RunConfig.model_validate({"steps": 1000, "probe_every": 1, **overrides})
-    worker = WorkerHandle(config.model_dump_json(), "memory")
+    worker = WorkerHandle()
+    assert worker.pid is not None
+    serverkit.wait_for(lambda: _idle(worker.pid), timeout=40, every=0.5)
+    worker.start(Job(config.model_dump_json()))
     try:
         seen, end = 0, time.monotonic() + 40
         while seen < frames and time.monotonic() < end:
@@ -82,6 +87,19 @@ def _peak_mb(overrides: dict[str, Any], frames: int = 3) -> int:
     finally:
         worker.end(0.0)
         worker.close()
+
+
+def _idle(pid: int, seconds: float = 0.5) -> bool:
+    """The process used no CPU over the next `seconds` (it has loaded and waits)."""
+
+    def cpu_ticks() -> int:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    before = cpu_ticks()
+    time.sleep(seconds)
+    return cpu_ticks() == before
 
 
 @pytest.mark.slow

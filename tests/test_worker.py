@@ -13,7 +13,7 @@ import pytest
 import serverkit
 from covshift.config import RunConfig
 from covshift.runtime.handle import WorkerHandle
-from covshift.runtime.messages import Command, Output
+from covshift.runtime.messages import Command, Job, Output
 from covshift.wire import encode, encode_line
 from serverkit import SMALL
 
@@ -22,7 +22,9 @@ _deadline = serverkit.per_test_deadline(60)
 
 def start(**overrides: Any) -> WorkerHandle:
     config = RunConfig.model_validate({**SMALL, **overrides})
-    return WorkerHandle(config.model_dump_json(), "test")
+    worker = WorkerHandle()
+    worker.start(Job(config.model_dump_json()))
+    return worker
 
 
 def records(outputs: list[Output]) -> list[dict[str, Any]]:
@@ -229,7 +231,8 @@ def test_a_worker_over_its_memory_limit_fails_saying_so() -> None:
     config = RunConfig.model_validate(
         {**SMALL, "depth": 8, "width": 1024, "batch_size": 1600, "probe_every": 1}
     )
-    worker = WorkerHandle(config.model_dump_json(), "test", memory_limit_mb=400)
+    worker = WorkerHandle()
+    worker.start(Job(config.model_dump_json(), memory_limit_mb=400))
     try:
         failed = read_until(worker, lambda o: o.state == "failed")[-1]
         assert failed.error is not None

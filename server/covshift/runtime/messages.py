@@ -40,6 +40,16 @@ class SweepPlan:
 
 
 @dataclass(frozen=True)
+class Job:
+    """What a started worker process is to do: one run, or a sweep given its plan. With
+    memory_limit_mb, the OS holds the process to that much memory from then on."""
+
+    config_json: str
+    memory_limit_mb: int | None = None
+    sweep: SweepPlan | None = None
+
+
+@dataclass(frozen=True)
 class Status:
     """Where the trainer is: what GET /api/runs/{id} shows between frames."""
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -24,7 +23,7 @@ from covshift.presets import PRESETS
 from covshift.wire import Json, encode, message, state_event
 
 from .messages import Command, Output, Reply, Status, SweepPlan
-from .worker import hold_memory, out_of_memory, steady_allocator
+from .worker import hold_memory, out_of_memory
 
 if TYPE_CHECKING:
     from covshift.config import RunConfig
@@ -44,10 +43,8 @@ def sweep_main(
     outputs: Connection,
     memory_limit_mb: int | None = None,
 ) -> None:
-    """Entry point of the spawned process."""
+    """Run one sweep in this worker process (its job, from process.process_main)."""
     logging.basicConfig(level=logging.INFO, format="covshift sweep: %(message)s")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when a sweep stops
-    steady_allocator()  # as worker.py: the same peak memory from start to start
     with contextlib.suppress(BrokenPipeError, EOFError, ConnectionResetError):
         _SweepWorker(plan, commands, outputs, memory_limit_mb).run(config_json)
 

@@ -15,7 +15,6 @@ import contextlib
 import ctypes
 import logging
 import resource
-import signal
 import time
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -50,12 +49,8 @@ def worker_main(
     outputs: Connection,
     memory_limit_mb: int | None = None,
 ) -> None:
-    """Entry point of the spawned process."""
+    """Train one run in this worker process (its job, from process.process_main)."""
     logging.basicConfig(level=logging.INFO, format="covshift worker: %(message)s")
-    # Ctrl+C in a terminal reaches the whole process group: the server decides when a
-    # run stops (and records it), so the worker leaves SIGINT to it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    steady_allocator()
     # A broken pipe means the server went away: nobody is left to train for.
     with contextlib.suppress(BrokenPipeError, EOFError, ConnectionResetError):
         _Worker(commands, outputs, memory_limit_mb).run(config_json)

@@ -21,6 +21,7 @@ from covshift import __version__
 from covshift.errors import ConfigError
 from covshift.page_files import PLOTLY_BASIC, frontend_dir, plotly_basic
 from covshift.reports.run import DamagedRun, NoDataYet
+from covshift.runtime.handle import ReadyWorker
 from covshift.settings import Settings
 
 from . import api, docs, rules, ws
@@ -39,12 +40,13 @@ FAVICON = (
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, ready: ReadyWorker | None = None) -> FastAPI:
+    """The app; `ready`: a worker process `covshift serve` started before loading it."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, RunManager]]:
-        manager = RunManager(settings)
+        manager = RunManager(settings, ready)
         await manager.open()
         try:
             yield {"manager": manager}

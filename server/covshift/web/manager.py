@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from covshift.config import RunConfig
 from covshift.errors import ConfigError
+from covshift.runtime.handle import ReadyWorker
 from covshift.runtime.messages import SweepPlan
 from covshift.settings import Settings
 
@@ -41,6 +42,10 @@ class TooManyRuns(Exception):
     """max_runs runs are already active."""
 
 
+# The next run's worker starts loading this long after a run took the ready one: the run
+# just started, and the page drawing it, have the machine's cores first.
+PREPARE_AFTER_S = 5.0
+
 # How often the log directory is scanned for run folders another process created
 # (`covshift.watch`): a watched run shows within this of its folder appearing.
 DISCOVER_EVERY_S = 0.5
@@ -52,11 +57,14 @@ class RunManager:
     """Creates, finds, controls and stops runs; loads the stored ones at start and, while
     serving, the runs other processes start in the log directory (`covshift.watch`)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ready: ReadyWorker | None = None) -> None:
         self.settings = settings
         self.store = RunStore(settings.logdir)
         self._runs: dict[str, AnyRun] = {}
         self._discovery: asyncio.Task[None] | None = None
+        # With settings.ready_worker, a worker process loaded ahead of the next run.
+        self._ready = ready or ReadyWorker()
+        self._preparing: asyncio.Task[None] | None = None
         # One thread per active run's pump, plus room for launches, replays and stops.
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_runs + 4, thread_name_prefix="covshift-run"
@@ -69,6 +77,8 @@ class RunManager:
         for info in await loop.run_in_executor(self._pool, self.store.load):
             self._add_stored(info)
         self._discovery = asyncio.create_task(self._discover(), name="covshift-discover")
+        if self.settings.ready_worker and not self.settings.demo_run:
+            self._prepare_ready(after=0.0)
         if self.settings.demo_run:
             try:
                 await self.create(self.settings.demo, demo=True)
@@ -78,14 +88,16 @@ class RunManager:
     async def close(self) -> None:
         """Stop every active run (each saves its state) and let go of the clients."""
         reason = "stopped when the server shut down"
-        if self._discovery is not None:
-            self._discovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._discovery
+        for task in (self._discovery, self._preparing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.gather(*(run.stop(reason) for run in self._runs.values()))
         for run in self._runs.values():
             for client in list(run.clients):
                 client.close()
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._ready.close)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _add_stored(self, info: RunInfo) -> None:
@@ -120,6 +132,18 @@ class RunManager:
                 if info.id not in self._runs:
                     log.info("run %s appeared in the log directory (%s)", info.id, info.source)
                     self._add_stored(info)
+
+    def _prepare_ready(self, after: float) -> None:
+        """Load the next run's worker process `after` seconds from now, unless it is on the
+        way already."""
+        if self._preparing is not None and not self._preparing.done():
+            return
+
+        async def prepare() -> None:
+            await asyncio.sleep(after)
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._ready.prepare)
+
+        self._preparing = asyncio.create_task(prepare(), name="covshift-ready-worker")
 
     def __iter__(self) -> Iterator[AnyRun]:
         return iter(sorted(self._runs.values(), key=lambda run: run.created))
@@ -165,10 +189,13 @@ class RunManager:
         # Registered before the first await, so concurrent creates see the slot taken.
         self._runs[run_id] = run
         try:
-            await run.launch(config)
+            await run.launch(config, self._ready.take)
         except OSError as exc:
             del self._runs[run_id]
             raise StoreError(f"the run could not start: {exc}") from None
+        finally:
+            if self.settings.ready_worker:
+                self._prepare_ready(after=PREPARE_AFTER_S)
         kind = f"{sweep.preset} sweep" if sweep is not None else "run"
         log.info("%s %s started (%s, demo=%s)", kind, run_id, config.dataset, demo)
         return run

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import datetime, timezone
 from typing import Any
 
 from covshift.config import RunConfig
 from covshift.runtime.handle import WorkerGone, WorkerHandle
-from covshift.runtime.messages import Command, Output, Status, SweepPlan
+from covshift.runtime.messages import Command, Job, Output, Status, SweepPlan
 from covshift.wire import encode, state_event
 
 from .audience import Audience
@@ -131,17 +132,25 @@ class Run(Audience):
 
     # ---- lifecycle ----
 
-    async def launch(self, config: RunConfig) -> None:
-        """Create the store folder and start the worker process (both off the loop)."""
+    async def launch(
+        self, config: RunConfig, worker_for: Callable[[], WorkerHandle] = WorkerHandle
+    ) -> None:
+        """Create the store folder and give a worker process (from worker_for: a new one, or
+        one loaded ahead) this run, both off the loop."""
         loop = asyncio.get_running_loop()
         self._launched = loop.create_future()
         record = _record(config, self._sweep)
+        job = Job(config.model_dump_json(), self.memory_limit_mb, self._sweep)
 
         def start() -> tuple[FramesLog | None, WorkerHandle]:
             frames = self._store.create(self.info(), record) if self.stored else None
-            worker = WorkerHandle(
-                config.model_dump_json(), self.id[:8], self.memory_limit_mb, self._sweep
-            )
+            worker = worker_for()
+            try:
+                worker.start(job)
+            except WorkerGone:  # a worker loaded ahead that died just now: a new one
+                worker.close()
+                worker = WorkerHandle()
+                worker.start(job)
             return frames, worker
 
         try:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from covshift.config import describe
+from covshift.runtime.handle import ReadyWorker
 from covshift.settings import EVERY_INTERFACE, Settings
 
 from .security import ws_transport_limit
@@ -101,6 +102,7 @@ OTHER_SETTINGS = (
     "mnist_dir",
     "command_timeout_s",
     "max_run_memory_mb",
+    "ready_worker",
 )
 
 
@@ -143,6 +145,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f"covshift serve: error: {exc}", file=sys.stderr)
         return 2
 
+    # Loads PyTorch on another core while this process loads the web app: the demo takes it.
+    ready = ReadyWorker()
+    if settings.ready_worker:
+        ready.prepare()
+
     import uvicorn
 
     from .app import create_app
@@ -163,7 +170,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings),
+            create_app(settings, ready),
             host=settings.host,
             port=settings.port,
             http=protocol_class(limits),
