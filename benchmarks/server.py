@@ -244,9 +244,13 @@ async def _settle(pid: int, limit_s: float = 30.0) -> None:
 
 def _tree_cpu_seconds(pid: int) -> float:
     """CPU time of a process and its children (whichever of its threads started them)."""
-    tasks = Path(f"/proc/{pid}/task").iterdir()
-    children = [int(c) for task in tasks for c in (task / "children").read_text().split()]
-    return _cpu_seconds(pid) + sum(_cpu_seconds(child) for child in children)
+    total = _cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # ended meanwhile
+            for child in (task / "children").read_text().split():
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    total += _cpu_seconds(int(child))
+    return total
 
 
 def _headless_steps_per_s(seconds: float) -> float:

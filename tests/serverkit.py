@@ -102,6 +102,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, every: float =
         time.sleep(every)
 
 
+def idle(pid: int | None, seconds: float = 0.5) -> bool:
+    """The process used no CPU over the next `seconds`: a worker that has loaded and waits."""
+
+    def cpu_ticks() -> int:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    before = cpu_ticks()
+    time.sleep(seconds)
+    return cpu_ticks() == before
+
+
 def strict_json(text: str | bytes) -> Any:
     """json.loads that refuses NaN and Infinity, as a browser's JSON.parse does."""
 

@@ -72,7 +72,7 @@ def _peak_mb(overrides: dict[str, Any], frames: int = 3) -> int:
     config = RunConfig.model_validate({"steps": 1000, "probe_every": 1, **overrides})
     worker = WorkerHandle()
     assert worker.pid is not None
-    serverkit.wait_for(lambda: _idle(worker.pid), timeout=40, every=0.5)
+    serverkit.wait_for(lambda: serverkit.idle(worker.pid), timeout=40, every=0.5)
     worker.start(Job(config.model_dump_json()))
     try:
         seen, end = 0, time.monotonic() + 40
@@ -87,19 +87,6 @@ def _peak_mb(overrides: dict[str, Any], frames: int = 3) -> int:
     finally:
         worker.end(0.0)
         worker.close()
-
-
-def _idle(pid: int, seconds: float = 0.5) -> bool:
-    """The process used no CPU over the next `seconds` (it has loaded and waits)."""
-
-    def cpu_ticks() -> int:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-
-    before = cpu_ticks()
-    time.sleep(seconds)
-    return cpu_ticks() == before
 
 
 @pytest.mark.slow

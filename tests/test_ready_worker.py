@@ -1,5 +1,6 @@
-"""A worker process loaded ahead of its run (settings.ready_worker): the next run takes it,
-another is loaded after, a dead one is replaced, and none outlives the server."""
+"""A worker process loaded ahead of its run (settings.ready_worker): it loads before it has a
+job, the next run takes it, another is loaded after, a dead one is replaced, and none
+outlives the server."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +22,27 @@ from serverkit import SMALL, ThreadedServer
 
 _deadline = serverkit.per_test_deadline(90)
 
+Workers = Callable[[], set[int]]
 
-def workers() -> set[int]:
-    """This process's worker processes alive now (their pids)."""
-    return {
-        child.pid
-        for child in multiprocessing.active_children()
-        if child.name == "covshift-worker" and child.pid is not None
-    }
+
+@pytest.fixture
+def workers() -> Iterator[Workers]:
+    """The worker processes this test started that are alive now (their pids)."""
+
+    def alive() -> set[int]:
+        return {
+            child.pid
+            for child in multiprocessing.active_children()
+            if child.name == "covshift-worker" and child.pid is not None
+        }
+
+    before = alive()
+    yield lambda: alive() - before
+
+
+def loaded_torch(pid: int | None) -> bool:
+    with open(f"/proc/{pid}/maps", encoding="ascii") as maps:
+        return "libtorch" in maps.read()
 
 
 def first_hello(worker: WorkerHandle) -> dict[str, object]:
@@ -43,15 +58,18 @@ def first_hello(worker: WorkerHandle) -> dict[str, object]:
     raise AssertionError("no hello in time")
 
 
-def test_the_ready_worker_is_the_one_taken_and_runs_the_job_given_later() -> None:
+def test_a_ready_worker_loads_before_its_job_and_runs_the_job_given_later(
+    workers: Workers,
+) -> None:
     ready = ReadyWorker()
     ready.prepare()
     ready.prepare()  # one at a time: still the same process
-    assert len(workers()) == 1
-    loaded = workers()
+    (loaded,) = workers()
+    serverkit.wait_for(lambda: serverkit.idle(loaded), timeout=40, every=0.5)
+    assert loaded_torch(loaded)  # PyTorch is in the process before it knows its run
     worker = ready.take()
     try:
-        assert {worker.pid} == loaded
+        assert worker.pid == loaded
         config = RunConfig.model_validate({**SMALL, "width": 12})
         worker.start(Job(config.model_dump_json()))
         hello = first_hello(worker)
@@ -62,7 +80,7 @@ def test_the_ready_worker_is_the_one_taken_and_runs_the_job_given_later() -> Non
     assert workers() == set()
 
 
-def test_a_ready_worker_that_died_is_replaced_when_taken() -> None:
+def test_a_ready_worker_that_died_is_replaced_when_taken(workers: Workers) -> None:
     ready = ReadyWorker()
     ready.prepare()
     (dead,) = workers()
@@ -79,7 +97,7 @@ def test_a_ready_worker_that_died_is_replaced_when_taken() -> None:
 
 
 def test_a_run_given_a_worker_that_died_just_now_starts_on_a_new_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: Workers
 ) -> None:
     def died_after_it_was_taken(self: ReadyWorker) -> WorkerHandle:
         worker = WorkerHandle()
@@ -95,18 +113,21 @@ def test_a_run_given_a_worker_that_died_just_now_starts_on_a_new_one(
         assert len(workers()) == 1
 
 
-def test_closing_ends_a_ready_worker_that_never_ran() -> None:
+def test_closing_ends_a_ready_worker_that_never_ran(workers: Workers) -> None:
     ready = ReadyWorker()
     ready.prepare()
-    assert len(workers()) == 1
-    ready.close()  # its pipe closes: it reads end-of-file and exits
+    (loaded,) = workers()
+    serverkit.wait_for(lambda: serverkit.idle(loaded), timeout=40, every=0.5)
+    (process,) = [c for c in multiprocessing.active_children() if c.pid == loaded]
+    ready.close()  # its pipe closes: it reads end-of-file and exits by itself
     assert workers() == set()
+    assert process.exitcode == 0
     ready.prepare()  # a server shutting down starts no more
     assert workers() == set()
 
 
 def test_a_server_loads_a_worker_ahead_gives_it_to_the_next_run_and_loads_another(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: Workers
 ) -> None:
     monkeypatch.setattr(manager, "PREPARE_AFTER_S", 0.5)
     settings = serverkit.settings(tmp_path, allowed_hosts=None, ready_worker=True)
@@ -122,7 +143,19 @@ def test_a_server_loads_a_worker_ahead_gives_it_to_the_next_run_and_loads_anothe
     assert workers() == set()  # the server's shutdown ended the one left ready
 
 
-def test_without_the_setting_no_worker_waits_unused(tmp_path: Path) -> None:
+def test_a_server_whose_demo_is_refused_still_loads_one_ahead(
+    tmp_path: Path, workers: Workers
+) -> None:
+    settings = serverkit.settings(
+        tmp_path, allowed_hosts=None, ready_worker=True, demo_run=True, max_run_memory_mb=256
+    )
+    with ThreadedServer(settings) as server:
+        assert server.runs() == []  # the demo needs more than 256 MB
+        serverkit.wait_for(lambda: len(workers()) == 1)
+    assert workers() == set()
+
+
+def test_without_the_setting_no_worker_waits_unused(tmp_path: Path, workers: Workers) -> None:
     with ThreadedServer(serverkit.settings(tmp_path, allowed_hosts=None)) as server:
         time.sleep(1.0)  # what a server with the setting would have started by now
         assert workers() == set()

@@ -382,8 +382,8 @@ def check_cnn_depth(depth: int, height: int, width: int, dataset: str) -> None:
 # before workers fixed glibc's mmap threshold (runtime/worker.py): since, freed tensors
 # leave the process, and the ten variants at depth 2, width 256, batch 1024 peak at
 # 870 MiB every start (1011) where they had peaked at 933 to 1148 MiB from start to start.
-# A worker loaded ahead of its run (runtime/process.py) has scikit-learn loaded whatever
-# the dataset, so spirals and MNIST count it too.
+# A worker loaded ahead of its run (runtime/process.py) may have scikit-learn loaded
+# whatever the dataset, so spirals and MNIST count it too.
 # (examples, features, classes, MiB of the worker before any network)
 DATASET_SHAPES: dict[str, tuple[int, int, int, int]] = {
     "digits": (1797, 64, 10, 430),

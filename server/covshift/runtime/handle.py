@@ -125,6 +125,7 @@ class ReadyWorker:
         self._lock = threading.Lock()
         self._worker: WorkerHandle | None = None
         self._closed = False
+        self.taken = 0  # workers taken so far
 
     def prepare(self) -> None:
         """Start one, unless one is ready (or still loading) or this was closed."""
@@ -139,6 +140,7 @@ class ReadyWorker:
         """The ready worker, or a new one where none is (or it has died)."""
         with self._lock:
             worker, self._worker = self._worker, None
+            self.taken += 1
         if worker is not None and worker.process.is_alive():
             return worker
         if worker is not None:
@@ -155,5 +157,8 @@ class ReadyWorker:
 
     @staticmethod
     def _release(worker: WorkerHandle) -> None:
+        """End a worker that never had a job: one that waits reads end-of-file and exits
+        (~1 s, most of it Python unloading PyTorch); one still loading is terminated after
+        the grace (it has nothing to save)."""
         worker.close()
         worker.end(grace=2.0)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from covshift.config import RunConfig
 from covshift.errors import ConfigError
-from covshift.runtime.handle import ReadyWorker
+from covshift.runtime.handle import ReadyWorker, WorkerGone
 from covshift.runtime.messages import SweepPlan
 from covshift.settings import Settings
 
@@ -77,13 +77,13 @@ class RunManager:
         for info in await loop.run_in_executor(self._pool, self.store.load):
             self._add_stored(info)
         self._discovery = asyncio.create_task(self._discover(), name="covshift-discover")
-        if self.settings.ready_worker and not self.settings.demo_run:
-            self._prepare_ready(after=0.0)
         if self.settings.demo_run:
             try:
                 await self.create(self.settings.demo, demo=True)
             except ConfigError as exc:  # e.g. over max_run_memory_mb: serve without it
                 log.warning("the demo run was not started: %s", exc)
+        if self.settings.ready_worker and self._preparing is None:  # no demo took one
+            self._prepare_ready(after=0.0)
 
     async def close(self) -> None:
         """Stop every active run (each saves its state) and let go of the clients."""
@@ -93,11 +93,14 @@ class RunManager:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await asyncio.gather(*(run.stop(reason) for run in self._runs.values()))
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            loop.run_in_executor(self._pool, self._ready.close),  # nothing of it to save
+            *(run.stop(reason) for run in self._runs.values()),
+        )
         for run in self._runs.values():
             for client in list(run.clients):
                 client.close()
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._ready.close)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _add_stored(self, info: RunInfo) -> None:
@@ -141,7 +144,15 @@ class RunManager:
 
         async def prepare() -> None:
             await asyncio.sleep(after)
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._ready.prepare)
+            loop = asyncio.get_running_loop()
+            try:
+                while True:
+                    taken = self._ready.taken
+                    await loop.run_in_executor(self._pool, self._ready.prepare)
+                    if self._ready.taken == taken:  # else a run took it as it started
+                        return
+            except Exception:  # e.g. no process could be started: the next run starts its own
+                log.exception("a worker process could not be loaded ahead")
 
         self._preparing = asyncio.create_task(prepare(), name="covshift-ready-worker")
 
@@ -190,7 +201,7 @@ class RunManager:
         self._runs[run_id] = run
         try:
             await run.launch(config, self._ready.take)
-        except OSError as exc:
+        except (OSError, WorkerGone) as exc:
             del self._runs[run_id]
             raise StoreError(f"the run could not start: {exc}") from None
         finally:

@@ -149,6 +149,7 @@ class Run(Audience):
                 worker.start(job)
             except WorkerGone:  # a worker loaded ahead that died just now: a new one
                 worker.close()
+                worker.end(grace=0.0)
                 worker = WorkerHandle()
                 worker.start(job)
             return frames, worker
