@@ -18,7 +18,7 @@ from . import __version__
 from .config import BATCH_SIZE_ONE_REASON, RunConfig, describe
 from .errors import CovshiftError
 from .presets import PRESETS, dataset_note, preset_config
-from .runtime.cpu import prefer_fast_sort
+from .runtime.cpu import prefer_avx2_numpy
 from .wire import Json
 
 # Fields whose command-line spelling differs from a plain value.
@@ -218,7 +218,8 @@ def _default_to_serve(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    prefer_fast_sort()  # before anything loads NumPy: this process's and its workers'
+    if argv is None:  # the command's own process (not a caller's), before NumPy loads
+        prefer_avx2_numpy()
     parser = build_parser()
     args = parser.parse_args(_default_to_serve(sys.argv[1:] if argv is None else argv))
     if args.command == "serve":

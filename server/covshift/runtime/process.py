@@ -13,7 +13,7 @@ import contextlib
 import signal
 from multiprocessing.connection import Connection
 
-from .cpu import prefer_fast_sort
+from .cpu import prefer_avx2_numpy
 from .messages import Job
 from .sweep_worker import sweep_main
 from .worker import steady_allocator, worker_main
@@ -21,7 +21,9 @@ from .worker import steady_allocator, worker_main
 
 def process_main(commands: Connection, outputs: Connection) -> None:
     """Entry point of the spawned process: the first message on `commands` is its Job."""
-    prefer_fast_sort()  # a server started otherwise than by `covshift serve` did not ask
+    # For a server started otherwise than by `covshift serve`. Too late (nothing set) where
+    # the server's main script loads NumPy as it is imported: spawn imports it here first.
+    prefer_avx2_numpy()
     # Ctrl+C in a terminal reaches the whole process group: the server decides when a run
     # stops (and records it), so the worker leaves SIGINT to it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
